@@ -1,0 +1,236 @@
+//! `examflow`: the server and command line of examflow.
+
+mod auth;
+mod banks;
+mod config;
+mod error;
+mod metrics;
+mod server;
+mod web;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use examflow_ingest::kafka;
+use examflow_ingest::store::{MongoStore, ResultStore, SqliteStore};
+
+use crate::auth::{Role, TokenKeys, load_or_create_secret, validate_email};
+use crate::banks::BankRegistry;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+
+/// examflow: online exams, scored, analysed and adaptive.
+///
+/// Start with `examflow serve` (embedded store, sample banks from data/question_banks),
+/// then open the printed URL. Settings come from examflow.toml, then EXAMFLOW_*
+/// variables, then flags.
+#[derive(Parser)]
+#[command(name = "examflow", version, about, long_about)]
+struct Cli {
+    /// Configuration file [default: ./examflow.toml when it exists].
+    #[arg(long, global = true, env = "EXAMFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server: student page, API, score cards (and Kafka when configured).
+    Serve(ServeArgs),
+    /// Print a signed bearer token for local use and scripts.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080].
+    #[arg(long, env = "EXAMFLOW_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory for the embedded store and secrets [default: examflow-data].
+    #[arg(long, env = "EXAMFLOW_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory of question banks (*.json) [default: data/question_banks].
+    #[arg(long, env = "EXAMFLOW_BANKS")]
+    banks: Option<PathBuf>,
+    /// Kafka bootstrap servers; enables change events and the score-card consumer.
+    #[arg(long, env = "EXAMFLOW_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// MongoDB connection string; results go to MongoDB instead of the embedded store.
+    #[arg(long, env = "EXAMFLOW_MONGODB_URI")]
+    mongodb_uri: Option<String>,
+    /// Turn the page's dev login on or off [default: true].
+    #[arg(long, env = "EXAMFLOW_DEV_LOGIN")]
+    dev_login: Option<bool>,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Email the token names.
+    #[arg(long)]
+    email: String,
+    /// student, educator, analyst or admin.
+    #[arg(long, default_value = "student")]
+    role: String,
+    /// Data directory holding the server's secret [default: examflow-data].
+    #[arg(long, env = "EXAMFLOW_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 8 * 3600)]
+    ttl_secs: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EXAMFLOW_LOG")
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(v) = args.listen {
+                config.server.listen = v;
+            }
+            if let Some(v) = args.data_dir {
+                config.storage.data_dir = v;
+            }
+            if let Some(v) = args.banks {
+                config.storage.banks_dir = v;
+            }
+            if let Some(v) = args.kafka_brokers {
+                config.kafka.brokers = v;
+            }
+            if let Some(v) = args.mongodb_uri {
+                config.storage.mongodb_uri = Some(v);
+            }
+            if let Some(v) = args.dev_login {
+                config.auth.dev_login = v;
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(config))
+        }
+        Command::Token(args) => {
+            if let Some(v) = args.data_dir {
+                config.storage.data_dir = v;
+            }
+            let role: Role = args.role.parse().map_err(anyhow::Error::msg)?;
+            validate_email(&args.email).map_err(anyhow::Error::msg)?;
+            let secret =
+                load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.storage.data_dir)?;
+            let token = TokenKeys::new(&secret).issue(&args.email, role, args.ttl_secs)?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.storage.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let secret = load_or_create_secret(config.auth.jwt_secret.as_deref(), &data_dir)?;
+    let local = Arc::new(SqliteStore::open(&data_dir)?);
+    let store: Arc<dyn ResultStore> = match &config.storage.mongodb_uri {
+        Some(uri) => Arc::new(
+            MongoStore::connect(uri, Some(&config.storage.mongodb_database))
+                .await
+                .context("connecting to MongoDB")?,
+        ),
+        None => local.clone(),
+    };
+    let banks = Arc::new(BankRegistry::load(&config.storage.banks_dir));
+    let metrics = Metrics::new();
+    let embedded = config.storage.mongodb_uri.is_none();
+
+    if config.kafka.enabled() {
+        let settings = config.kafka.clone();
+        let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
+        tokio::spawn(async move {
+            // The broker may be down at start; results are kept in the outbox meanwhile.
+            while let Err(e) = settings.ensure_topics().await {
+                tracing::warn!(error = %e, "Kafka not ready; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            if embedded {
+                let relay =
+                    kafka::run_outbox_relay(settings.clone(), local2.clone(), metrics2.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = relay.await {
+                        tracing::error!(error = %e, "outbox relay stopped");
+                    }
+                });
+            }
+            if let Err(e) = kafka::run_score_card_consumer(settings, Some(local2), metrics2).await {
+                tracing::error!(error = %e, "score-card consumer stopped");
+            }
+        });
+    } else if embedded {
+        let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
+        tokio::spawn(async move {
+            if let Err(e) = kafka::run_outbox_score_cards(local2, metrics2).await {
+                tracing::error!(error = %e, "score-card consumer stopped");
+            }
+        });
+    } else {
+        tracing::warn!("MongoDB without Kafka: score cards need Debezium and --kafka-brokers");
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        config: Arc::new(config),
+        banks: banks.clone(),
+        store,
+        local,
+        tokens: TokenKeys::new(&secret),
+        metrics,
+    };
+    let app = server::router(state);
+    // Best effort: a closed stdout must not stop the server.
+    let _ = print_banner(addr, &banks);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+fn print_banner(addr: std::net::SocketAddr, banks: &BankRegistry) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "examflow listening on http://{addr}")?;
+    writeln!(out, "  student page: http://{addr}/")?;
+    writeln!(out, "  API docs:     http://{addr}/api/docs")?;
+    writeln!(
+        out,
+        "  exams: {} loaded, {} rejected (see GET /api/admin/banks)",
+        banks.exams.len(),
+        banks.errors.len()
+    )?;
+    out.flush()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,324 @@
+//! Wiring: application state, every route in one place, and the serve loop.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use examflow_engine::AnswerChoice;
+use examflow_engine::scoring::score_submission;
+use examflow_ingest::ResultDocument;
+use examflow_ingest::store::{ResultFilter, ResultStore, SqliteStore};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::{Identity, Role, TokenKeys, validate_email};
+use crate::banks::BankRegistry;
+use crate::config::Config;
+use crate::error::{ApiError, error_response};
+use crate::metrics::{self, Metrics};
+use crate::web;
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub banks: Arc<BankRegistry>,
+    pub store: Arc<dyn ResultStore>,
+    /// Local state in the data dir: the outbox, score cards and dead letters (and the
+    /// results too when it is the result store).
+    pub local: Arc<SqliteStore>,
+    pub tokens: TokenKeys,
+    pub metrics: Metrics,
+}
+
+/// Most results one listing returns.
+const MAX_LIST: usize = 1000;
+
+/// JSON body extractor whose rejections use the API's error shape (413 for too large).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> Response {
+    let status = rejection.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        _ => "bad_json",
+    };
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_string(),
+        _ => rejection.body_text(),
+    };
+    error_response(status, code, &message)
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/style.css", get(web::style))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/openapi.json", get(web::openapi))
+        .route("/api/docs", get(web::docs))
+        .route("/api/dev-login", post(dev_login))
+        .route("/api/me", get(me))
+        .route("/api/exams", get(list_exams))
+        .route("/api/exams/{name}", get(get_exam))
+        .route("/api/exams/{name}/submissions", post(submit))
+        .route("/api/results", get(list_results))
+        .route("/api/results/{id}", get(get_result))
+        .route("/api/score-cards", get(score_cards))
+        .route("/api/dead-letters", get(dead_letters))
+        .route("/api/admin/banks", get(admin_banks))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /api/docs",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method; see /api/docs",
+    )
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({
+            "status": "ok",
+            "store": state.store.kind(),
+            "kafka": state.config.kafka.enabled(),
+            "exams": state.banks.exams.len(),
+        }))
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct DevLogin {
+    email: String,
+}
+
+async fn dev_login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<DevLogin>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.config.auth.dev_login {
+        return Err(ApiError::Forbidden(
+            "dev login is turned off on this server (auth.dev_login = false)".into(),
+        ));
+    }
+    let email = body.email.trim().to_lowercase();
+    validate_email(&email).map_err(|m| ApiError::bad_request("invalid_email", m))?;
+    let token = state
+        .tokens
+        .issue(&email, Role::Student, state.config.auth.token_ttl_secs)?;
+    Ok(Json(
+        json!({"token": token, "email": email, "role": "student"}),
+    ))
+}
+
+async fn me(identity: Identity) -> Json<Identity> {
+    Json(identity)
+}
+
+async fn list_exams(State(state): State<AppState>) -> Json<Value> {
+    let exams: Vec<Value> = state
+        .banks
+        .exams
+        .values()
+        .map(|b| json!({"name": b.name, "questions": b.items.len()}))
+        .collect();
+    Json(Value::Array(exams))
+}
+
+fn bank_of<'a>(
+    state: &'a AppState,
+    name: &str,
+) -> Result<&'a Arc<examflow_engine::Bank>, ApiError> {
+    state
+        .banks
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("exam {name:?}")))
+}
+
+/// The questions with ids and options, never the answer key.
+async fn get_exam(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let bank = bank_of(&state, &name)?;
+    let questions: Vec<Value> = bank
+        .items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            json!({"id": item.id, "index": index, "question": item.question, "options": item.options})
+        })
+        .collect();
+    Ok(Json(json!({"name": bank.name, "questions": questions})))
+}
+
+#[derive(Deserialize)]
+struct Submission {
+    answers: Vec<AnswerChoice>,
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Submission>,
+) -> Result<Response, ApiError> {
+    let bank = bank_of(&state, &name)?;
+    let scored = score_submission(bank, &body.answers)?;
+    let doc = ResultDocument::new(&identity.email, scored, Utc::now());
+    state.store.insert_result(&doc).await?;
+    state
+        .metrics
+        .submissions
+        .with_label_values(&[doc.exam.as_str(), doc.result.as_str()])
+        .inc();
+    let location = format!("/api/results/{}", doc.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(doc),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ResultQuery {
+    exam: Option<String>,
+    email: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_results(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(query): Query<ResultQuery>,
+) -> Result<Json<Vec<ResultDocument>>, ApiError> {
+    let email = if identity.role.sees_all_results() {
+        query.email
+    } else {
+        if query.email.as_ref().is_some_and(|e| *e != identity.email) {
+            return Err(ApiError::Forbidden(
+                "students can only list their own results".into(),
+            ));
+        }
+        Some(identity.email)
+    };
+    let filter = ResultFilter {
+        email,
+        exam: query.exam,
+        limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
+    };
+    Ok(Json(state.store.list_results(&filter).await?))
+}
+
+async fn get_result(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<ResultDocument>, ApiError> {
+    let not_found = || ApiError::not_found(format!("result {id:?}"));
+    let doc = state.store.get_result(&id).await?.ok_or_else(not_found)?;
+    // Another student's result is reported as not found: its existence is not revealed.
+    if !identity.role.sees_all_results() && doc.email != identity.email {
+        return Err(not_found());
+    }
+    Ok(Json(doc))
+}
+
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+async fn score_cards(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    let cards = state
+        .local
+        .score_cards(q.limit.unwrap_or(100).clamp(1, MAX_LIST))
+        .await?;
+    Ok(Json(serde_json::to_value(cards).unwrap_or_default()))
+}
+
+async fn dead_letters(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    let letters = state
+        .local
+        .dead_letters(q.limit.unwrap_or(100).clamp(1, MAX_LIST))
+        .await?;
+    Ok(Json(serde_json::to_value(letters).unwrap_or_default()))
+}
+
+async fn admin_banks(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    let exams: Vec<Value> = state
+        .banks
+        .exams
+        .values()
+        .map(|b| json!({"name": b.name, "questions": b.items.len()}))
+        .collect();
+    Ok(Json(json!({
+        "dir": state.banks.dir.display().to_string(),
+        "exams": exams,
+        "errors": state.banks.errors,
+    })))
+}

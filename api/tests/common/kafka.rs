@@ -1,0 +1,141 @@
+//! Broker access for tests: the broker named by EXAMFLOW_TEST_KAFKA_BROKERS (started by
+//! scripts/test-all), or one started here with scripts/kafka-broker.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// A broker this test process started (stopped on drop).
+pub struct OwnBroker {
+    pub dir: PathBuf,
+    pub brokers: String,
+}
+
+impl OwnBroker {
+    /// Starts a broker in `dir` on `port` (None: a free port).
+    pub fn start(dir: &Path, port: Option<u16>) -> OwnBroker {
+        let mut cmd = Command::new(super::repo_root().join("scripts/kafka-broker"));
+        cmd.arg("start").arg(dir);
+        if let Some(p) = port {
+            cmd.arg(p.to_string());
+        }
+        let out = cmd.output().expect("running scripts/kafka-broker");
+        assert!(
+            out.status.success(),
+            "broker failed to start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        OwnBroker {
+            dir: dir.to_path_buf(),
+            brokers: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(super::repo_root().join("scripts/kafka-broker"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The shared test broker: EXAMFLOW_TEST_KAFKA_BROKERS, or a broker started for this
+/// test binary (kept in the returned guard).
+pub fn test_brokers() -> (String, Option<OwnBroker>) {
+    if let Ok(b) = std::env::var("EXAMFLOW_TEST_KAFKA_BROKERS")
+        && !b.is_empty()
+    {
+        return (b, None);
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    let broker = OwnBroker::start(&dir, None);
+    (broker.brokers.clone(), Some(broker))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A message to produce: optional key, optional value (None: a tombstone).
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+pub fn produce(brokers: &str, topic: &str, messages: &[KeyValue]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, value) in messages {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(k) = key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = value {
+            record = record.payload(v.as_slice());
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads `topic` from the beginning until `done` says enough or `timeout` passes.
+pub fn consume_until(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", super::unique("test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while Instant::now() < deadline && !done(&records) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), text(x.value).unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push(Record {
+                key: text(m.key()),
+                value: text(m.payload()),
+                headers,
+            });
+        }
+    }
+    records
+}

@@ -1,0 +1,371 @@
+//! Kafka in and out: topic set-up, the outbox relay (embedded store → `<prefix>.exams.score`)
+//! and the score-card consumer (`<prefix>.exams.score` → `email-topic`, dead letters to
+//! `<topic>.dlq`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::error::{IngestError, Result};
+use crate::metrics::IngestMetrics;
+use crate::score_cards::{CardDecision, decide};
+use crate::store::sqlite::{CardOutcome, OutboxReader, SqliteStore};
+
+/// Kafka settings of the change-event and score-card flow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port]`. Empty: Kafka is off.
+    pub brokers: String,
+    /// Debezium `topic.prefix`; change events go to `<prefix>.exams.score`.
+    pub topic_prefix: String,
+    /// Where score cards go.
+    pub email_topic: String,
+    /// Consumer group of the score-card consumer.
+    pub score_card_group: String,
+    /// Partitions for topics examflow creates.
+    pub partitions: i32,
+    /// Kafka session timeout (ms) of examflow's consumers.
+    pub session_timeout_ms: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: String::new(),
+            topic_prefix: "mongo-trigger-topic".into(),
+            email_topic: "email-topic".into(),
+            score_card_group: "examflow-score-cards".into(),
+            partitions: 2,
+            session_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// `<prefix>.exams.score`, as Debezium names it.
+    pub fn change_event_topic(&self) -> String {
+        format!("{}.exams.score", self.topic_prefix)
+    }
+
+    /// Dead letters of a topic go to `<topic>.dlq`.
+    pub fn dead_letter_topic(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("socket.keepalive.enable", "true");
+        config
+    }
+
+    pub fn producer(&self) -> Result<FutureProducer> {
+        self.client_config()
+            .set("message.timeout.ms", "15000")
+            .set("linger.ms", "2")
+            .set("acks", "all")
+            .create()
+            .map_err(|e| IngestError::kafka("creating producer", e))
+    }
+
+    /// Creates examflow's topics if they do not exist yet.
+    pub async fn ensure_topics(&self) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| IngestError::kafka("creating admin client", e))?;
+        let change = self.change_event_topic();
+        let names = [
+            change.clone(),
+            Self::dead_letter_topic(&change),
+            self.email_topic.clone(),
+        ];
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic::new(n, self.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(|e| IngestError::kafka("creating topics", e))?;
+        for result in results {
+            match result {
+                Ok(name) => info!(topic = %name, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(IngestError::kafka(
+                        format!("creating topic {name}"),
+                        rdkafka::error::KafkaError::AdminOp(code),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one record, retrying with back-off until the broker takes it.
+async fn produce_until_acked(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: Option<OwnedHeaders>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(h) = &headers {
+            record = record.headers(h.clone());
+        }
+        match producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => return,
+            Err((e, _)) => {
+                warn!(%topic, error = %e, "produce failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes the embedded store's outbox to `<prefix>.exams.score`, oldest first; an
+/// event is marked published only after the broker acknowledged it, so a broker outage
+/// only delays events.
+pub async fn run_outbox_relay(
+    settings: KafkaSettings,
+    store: Arc<SqliteStore>,
+    metrics: IngestMetrics,
+) -> Result<()> {
+    let producer = settings.producer()?;
+    let topic = settings.change_event_topic();
+    loop {
+        let pending = match store.pending_outbox(OutboxReader::Publisher, 256).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "reading outbox failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Ok(n) = store.count_pending_outbox(OutboxReader::Publisher).await {
+            metrics.outbox_pending.set(n);
+        }
+        if pending.is_empty() {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), store.outbox_notify.notified())
+                    .await;
+            continue;
+        }
+        let sends = pending.iter().map(|event| {
+            produce_until_acked(
+                &producer,
+                &topic,
+                Some(&event.key),
+                Some(&event.value),
+                None,
+            )
+        });
+        futures::future::join_all(sends).await;
+        let seqs: Vec<i64> = pending.iter().map(|e| e.seq).collect();
+        let n = seqs.len() as u64;
+        while let Err(e) = store.mark_published(seqs.clone()).await {
+            warn!(error = %e, "marking outbox events published failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        metrics.change_events_published.inc_by(n);
+    }
+}
+
+/// Runs the in-process score-card consumer on the embedded store's outbox (no Kafka).
+pub async fn run_outbox_score_cards(store: Arc<SqliteStore>, metrics: IngestMetrics) -> Result<()> {
+    loop {
+        let pending = match store.pending_outbox(OutboxReader::ScoreCards, 256).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "reading outbox failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if pending.is_empty() {
+            metrics.outbox_pending.set(0);
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), store.outbox_notify.notified())
+                    .await;
+            continue;
+        }
+        for event in pending {
+            let outcome = outcome_of(
+                decide(Some(&event.key), Some(&event.value)),
+                "outbox",
+                &event.value,
+            );
+            count(&metrics, &outcome, "outbox");
+            while let Err(e) = store.complete_card_event(event.seq, outcome.clone()).await {
+                warn!(error = %e, "recording score card failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn outcome_of(decision: CardDecision, source: &str, payload: &[u8]) -> CardOutcome {
+    match decision {
+        CardDecision::Send { document_id, card } => CardOutcome::Card { document_id, card },
+        CardDecision::Skip { .. } => CardOutcome::Nothing,
+        CardDecision::DeadLetter { reason } => CardOutcome::DeadLetter {
+            source: source.to_string(),
+            reason,
+            payload: payload.to_vec(),
+        },
+    }
+}
+
+fn count(metrics: &IngestMetrics, outcome: &CardOutcome, source: &str) {
+    match outcome {
+        CardOutcome::Card { .. } => metrics.score_cards_sent.inc(),
+        CardOutcome::DeadLetter { .. } => metrics.dead_letters.with_label_values(&[source]).inc(),
+        CardOutcome::Nothing => {}
+    }
+}
+
+/// Consumer context that turns librdkafka statistics into the lag gauge.
+struct LagContext {
+    metrics: IngestMetrics,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The score-card consumer: reads change events, produces a card per created or updated
+/// document to `email-topic` (keyed by document id), sets unreadable messages aside in
+/// `<topic>.dlq` with the reason in the `examflow.error` header, and commits each offset
+/// only after what it produced was acknowledged.
+pub async fn run_score_card_consumer(
+    settings: KafkaSettings,
+    store: Option<Arc<SqliteStore>>,
+    metrics: IngestMetrics,
+) -> Result<()> {
+    let topic = settings.change_event_topic();
+    let dlq = KafkaSettings::dead_letter_topic(&topic);
+    let consumer: StreamConsumer<LagContext> = settings
+        .client_config()
+        .set("group.id", &settings.score_card_group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(LagContext {
+            metrics: metrics.clone(),
+        })
+        .map_err(|e| IngestError::kafka("creating score-card consumer", e))?;
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|e| IngestError::kafka(format!("subscribing to {topic}"), e))?;
+    let producer = settings.producer()?;
+    info!(%topic, email_topic = %settings.email_topic, "score-card consumer started");
+    loop {
+        let message = match consumer.recv().await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "score-card consumer: receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let decision = decide(message.key(), message.payload());
+        match &decision {
+            CardDecision::Send { document_id, card } => {
+                produce_until_acked(
+                    &producer,
+                    &settings.email_topic,
+                    Some(document_id.as_bytes()),
+                    Some(card.as_bytes()),
+                    None,
+                )
+                .await;
+            }
+            CardDecision::DeadLetter { reason } => {
+                warn!(%reason, partition = message.partition(), offset = message.offset(), "dead letter");
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "examflow.error",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "examflow.source.topic",
+                        value: Some(message.topic()),
+                    })
+                    .insert(Header {
+                        key: "examflow.source.partition",
+                        value: Some(&message.partition().to_string()),
+                    })
+                    .insert(Header {
+                        key: "examflow.source.offset",
+                        value: Some(&message.offset().to_string()),
+                    });
+                produce_until_acked(
+                    &producer,
+                    &dlq,
+                    message.key(),
+                    message.payload(),
+                    Some(headers),
+                )
+                .await;
+            }
+            CardDecision::Skip { .. } => {}
+        }
+        let outcome = outcome_of(decision, &topic, message.payload().unwrap_or_default());
+        count(&metrics, &outcome, &topic);
+        if let Some(store) = &store
+            && !matches!(outcome, CardOutcome::Nothing)
+            && let Err(e) = store.record_card_outcome(outcome).await
+        {
+            warn!(error = %e, "keeping a copy of the score card failed");
+        }
+        if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
+            warn!(error = %e, "offset commit failed (the message may be seen again)");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! examflow's data plumbing: result stores (embedded SQLite and MongoDB), Debezium
+//! MongoDB change events, Kafka in and out, and the score-card consumer.
+
+pub mod debezium;
+pub mod document;
+pub mod error;
+pub mod kafka;
+pub mod metrics;
+pub mod score_cards;
+pub mod store;
+
+pub use document::ResultDocument;
+pub use error::{EnvelopeError, IngestError};
+pub use kafka::KafkaSettings;
+pub use metrics::IngestMetrics;
+pub use store::{ResultFilter, ResultStore};
