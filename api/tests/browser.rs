@@ -106,6 +106,13 @@ async fn take_exam(driver: &WebDriver, server: &Server) -> WebDriverResult<()> {
     for (i, correct) in key.iter().enumerate() {
         let title = driver.find(By::Id("question-title")).await?;
         assert_eq!(title.text().await?, format!("Question {}/{n}", i + 1));
+        if i == 2 {
+            let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+            std::fs::create_dir_all(&shots).ok();
+            driver
+                .screenshot(&shots.join("fixed-form-question.png"))
+                .await?;
+        }
         let labels = driver.find_all(By::Css("#options label")).await?;
         let mut clicked = false;
         for label in labels {
@@ -155,6 +162,12 @@ async fn take_exam(driver: &WebDriver, server: &Server) -> WebDriverResult<()> {
         summary.text().await?,
         format!("You scored {n}/{n}. That's 100%. You passed.")
     );
+    // Kept as a test artifact for people to look at.
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).ok();
+    driver
+        .screenshot(&shots.join("fixed-form-result.png"))
+        .await?;
     let marks = driver.find_all(By::Css("#marks li.mark.correct")).await?;
     assert_eq!(marks.len(), n);
 

@@ -164,7 +164,7 @@ function renderResult(r) {
     q.textContent = d.question + " ";
     const verdict = document.createElement("span");
     verdict.className = "verdict";
-    verdict.textContent = d.is_correct ? "✅" : "❌";
+    verdict.textContent = d.is_correct ? "✓ correct" : "✗ incorrect";
     q.append(verdict);
     const a = document.createElement("div");
     a.className = "muted";

@@ -3,7 +3,9 @@
 //! is a deterministic computation that the `ingest` and `api` crates call.
 
 pub mod bank;
+pub mod ctt;
 pub mod error;
+pub mod irt;
 pub mod score_card;
 pub mod scoring;
 

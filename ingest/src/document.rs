@@ -101,12 +101,22 @@ pub fn bson_to_plain_json(value: &Bson) -> Value {
             }
         }
         Bson::Decimal128(d) => Value::String(d.to_string()),
-        Bson::Binary(b) => Value::String(
-            b.bytes
-                .iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<String>(),
-        ),
+        Bson::Binary(b) => {
+            let hex: String = b.bytes.iter().map(|x| format!("{x:02x}")).collect();
+            if b.subtype == mongodb::bson::spec::BinarySubtype::Uuid && hex.len() == 32 {
+                // UUIDs read as UUIDs.
+                Value::String(format!(
+                    "{}-{}-{}-{}-{}",
+                    &hex[..8],
+                    &hex[8..12],
+                    &hex[12..16],
+                    &hex[16..20],
+                    &hex[20..]
+                ))
+            } else {
+                Value::String(hex)
+            }
+        }
         Bson::Timestamp(t) => serde_json::json!({"t": t.time, "i": t.increment}),
         Bson::Symbol(s) | Bson::JavaScriptCode(s) => Value::String(s.clone()),
         other => other.clone().into_relaxed_extjson(),
@@ -119,10 +129,50 @@ pub fn document_to_plain_json(doc: &Document) -> Map<String, Value> {
         .collect()
 }
 
-/// Parses MongoDB extended JSON (canonical or relaxed, as a string or already decoded)
-/// into plain JSON.
+/// Rewrites the legacy (v1, "strict mode") extended JSON forms that older Debezium
+/// versions emit into the v2 forms the `bson` crate reads: `{"$binary": b64, "$type": t}`,
+/// `{"$date": millis}` and `{"$regex": r, "$options": o}`.
+fn upgrade_legacy_extended_json(value: Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(upgrade_legacy_extended_json)
+                .collect(),
+        ),
+        Value::Object(map) => {
+            if map.len() == 2
+                && let (Some(Value::String(b64)), Some(Value::String(subtype))) =
+                    (map.get("$binary"), map.get("$type"))
+            {
+                return serde_json::json!({"$binary": {"base64": b64, "subType": subtype}});
+            }
+            if map.len() == 1
+                && let Some(Value::Number(n)) = map.get("$date")
+                && let Some(millis) = n.as_i64()
+            {
+                return serde_json::json!({"$date": {"$numberLong": millis.to_string()}});
+            }
+            if map.len() == 2
+                && let (Some(Value::String(pattern)), Some(Value::String(options))) =
+                    (map.get("$regex"), map.get("$options"))
+            {
+                return serde_json::json!({"$regularExpression": {"pattern": pattern, "options": options}});
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, upgrade_legacy_extended_json(v)))
+                    .collect(),
+            )
+        }
+        other => other,
+    }
+}
+
+/// Parses MongoDB extended JSON (v2 canonical or relaxed, or legacy v1, as already
+/// decoded JSON) into plain JSON.
 pub fn extended_json_to_plain(value: Value) -> Result<Value, String> {
-    let bson = Bson::try_from(value).map_err(|e| e.to_string())?;
+    let bson = Bson::try_from(upgrade_legacy_extended_json(value)).map_err(|e| e.to_string())?;
     Ok(bson_to_plain_json(&bson))
 }
 
@@ -169,5 +219,16 @@ mod tests {
         assert_eq!(plain["_id"], 104);
         assert_eq!(plain["w"], 1.5);
         assert_eq!(plain["d"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn legacy_extended_json_is_understood() {
+        let v: Value = serde_json::from_str(
+            r#"{"u": {"$binary": "xQezJ8i5QTGDG9NXlVFUEw==", "$type": "04"}, "d": {"$date": 1000}, "r": {"$regex": "^a", "$options": "i"}}"#,
+        )
+        .unwrap();
+        let plain = extended_json_to_plain(v).unwrap();
+        assert_eq!(plain["u"], "c507b327-c8b9-4131-831b-d35795515413");
+        assert_eq!(plain["d"], "1970-01-01T00:00:01.000Z");
     }
 }

@@ -1,0 +1,188 @@
+//! Submission latency on the embedded default: boots `examflow serve` (release build),
+//! then measures, in one run, the HTTP floor (GET /api/exams), a bare fsync'd write of
+//! the same size on the same disk, and POST submissions (scored, stored, fsync'd),
+//! sequentially and with concurrent clients. Prints a table of p50/p99 and ratios.
+//!
+//!     cargo build --release -p examflow -p examflow-benches
+//!     target/release/submit-latency [--requests N] [--concurrency C]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+    per_sec: f64,
+}
+
+fn stats(mut samples: Vec<Duration>, wall: Duration) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let total: Duration = samples.iter().sum();
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+        mean: total / samples.len() as u32,
+        per_sec: samples.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn examflow_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let candidate = me.with_file_name("examflow");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "build it first: cargo build --release -p examflow (looked for {})",
+        candidate.display()
+    )
+}
+
+async fn timed_requests(
+    client: &reqwest::Client,
+    n: usize,
+    concurrency: usize,
+    make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync,
+) -> Result<Stats> {
+    let started = Instant::now();
+    let per_worker = n / concurrency;
+    let workers = (0..concurrency).map(|_| async {
+        let mut samples = Vec::with_capacity(per_worker);
+        for _ in 0..per_worker {
+            let t = Instant::now();
+            let resp = make(client).send().await?;
+            let status = resp.status();
+            resp.bytes().await?;
+            if !status.is_success() {
+                bail!("HTTP {status}");
+            }
+            samples.push(t.elapsed());
+        }
+        Ok::<_, anyhow::Error>(samples)
+    });
+    let mut all = Vec::with_capacity(n);
+    for r in futures::future::join_all(workers).await {
+        all.extend(r?);
+    }
+    Ok(stats(all, started.elapsed()))
+}
+
+fn fsync_floor(dir: &std::path::Path, n: usize, bytes: usize) -> Result<Stats> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let payload = vec![b'x'; bytes];
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        file.write_all(&payload)?;
+        file.sync_data()?;
+        samples.push(t.elapsed());
+    }
+    Ok(stats(samples, started.elapsed()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let requests = arg("--requests", 2000);
+    let concurrency = arg("--concurrency", 16);
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let mut child = Command::new(examflow_binary()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--banks")
+        .arg(repo.join("data/question_banks"))
+        .env("EXAMFLOW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting examflow")?;
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let base = line
+        .trim()
+        .trim_start_matches("examflow listening on ")
+        .to_string();
+    let out = Command::new(examflow_binary()?)
+        .args(["token", "--email", "bench@example.com", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    let token = String::from_utf8(out.stdout)?.trim().to_string();
+
+    let bank: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(
+        repo.join("data/question_banks/world-geography.json"),
+    )?)?;
+    let answers: Vec<&str> = bank
+        .iter()
+        .map(|q| q["correct_answer"].as_str().unwrap())
+        .collect();
+    let body = json!({ "answers": answers });
+    let client = reqwest::Client::new();
+    let exams_url = format!("{base}/api/exams");
+    let submit_url = format!("{base}/api/exams/world-geography/submissions");
+
+    // Warm up connections and caches.
+    timed_requests(&client, 50, 1, |c| c.get(&exams_url)).await?;
+    let get_seq = timed_requests(&client, requests, 1, |c| c.get(&exams_url)).await?;
+    let doc_bytes = serde_json::to_vec(&body)?.len() * 3;
+    let fsync = fsync_floor(&data, requests.min(1000), doc_bytes)?;
+    let post_seq = timed_requests(&client, requests, 1, |c| {
+        c.post(&submit_url).bearer_auth(&token).json(&body)
+    })
+    .await?;
+    let post_conc = timed_requests(&client, requests, concurrency, |c| {
+        c.post(&submit_url).bearer_auth(&token).json(&body)
+    })
+    .await?;
+    let _ = child.kill();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("submission latency, embedded default ({requests} requests, 12-question exam)");
+    println!("| case | p50 ms | p99 ms | mean ms | req/s | p50 vs GET floor |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, s) in [
+        ("GET /api/exams (HTTP floor)", &get_seq),
+        (
+            "write+fsync of ~doc size, same disk (storage floor)",
+            &fsync,
+        ),
+        ("POST submission, 1 client", &post_seq),
+        (
+            &*format!("POST submission, {concurrency} clients"),
+            &post_conc,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1}x |",
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.mean),
+            s.per_sec,
+            s.p50.as_secs_f64() / get_seq.p50.as_secs_f64()
+        );
+    }
+    Ok(())
+}

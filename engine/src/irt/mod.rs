@@ -1,0 +1,41 @@
+//! Item response theory: dichotomous Rasch, 1PL, 2PL and 3PL models calibrated by marginal
+//! maximum likelihood (EM over a fixed quadrature grid), ability scoring (EAP, MAP, MLE),
+//! information functions and a deterministic simulator.
+//!
+//! Entry points: [`calibrate`] with [`CalibrationOptions`], [`eap`], [`map`], [`mle`],
+//! [`eap_batch`], [`item_information`], [`test_information`], [`simulate_2pl`].
+
+pub mod calibrate;
+pub mod data;
+mod estep;
+pub mod model;
+pub mod scoring;
+pub mod simulate;
+
+use thiserror::Error;
+
+pub use calibrate::{Calibration, CalibrationOptions, SeMethod, calibrate};
+pub use data::{MISSING, ResponseMatrix};
+pub use model::{
+    ItemParams, MIN_QUADRATURE_POINTS, Model, Quadrature, item_information, logistic, probability,
+    test_information,
+};
+pub use scoring::{AbilityEstimate, MleEstimate, Theta, eap, eap_batch, eap_with, map, mle};
+pub use simulate::{SplitMix64, simulate_2pl, simulate_responses};
+
+/// Why IRT input or options were rejected.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum IrtError {
+    #[error("response data shape: {0}")]
+    Shape(String),
+    #[error("person {person}, item {item}: response {value} is not 0, 1 or missing")]
+    InvalidResponse {
+        person: usize,
+        item: usize,
+        value: u32,
+    },
+    #[error("options: {0}")]
+    Config(String),
+    #[error("no estimable item: every item is unanswered, or all right, or all wrong")]
+    NoEstimableItems,
+}
