@@ -32,6 +32,13 @@ pub enum ApiError {
         column: usize,
         message: String,
     },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Input {
+        path: PathBuf,
+        line: u64,
+        column: usize,
+        message: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -65,6 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            ApiError::Input { .. } => (StatusCode::BAD_REQUEST, "invalid_input"),
             ApiError::Config { .. } | ApiError::Io { .. } | ApiError::Invalid(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

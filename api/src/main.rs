@@ -2,8 +2,10 @@
 
 mod auth;
 mod banks;
+mod calibrate_cmd;
 mod config;
 mod error;
+mod item_stats;
 mod metrics;
 mod server;
 mod web;
@@ -44,6 +46,8 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed bearer token for local use and scripts.
     Token(TokenArgs),
+    /// Calibrate an IRT model (Rasch, 1PL, 2PL, 3PL) from a 0/1 response CSV.
+    Calibrate(calibrate_cmd::CalibrateArgs),
 }
 
 #[derive(clap::Args)]
@@ -84,8 +88,19 @@ struct TokenArgs {
     ttl_secs: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with causes), no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXAMFLOW_LOG")
@@ -130,6 +145,11 @@ fn main() -> anyhow::Result<()> {
                 load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.storage.data_dir)?;
             let token = TokenKeys::new(&secret).issue(&args.email, role, args.ttl_secs)?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Calibrate(args) => {
+            let output = calibrate_cmd::run(&args)?;
+            std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
     }

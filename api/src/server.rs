@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/exams", get(list_exams))
         .route("/api/exams/{name}", get(get_exam))
         .route("/api/exams/{name}/submissions", post(submit))
+        .route("/api/exams/{name}/item-stats", get(item_stats))
         .route("/api/results", get(list_results))
         .route("/api/results/{id}", get(get_result))
         .route("/api/score-cards", get(score_cards))
@@ -321,4 +322,26 @@ async fn admin_banks(
         "exams": exams,
         "errors": state.banks.errors,
     })))
+}
+
+/// Most stored results one item-statistics computation reads.
+const MAX_ITEM_STATS_RESULTS: usize = 1_000_000;
+
+async fn item_stats(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    let bank = bank_of(&state, &name)?.clone();
+    let filter = ResultFilter {
+        email: None,
+        exam: Some(name),
+        limit: MAX_ITEM_STATS_RESULTS,
+    };
+    let results = state.store.list_results(&filter).await?;
+    let stats = tokio::task::spawn_blocking(move || crate::item_stats::item_stats(&bank, &results))
+        .await
+        .map_err(|e| ApiError::Invalid(format!("item statistics failed: {e}")))?;
+    Ok(Json(stats))
 }

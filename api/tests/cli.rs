@@ -68,3 +68,130 @@ fn config_errors_name_file_line_and_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("examflow.toml:4:"), "{err}");
 }
+
+fn lsat() -> String {
+    common::repo_root()
+        .join("data/irt/lsat6.csv")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn calibrate_prints_the_documented_json() {
+    let out = examflow(&[
+        "calibrate",
+        &lsat(),
+        "--model",
+        "2pl",
+        "--format",
+        "json",
+        "--abilities",
+        "eap",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "model",
+        "n_persons",
+        "n_items",
+        "log_likelihood",
+        "aic",
+        "bic",
+        "iterations",
+        "converged",
+        "items",
+        "abilities",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["model"], "2pl");
+    assert_eq!(v["n_persons"], 1000);
+    assert_eq!(v["converged"], true);
+    // ltm(LSAT ~ z1): item 3 b = -0.2799, a = 0.8905; logLik -2466.653.
+    assert!(
+        (v["items"][2]["b"].as_f64().unwrap() + 0.2799).abs() < 0.01,
+        "{}",
+        v["items"][2]
+    );
+    assert!(
+        (v["items"][2]["a"].as_f64().unwrap() - 0.8905).abs() < 0.01,
+        "{}",
+        v["items"][2]
+    );
+    assert!((v["log_likelihood"].as_f64().unwrap() + 2466.653).abs() < 0.01);
+    for key in ["item", "a", "b", "c", "se_a", "se_b", "p_value"] {
+        assert!(v["items"][0].get(key).is_some(), "item lacks {key}");
+    }
+    let abilities = v["abilities"].as_array().unwrap();
+    assert_eq!(abilities.len(), 1000);
+    assert_eq!(abilities[0]["person"], "1");
+    assert!(abilities[0]["theta"].as_f64().unwrap() < abilities[999]["theta"].as_f64().unwrap());
+}
+
+#[test]
+fn calibrate_mle_reports_infinite_abilities_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.csv");
+    let mut text = String::from("person,q1,q2,q3\n");
+    for (i, row) in [
+        "1,1,1", "0,0,0", "1,0,1", "0,1,0", "1,1,0", "0,0,1", "1,0,0", "0,1,1",
+    ]
+    .iter()
+    .cycle()
+    .take(80)
+    .enumerate()
+    {
+        text.push_str(&format!("p{i},{row}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = examflow(&[
+        "calibrate",
+        file.to_str().unwrap(),
+        "--model",
+        "rasch",
+        "--format",
+        "json",
+        "--abilities",
+        "mle",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["abilities"][0]["person"], "p0");
+    assert_eq!(v["abilities"][0]["theta"], "inf");
+    assert_eq!(v["abilities"][1]["theta"], "-inf");
+    assert!(v["abilities"][2]["theta"].is_number());
+    let out = examflow(&[
+        "calibrate",
+        file.to_str().unwrap(),
+        "--model",
+        "rasch",
+        "--format",
+        "csv",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("item,a,b,c,"), "{text}");
+    assert_eq!(text.lines().count(), 4);
+}
+
+#[test]
+fn calibrate_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.csv");
+    std::fs::write(&file, "person,q1,q2\na,1,0\nb,1,2\n").unwrap();
+    let out = examflow(&["calibrate", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.csv:3:3"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+    std::fs::write(&file, "").unwrap();
+    let out = examflow(&["calibrate", file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}

@@ -426,3 +426,66 @@ async fn health_docs_and_page_are_served() {
         assert_eq!(resp.status().as_u16(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn item_stats_from_stored_submissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions::new(dir.path()));
+    let key = answer_key(&sample_banks(), "intro-statistics");
+    let wrong = wrong_answers(&sample_banks(), "intro-statistics");
+    // 40 students; student s answers the first (s % 11) questions right: a Guttman-like
+    // pattern where earlier questions are easier.
+    for s in 0..40 {
+        let token = server.token(&format!("s{s}@example.com"), "student");
+        let right = s % 11;
+        let answers: Vec<&String> = (0..10)
+            .map(|i| if i < right { &key[i] } else { &wrong[i] })
+            .collect();
+        let (status, _) = server
+            .post(
+                "/api/exams/intro-statistics/submissions",
+                Some(&token),
+                &json!({"answers": answers}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let student = server.token("s1@example.com", "student");
+    let (s, b) = server
+        .get("/api/exams/intro-statistics/item-stats", Some(&student))
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let educator = server.token("ed@example.com", "educator");
+    let (s, stats) = server
+        .get("/api/exams/intro-statistics/item-stats", Some(&educator))
+        .await;
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!(stats["n_submissions"], 40);
+    let items = stats["ctt"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 10);
+    let p: Vec<f64> = items
+        .iter()
+        .map(|i| i["p_value"].as_f64().unwrap())
+        .collect();
+    // Question 0 is answered right by every student with s % 11 >= 1: 36 of 40.
+    assert!((p[0] - 36.0 / 40.0).abs() < 1e-9, "{p:?}");
+    assert!(
+        p.windows(2).all(|w| w[0] >= w[1]),
+        "p-values fall with position: {p:?}"
+    );
+    assert!(stats["ctt"]["alpha"].as_f64().unwrap() > 0.8);
+    let irt = &stats["irt"];
+    assert_eq!(irt["model"], "2pl", "{irt}");
+    let b: Vec<f64> = irt["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["b"].as_f64().unwrap())
+        .collect();
+    assert!(b.first() < b.last(), "later questions are harder: {b:?}");
+    assert_eq!(stats["distractors"].as_array().unwrap().len(), 10);
+    let (s, _) = server
+        .get("/api/exams/nope/item-stats", Some(&educator))
+        .await;
+    assert_eq!(s, 404);
+}
