@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,6 +51,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// Path parameters whose rejections use the API's error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(r) => Err(error_response(r.status(), "bad_path", &r.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejections use the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(r) => Err(error_response(r.status(), "bad_query", &r.body_text())),
         }
     }
 }
@@ -188,7 +217,7 @@ fn bank_of<'a>(
 /// The questions with ids and options, never the answer key.
 async fn get_exam(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let bank = bank_of(&state, &name)?;
     let questions: Vec<Value> = bank
@@ -210,7 +239,7 @@ struct Submission {
 async fn submit(
     State(state): State<AppState>,
     identity: Identity,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<Submission>,
 ) -> Result<Response, ApiError> {
     let bank = bank_of(&state, &name)?;
@@ -241,7 +270,7 @@ struct ResultQuery {
 async fn list_results(
     State(state): State<AppState>,
     identity: Identity,
-    Query(query): Query<ResultQuery>,
+    ApiQuery(query): ApiQuery<ResultQuery>,
 ) -> Result<Json<Vec<ResultDocument>>, ApiError> {
     let email = if identity.role.sees_all_results() {
         query.email
@@ -264,7 +293,7 @@ async fn list_results(
 async fn get_result(
     State(state): State<AppState>,
     identity: Identity,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ResultDocument>, ApiError> {
     let not_found = || ApiError::not_found(format!("result {id:?}"));
     let doc = state.store.get_result(&id).await?.ok_or_else(not_found)?;
@@ -283,7 +312,7 @@ struct LimitQuery {
 async fn score_cards(
     State(state): State<AppState>,
     identity: Identity,
-    Query(q): Query<LimitQuery>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require_staff()?;
     let cards = state
@@ -296,7 +325,7 @@ async fn score_cards(
 async fn dead_letters(
     State(state): State<AppState>,
     identity: Identity,
-    Query(q): Query<LimitQuery>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require_staff()?;
     let letters = state
@@ -330,7 +359,7 @@ const MAX_ITEM_STATS_RESULTS: usize = 1_000_000;
 async fn item_stats(
     State(state): State<AppState>,
     identity: Identity,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     identity.require_staff()?;
     let bank = bank_of(&state, &name)?.clone();

@@ -489,3 +489,25 @@ async fn item_stats_from_stored_submissions() {
         .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn malformed_paths_and_queries_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions::new(dir.path()));
+    let token = server.token("q@example.com", "educator");
+    let (s, b) = server.get("/api/results?limit=lots", Some(&token)).await;
+    assert_error(s, &b, 400, "bad_query");
+    let (s, b) = server.get("/api/results/%FF%FE", Some(&token)).await;
+    assert_error(s, &b, 400, "bad_path");
+    let (s, b) = server.get("/api/exams/%00", None).await;
+    assert_error(s, &b, 404, "not_found");
+    let resp = server
+        .client
+        .delete(server.url("/api/exams"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "method_not_allowed");
+}

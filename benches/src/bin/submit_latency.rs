@@ -3,8 +3,8 @@
 //! the same size on the same disk, and POST submissions (scored, stored, fsync'd),
 //! sequentially and with concurrent clients. Prints a table of p50/p99 and ratios.
 //!
-//!     cargo build --release -p examflow -p examflow-benches
-//!     target/release/submit-latency [--requests N] [--concurrency C]
+//!     cargo build --release -p examflow -p examflow-benches --bin examflow --bin submit_latency
+//!     target/release/submit_latency [--requests N] [--concurrency C]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
