@@ -46,6 +46,7 @@ mod tests {
             "/api/results",
             "/api/results/{id}",
             "/api/score-cards",
+            "/api/exams/{name}/item-stats",
         ] {
             assert!(
                 paths.contains_key(route),
