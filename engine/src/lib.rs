@@ -3,6 +3,7 @@
 //! is a deterministic computation that the `ingest` and `api` crates call.
 
 pub mod bank;
+pub mod cat;
 pub mod ctt;
 pub mod error;
 pub mod irt;
