@@ -8,6 +8,7 @@ mod error;
 mod item_stats;
 mod metrics;
 mod server;
+mod simulate_cmd;
 mod web;
 
 use std::io::Write;
@@ -48,6 +49,8 @@ enum Command {
     Token(TokenArgs),
     /// Calibrate an IRT model (Rasch, 1PL, 2PL, 3PL) from a 0/1 response CSV.
     Calibrate(calibrate_cmd::CalibrateArgs),
+    /// Simulate computerized adaptive tests on a bank of item parameters.
+    SimulateCat(simulate_cmd::SimulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -145,6 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 load_or_create_secret(config.auth.jwt_secret.as_deref(), &config.storage.data_dir)?;
             let token = TokenKeys::new(&secret).issue(&args.email, role, args.ttl_secs)?;
             println!("{token}");
+            Ok(())
+        }
+        Command::SimulateCat(args) => {
+            let output = simulate_cmd::run(&args)?;
+            std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
         Command::Calibrate(args) => {

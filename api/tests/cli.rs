@@ -195,3 +195,125 @@ fn calibrate_errors_name_file_line_and_column() {
     let out = examflow(&["calibrate", file.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+fn write_bank(dir: &std::path::Path) -> String {
+    // 200 items, a in [0.8, 2.0), b spread over [-2.5, 2.5), three topics.
+    let mut text = String::from("item,a,b,c,topic\n");
+    for i in 0..200 {
+        let a = 0.8 + 1.2 * ((i * 37) % 100) as f64 / 100.0;
+        let b = -2.5 + 5.0 * ((i * 53) % 200) as f64 / 200.0;
+        text.push_str(&format!(
+            "i{i},{a:.3},{b:.3},0,{}\n",
+            ["alg", "geo", "stat"][i % 3]
+        ));
+    }
+    let file = dir.join("bank.csv");
+    std::fs::write(&file, text).unwrap();
+    file.display().to_string()
+}
+
+#[test]
+fn simulate_cat_reports_the_standard_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = write_bank(dir.path());
+    let args = [
+        "simulate-cat",
+        "--bank",
+        &bank,
+        "--examinees",
+        "400",
+        "--rule",
+        "mfi",
+        "--stop",
+        "se:0.3,max:30",
+        "--seed",
+        "7",
+        "--format",
+        "json",
+    ];
+    let out = examflow(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "bias",
+        "rmse",
+        "mean_length",
+        "max_exposure",
+        "unused_share",
+        "overlap",
+        "exposure_rates",
+        "stop_reasons",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    let rmse = v["rmse"].as_f64().unwrap();
+    assert!(rmse > 0.15 && rmse < 0.45, "{rmse}");
+    assert!(v["bias"].as_f64().unwrap().abs() < 0.1);
+    assert!(v["mean_length"].as_f64().unwrap() < 30.0);
+    // The same seed gives the same report.
+    let again = examflow(&args);
+    assert_eq!(out.stdout, again.stdout);
+
+    // Exposure control lowers the maximum exposure.
+    let controlled = examflow(&[
+        "simulate-cat",
+        "--bank",
+        &bank,
+        "--examinees",
+        "400",
+        "--exposure",
+        "randomesque:8",
+        "--stop",
+        "se:0.3,max:30",
+        "--format",
+        "json",
+    ]);
+    let c: serde_json::Value = serde_json::from_slice(&controlled.stdout).unwrap();
+    assert!(c["max_exposure"].as_f64().unwrap() < v["max_exposure"].as_f64().unwrap());
+}
+
+#[test]
+fn simulate_cat_reads_calibrate_csv_and_rejects_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("params.csv");
+    let out = examflow(&["calibrate", &lsat(), "--format", "csv"]);
+    std::fs::write(&params, &out.stdout).unwrap();
+    let out = examflow(&[
+        "simulate-cat",
+        "--bank",
+        params.to_str().unwrap(),
+        "--examinees",
+        "50",
+        "--stop",
+        "fixed:5",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mean_length"], 5.0);
+    assert_eq!(v["unused_share"], 0.0);
+
+    let bank = write_bank(dir.path());
+    let out = examflow(&["simulate-cat", "--bank", &bank, "--stop", "se:zero"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a number"));
+    let out = examflow(&["simulate-cat", "--bank", &bank, "--rule", "psychic"]);
+    assert!(!out.status.success());
+    std::fs::write(dir.path().join("bad.csv"), "item,a,b\nx,1,oops\n").unwrap();
+    let out = examflow(&[
+        "simulate-cat",
+        "--bank",
+        dir.path().join("bad.csv").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.csv:2:3"), "{err}");
+}
