@@ -127,26 +127,33 @@ pub(crate) struct Params {
 pub(crate) fn make_tables(p: &Params, q: &Quadrature) -> Tables {
     let k = q.len();
     let m = p.a.len();
+    let linear = p.c.iter().all(|&c| c == 0.0);
     let mut base = q.log_weights.clone();
-    let mut dl = vec![0.0; m * k];
+    let mut dl = if linear { Vec::new() } else { vec![0.0; m * k] };
     let mut lq = vec![0.0; m * k];
     for i in 0..m {
         let (a, d, c) = (p.a[i], p.d[i], p.c[i]);
         let ln1c = (1.0 - c).ln();
         for (j, &t) in q.nodes.iter().enumerate() {
             let z = a * t + d;
-            let (lpv, lqv) = if c == 0.0 {
-                (-softplus(-z), -softplus(z))
+            let lqv = if linear {
+                -softplus(z)
             } else {
-                let pr = c + (1.0 - c) * logistic(z);
-                (pr.ln(), ln1c - softplus(z))
+                let (lpv, lqv) = if c == 0.0 {
+                    (-softplus(-z), -softplus(z))
+                } else {
+                    let pr = c + (1.0 - c) * logistic(z);
+                    (pr.ln(), ln1c - softplus(z))
+                };
+                dl[i * k + j] = lpv - lqv;
+                lqv
             };
-            dl[i * k + j] = lpv - lqv;
             lq[i * k + j] = lqv;
             base[j] += lqv;
         }
     }
-    Tables { k, base, dl, lq }
+    let linear = linear.then(|| (p.a.clone(), p.d.clone()));
+    Tables::new(&q.nodes, base, dl, lq, linear)
 }
 
 fn log_beta_prior(c: f64, (al, be): (f64, f64)) -> f64 {
