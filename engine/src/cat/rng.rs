@@ -2,43 +2,40 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// SplitMix64 (Steele, Lea & Flood 2014), same stream as [`crate::irt::SplitMix64`].
-/// Serialises its state as a 16-digit hex string (safe for JSON numbers and BSON).
+use crate::irt::SplitMix64;
+
+/// SplitMix64 (Steele, Lea & Flood 2014): the engine's [`SplitMix64`], made
+/// serialisable. Serialises its state as a 16-digit hex string (safe for JSON numbers and
+/// BSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CatRng(u64);
+pub struct CatRng(SplitMix64);
 
 impl CatRng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
 
     /// A generator for stream `(a, b)` derived from `seed` (independent-looking streams).
     pub fn derived(seed: u64, a: u64, b: u64) -> Self {
-        let mut r = Self(
+        let mut r = Self::new(
             seed ^ a.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ b.wrapping_mul(0x8CB9_2BA7_2F3D_8DD7),
         );
         let s = r.next_u64();
-        Self(s)
+        Self::new(s)
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform on [0, 1).
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.uniform()
     }
 
     /// Standard normal (Box–Muller).
     pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        self.0.normal()
     }
 
     /// Uniform integer in `0..n` (`n > 0`).
@@ -58,12 +55,12 @@ pub(crate) fn de_u64_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Erro
 
 impl Serialize for CatRng {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ser_u64_hex(&self.0, s)
+        ser_u64_hex(&self.0.state(), s)
     }
 }
 
 impl<'de> Deserialize<'de> for CatRng {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de_u64_hex(d).map(Self)
+        de_u64_hex(d).map(Self::new)
     }
 }

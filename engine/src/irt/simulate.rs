@@ -7,12 +7,17 @@ use super::data::{MISSING, ResponseMatrix};
 use super::model::{ItemParams, probability};
 
 /// SplitMix64 (Steele, Lea & Flood 2014): small, fast, statistically adequate here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         Self(seed)
+    }
+
+    /// The whole generator state (`SplitMix64::new(g.state())` continues the stream).
+    pub fn state(&self) -> u64 {
+        self.0
     }
 
     pub fn next_u64(&mut self) -> u64 {
