@@ -218,17 +218,23 @@ pub async fn run_outbox_score_cards(store: Arc<SqliteStore>, metrics: IngestMetr
                     .await;
             continue;
         }
-        for event in pending {
-            let outcome = outcome_of(
-                decide(Some(&event.key), Some(&event.value)),
-                "outbox",
-                &event.value,
-            );
-            count(&metrics, &outcome, "outbox");
-            while let Err(e) = store.complete_card_event(event.seq, outcome.clone()).await {
-                warn!(error = %e, "recording score card failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        let outcomes: Vec<(i64, CardOutcome)> = pending
+            .iter()
+            .map(|event| {
+                let outcome = outcome_of(
+                    decide(Some(&event.key), Some(&event.value)),
+                    "outbox",
+                    &event.value,
+                );
+                (event.seq, outcome)
+            })
+            .collect();
+        while let Err(e) = store.complete_card_events(outcomes.clone()).await {
+            warn!(error = %e, "recording score cards failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for (_, outcome) in &outcomes {
+            count(&metrics, outcome, "outbox");
         }
     }
 }

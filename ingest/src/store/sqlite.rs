@@ -71,8 +71,90 @@ impl OutboxReader {
     }
 }
 
+/// One result waiting for the group-commit writer.
+struct InsertJob {
+    id: String,
+    email: String,
+    exam: String,
+    submitted_at: String,
+    doc: String,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<rusqlite::Result<()>>,
+}
+
+/// Most results committed in one transaction (one fsync).
+const MAX_GROUP: usize = 256;
+
+/// The group-commit writer: takes every insert queued while the previous commit was
+/// being fsync'd and commits them together, each in its own savepoint so one failing
+/// insert does not fail the others; every caller is answered only after the commit.
+///
+/// It shares the store's one write connection (behind its mutex) with the other writers,
+/// so writes queue in the process instead of sleeping in SQLite's busy handler.
+fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<InsertJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut outcomes: Vec<rusqlite::Result<()>> = Vec::with_capacity(batch.len());
+        let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction()?;
+            for job in &batch {
+                let mut sp = tx.savepoint()?;
+                let result = sp
+                    .execute(
+                        "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![job.id, job.email, job.exam, job.submitted_at, job.doc],
+                    )
+                    .and_then(|_| {
+                        sp.execute(
+                            "INSERT INTO outbox (key, value, created_at) VALUES (?1, ?2, ?3)",
+                            params![job.key, job.value, now()],
+                        )
+                    });
+                match result {
+                    Ok(_) => {
+                        sp.commit()?;
+                        outcomes.push(Ok(()));
+                    }
+                    Err(e) => {
+                        sp.rollback()?;
+                        outcomes.push(Err(e));
+                    }
+                }
+            }
+            // synchronous=FULL: the WAL is fsync'd before commit returns.
+            tx.commit()
+        })();
+        drop(conn);
+        match committed {
+            Ok(()) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.done.send(Err(clone_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(e.to_string().into())
+}
+
 pub struct SqliteStore {
     path: PathBuf,
+    inserts: std::sync::mpsc::SyncSender<InsertJob>,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     /// Woken after every insert so outbox consumers need not poll hard.
@@ -102,9 +184,17 @@ impl SqliteStore {
         reader
             .execute_batch("PRAGMA busy_timeout=10000;")
             .map_err(err)?;
+        let writer = Arc::new(Mutex::new(writer));
+        let (inserts, jobs) = std::sync::mpsc::sync_channel(4 * MAX_GROUP);
+        let group_writer = writer.clone();
+        std::thread::Builder::new()
+            .name("examflow-sqlite-writer".into())
+            .spawn(move || run_group_writer(group_writer, jobs))
+            .map_err(|e| IngestError::Task(format!("starting the SQLite writer: {e}")))?;
         Ok(SqliteStore {
             path,
-            writer: Arc::new(Mutex::new(writer)),
+            inserts,
+            writer,
             reader: Arc::new(Mutex::new(reader)),
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
         })
@@ -184,17 +274,19 @@ impl SqliteStore {
         .await
     }
 
-    /// Records what the in-process score-card consumer made of an outbox event and marks
-    /// it handled, in one transaction (exactly once in effect).
-    pub async fn complete_card_event(&self, seq: i64, outcome: CardOutcome) -> Result<()> {
+    /// Records what the in-process score-card consumer made of outbox events and marks
+    /// them handled, all in one transaction (exactly once in effect, one fsync a batch).
+    pub async fn complete_card_events(&self, events: Vec<(i64, CardOutcome)>) -> Result<()> {
         self.with(true, move |c| {
             let tx = c.transaction()?;
             let at = now();
-            write_card_outcome(&tx, &outcome, &at)?;
-            tx.execute(
-                "UPDATE outbox SET carded_at = ?1 WHERE seq = ?2",
-                params![at, seq],
-            )?;
+            for (seq, outcome) in &events {
+                write_card_outcome(&tx, outcome, &at)?;
+                tx.execute(
+                    "UPDATE outbox SET carded_at = ?1 WHERE seq = ?2",
+                    params![at, seq],
+                )?;
+            }
             tx.commit()
         })
         .await
@@ -311,22 +403,33 @@ impl ResultStore for SqliteStore {
         })?;
         let ts_ms = Utc::now().timestamp_millis();
         let (key, value) = insert_event(doc, CHANGE_EVENT_DB, CHANGE_EVENT_COLLECTION, ts_ms);
-        let doc = doc.clone();
-        self.with(true, move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![doc.id, doc.email, doc.exam, doc.submitted_at, text],
-            )?;
-            tx.execute(
-                "INSERT INTO outbox (key, value, created_at) VALUES (?1, ?2, ?3)",
-                params![key, value, now()],
-            )?;
-            // synchronous=FULL: the WAL is fsync'd before commit returns.
-            tx.commit()
-        })
-        .await?;
-        self.outbox_notify.notify_waiters();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = InsertJob {
+            id: doc.id.clone(),
+            email: doc.email.clone(),
+            exam: doc.exam.clone(),
+            submitted_at: doc.submitted_at.clone(),
+            doc: text,
+            key,
+            value,
+            done,
+        };
+        let stopped = || IngestError::Task("the SQLite writer has stopped".into());
+        // A full queue blocks briefly (back-pressure) off the async runtime.
+        let inserts = self.inserts.clone();
+        tokio::task::spawn_blocking(move || inserts.send(job).is_ok())
+            .await
+            .map_err(|e| IngestError::Task(e.to_string()))?
+            .then_some(())
+            .ok_or_else(stopped)?;
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|source| IngestError::Sqlite {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        self.outbox_notify.notify_one();
         Ok(())
     }
 
@@ -439,13 +542,13 @@ mod tests {
             2
         );
         store
-            .complete_card_event(
+            .complete_card_events(vec![(
                 pending[0].seq,
                 CardOutcome::Card {
                     document_id: a.id.clone(),
                     card: "card".into(),
                 },
-            )
+            )])
             .await
             .unwrap();
         assert_eq!(
@@ -461,5 +564,41 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.get_result(&a.id).await.unwrap(), Some(a));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_inserts_are_group_committed_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let docs: Vec<ResultDocument> = (0..64).map(|i| doc(&format!("s{i}@x"), "geo")).collect();
+        let duplicate = docs[5].clone();
+        let mut tasks = Vec::new();
+        for d in docs.iter().cloned().chain(std::iter::once(duplicate)) {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.insert_result(&d).await }));
+        }
+        let mut failures = 0;
+        for t in tasks {
+            if t.await.unwrap().is_err() {
+                failures += 1;
+            }
+        }
+        assert_eq!(failures, 1, "only the duplicate id fails");
+        let all = store
+            .list_results(&ResultFilter {
+                email: None,
+                exam: None,
+                limit: 1000,
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 64);
+        assert_eq!(
+            store
+                .count_pending_outbox(OutboxReader::Publisher)
+                .await
+                .unwrap(),
+            64
+        );
     }
 }
