@@ -4,6 +4,16 @@ mod common;
 
 use std::process::Command;
 
+/// The JSON a successful command printed (fails the test with its stderr otherwise).
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn examflow(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_examflow"))
         .args(args)
@@ -88,12 +98,7 @@ fn calibrate_prints_the_documented_json() {
         "--abilities",
         "eap",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     for key in [
         "model",
         "n_persons",
@@ -158,12 +163,7 @@ fn calibrate_mle_reports_infinite_abilities_explicitly() {
         "--abilities",
         "mle",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     assert_eq!(v["abilities"][0]["person"], "p0");
     assert_eq!(v["abilities"][0]["theta"], "inf");
     assert_eq!(v["abilities"][1]["theta"], "-inf");
@@ -232,12 +232,7 @@ fn simulate_cat_reports_the_standard_table() {
         "json",
     ];
     let out = examflow(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     for key in [
         "bias",
         "rmse",
@@ -293,12 +288,7 @@ fn simulate_cat_reads_calibrate_csv_and_rejects_bad_settings() {
         "--format",
         "json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&out);
     assert_eq!(v["mean_length"], 5.0);
     assert_eq!(v["unused_share"], 0.0);
 
