@@ -7,6 +7,15 @@ use std::time::Duration;
 use common::{Server, ServerOptions, answer_key, eventually, sample_banks, wrong_answers};
 use serde_json::{Value, json};
 
+/// Answers with the first `right` questions correct and the rest wrong.
+fn first_right<'a>(key: &'a [String], wrong: &'a [String], right: usize) -> Vec<&'a String> {
+    key.iter()
+        .zip(wrong)
+        .enumerate()
+        .map(|(i, (k, w))| if i < right { k } else { w })
+        .collect()
+}
+
 fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
     assert_eq!(status, expected_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -61,8 +70,9 @@ async fn submission_is_scored_stored_and_readable() {
     let key = answer_key(&sample_banks(), "intro-statistics");
     let wrong = wrong_answers(&sample_banks(), "intro-statistics");
     // 6 right (text), 4 wrong, one answer given as an option index.
-    let mut answers: Vec<Value> = (0..10)
-        .map(|i| json!(if i < 6 { &key[i] } else { &wrong[i] }))
+    let mut answers: Vec<Value> = first_right(&key, &wrong, 6)
+        .into_iter()
+        .map(|a| json!(a))
         .collect();
     answers[0] = json!(1); // "5" is option 1 of "The mean of 2, 4 and 9 is"
     let (status, doc) = server
@@ -103,9 +113,7 @@ async fn submission_is_scored_stored_and_readable() {
     assert_eq!(again, doc);
 
     // A failing attempt: 4 of 10.
-    let answers: Vec<&String> = (0..10)
-        .map(|i| if i < 4 { &key[i] } else { &wrong[i] })
-        .collect();
+    let answers = first_right(&key, &wrong, 4);
     let (status, doc) = server
         .post(
             "/api/exams/intro-statistics/submissions",
@@ -438,9 +446,7 @@ async fn item_stats_from_stored_submissions() {
     for s in 0..40 {
         let token = server.token(&format!("s{s}@example.com"), "student");
         let right = s % 11;
-        let answers: Vec<&String> = (0..10)
-            .map(|i| if i < right { &key[i] } else { &wrong[i] })
-            .collect();
+        let answers = first_right(&key, &wrong, right);
         let (status, _) = server
             .post(
                 "/api/exams/intro-statistics/submissions",
