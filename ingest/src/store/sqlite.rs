@@ -375,8 +375,9 @@ fn write_card_outcome(c: &Connection, outcome: &CardOutcome, at: &str) -> rusqli
     Ok(())
 }
 
-fn row_to_doc(id: String, text: String) -> rusqlite::Result<(String, String)> {
-    Ok((id, text))
+/// `(id, doc)` of a `results` row.
+fn id_and_doc(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String)> {
+    Ok((r.get(0)?, r.get(1)?))
 }
 
 fn decode(rows: Vec<(String, String)>) -> Result<Vec<ResultDocument>> {
@@ -437,9 +438,11 @@ impl ResultStore for SqliteStore {
         let id = id.to_string();
         let row = self
             .with(false, move |c| {
-                c.query_row("SELECT id, doc FROM results WHERE id = ?1", [id], |r| {
-                    row_to_doc(r.get(0)?, r.get(1)?)
-                })
+                c.query_row(
+                    "SELECT id, doc FROM results WHERE id = ?1",
+                    [id],
+                    id_and_doc,
+                )
                 .optional()
             })
             .await?;
@@ -457,7 +460,7 @@ impl ResultStore for SqliteStore {
                 )?;
                 let rows = stmt.query_map(
                     params![filter.email, filter.exam, filter.limit as i64],
-                    |r| row_to_doc(r.get(0)?, r.get(1)?),
+                    id_and_doc,
                 )?;
                 rows.collect()
             })
