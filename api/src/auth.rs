@@ -66,6 +66,17 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// SQL over the lake: analysts, educators and admins.
+    pub fn require_analytics(&self) -> Result<(), ApiError> {
+        if matches!(self.role, Role::Analyst | Role::Educator | Role::Admin) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs the analyst, educator or admin role".to_string(),
+            ))
+        }
+    }
+
     pub fn require_staff(&self) -> Result<(), ApiError> {
         if self.role.is_staff() {
             Ok(())

@@ -21,6 +21,51 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub kafka: KafkaSettings,
+    pub ingest: IngestConfig,
+}
+
+/// The lake ingest (`examflow ingest`, or inside `serve` when Kafka is configured).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Run the lake ingest inside `serve` when Kafka is configured. Default true.
+    pub enabled: bool,
+    /// Consumer group (also names the tables' transaction actions). Default `examflow-ingest`.
+    pub group_id: String,
+    /// Writer name in the Delta transaction actions that record offsets. Default
+    /// `examflow-ingest`; processes sharing a lake must share it.
+    pub transaction_app_id: String,
+    /// Topic of assessment-attempt documents. Default `exams`.
+    pub attempts_topic: String,
+    /// Delta commit period in milliseconds. Default 2000.
+    pub commit_interval_ms: u64,
+    /// How often new rows become visible to live queries, in milliseconds. Default 100.
+    pub flush_interval_ms: u64,
+    /// Messages larger than this many bytes are dead letters. Default 8 MiB.
+    pub max_message_bytes: usize,
+    /// Attempt de-duplication key: `keen_id`, `user_exam_id` or `sequences.id`. Default `keen_id`.
+    pub dedup_key: String,
+    /// Compaction and vacuum period in seconds; 0 turns it off. Default 600.
+    pub housekeeping_interval_secs: u64,
+    /// Files replaced by compaction are deleted after this many seconds. Default 3600.
+    pub vacuum_retention_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            enabled: true,
+            group_id: "examflow-ingest".into(),
+            transaction_app_id: "examflow-ingest".into(),
+            attempts_topic: "exams".into(),
+            commit_interval_ms: 2000,
+            flush_interval_ms: 100,
+            max_message_bytes: 8 << 20,
+            dedup_key: "keen_id".into(),
+            housekeeping_interval_secs: 600,
+            vacuum_retention_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

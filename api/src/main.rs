@@ -6,9 +6,11 @@ mod calibrate_cmd;
 mod config;
 mod error;
 mod item_stats;
+mod lake_cmd;
 mod metrics;
 mod server;
 mod simulate_cmd;
+mod sql;
 mod web;
 
 use std::io::Write;
@@ -51,6 +53,12 @@ enum Command {
     Calibrate(calibrate_cmd::CalibrateArgs),
     /// Simulate computerized adaptive tests on a bank of item parameters.
     SimulateCat(simulate_cmd::SimulateArgs),
+    /// Consume attempts and change events from Kafka into the lake's Delta tables.
+    Ingest(lake_cmd::IngestArgs),
+    /// Query the lake's tables with SQL (committed data; safe while ingest runs).
+    Sql(lake_cmd::SqlArgs),
+    /// Produce an attempts file (JSON array or JSON lines) to Kafka, one message per attempt.
+    ProduceAttempts(lake_cmd::ProduceArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,11 +111,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Default log filter: examflow at info, the libraries' chatter at warn.
+const QUIET_LIBRARIES: &str = "info,rdkafka=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn,deltalake_core=warn,datafusion=warn";
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXAMFLOW_LOG")
-                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+                .unwrap_or_else(|_| QUIET_LIBRARIES.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -133,10 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = args.dev_login {
                 config.auth.dev_login = v;
             }
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(serve(config))
+            runtime()?.block_on(serve(config))
         }
         Command::Token(args) => {
             if let Some(v) = args.data_dir {
@@ -155,12 +163,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
+        Command::Ingest(args) => runtime()?.block_on(lake_cmd::ingest(config, args)),
+        Command::Sql(args) => {
+            let output = runtime()?.block_on(lake_cmd::sql(config, args))?;
+            std::io::stdout().write_all(output.as_bytes())?;
+            Ok(())
+        }
+        Command::ProduceAttempts(args) => {
+            runtime()?.block_on(lake_cmd::produce_attempts(config, args))
+        }
         Command::Calibrate(args) => {
             let output = calibrate_cmd::run(&args)?;
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -181,6 +204,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let embedded = config.storage.mongodb_uri.is_none();
 
+    let lake = Arc::new(
+        examflow_ingest::lake::Lake::open(&data_dir)
+            .await
+            .context("opening the lake")?,
+    );
+    if config.kafka.enabled() && config.ingest.enabled {
+        lake_cmd::start_in_server(
+            &config,
+            lake.clone(),
+            config.kafka.clone(),
+            metrics.ingest.clone(),
+            &metrics.registry,
+        )?;
+    }
     if config.kafka.enabled() {
         let settings = config.kafka.clone();
         let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
@@ -225,6 +262,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         local,
         tokens: TokenKeys::new(&secret),
         metrics,
+        lake,
     };
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
@@ -249,7 +287,7 @@ fn print_banner(addr: std::net::SocketAddr, banks: &BankRegistry) -> std::io::Re
     out.flush()
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

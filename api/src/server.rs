@@ -36,6 +36,8 @@ pub struct AppState {
     pub local: Arc<SqliteStore>,
     pub tokens: TokenKeys,
     pub metrics: Metrics,
+    /// The lake's tables (filled by the Kafka ingest when Kafka is configured).
+    pub lake: Arc<examflow_ingest::lake::Lake>,
 }
 
 /// Most results one listing returns.
@@ -119,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/score-cards", get(score_cards))
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/admin/banks", get(admin_banks))
+        .route("/api/sql", post(crate::sql::post_sql))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -22,6 +22,16 @@ pub enum IngestError {
     CorruptDocument { id: String, message: String },
     #[error("change event: {0}")]
     Envelope(#[from] EnvelopeError),
+    #[error("lake table {table}: {source}")]
+    Lake {
+        table: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    #[error("lake: {0}")]
+    LakeSetup(String),
+    #[error("query: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
     #[error("background task failed: {0}")]
     Task(String),
 }

@@ -67,7 +67,7 @@ impl KafkaSettings {
         format!("{topic}.dlq")
     }
 
-    fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
@@ -122,7 +122,7 @@ impl KafkaSettings {
 }
 
 /// Sends one record, retrying with back-off until the broker takes it.
-async fn produce_until_acked(
+pub(crate) async fn produce_until_acked(
     producer: &FutureProducer,
     topic: &str,
     key: Option<&[u8]>,

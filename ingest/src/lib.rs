@@ -1,12 +1,17 @@
 //! examflow's data plumbing: result stores (embedded SQLite and MongoDB), Debezium
 //! MongoDB change events, Kafka in and out, and the score-card consumer.
 
+pub mod attempts;
 pub mod debezium;
 pub mod document;
 pub mod error;
 pub mod kafka;
+pub mod lake;
 pub mod metrics;
+pub mod pipeline;
+pub mod produce;
 pub mod score_cards;
+pub mod source;
 pub mod store;
 
 pub use document::ResultDocument;

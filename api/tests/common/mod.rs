@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod kafka;
+pub mod lake;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -83,7 +84,7 @@ impl Server {
         let log = std::fs::File::create(options.data_dir.join("server.log")).unwrap();
         cmd.env_remove("EXAMFLOW_KAFKA_BROKERS")
             .env_remove("EXAMFLOW_MONGODB_URI")
-            .env("EXAMFLOW_LOG", "info,rdkafka=warn")
+            .env_remove("EXAMFLOW_LOG")
             .current_dir(&options.data_dir)
             .stdout(Stdio::piped())
             .stderr(log);

@@ -1,0 +1,284 @@
+//! The lake ingest against the real broker: attempts (with replays and malformed messages)
+//! and Debezium change events into Delta tables, queried with `examflow sql`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::kafka::{KeyValue, create_topic, produce, test_brokers};
+use common::lake::{
+    IngestOptions, IngestProcess, count, expected_counts, generate_attempts, produce_attempts,
+    read_attempts, sql, wait_for_count,
+};
+use common::{Server, ServerOptions, eventually, unique};
+
+fn change_event(op: &str, id: &str, after: Option<serde_json::Value>, ts_ms: i64) -> KeyValue {
+    let key = serde_json::json!({"id": format!("{{\"$oid\": \"{id}\"}}")}).to_string();
+    let mut payload = serde_json::json!({"op": op, "ts_ms": ts_ms,
+        "source": {"db": "exams", "collection": "score", "ts_ms": ts_ms}});
+    if let Some(after) = after {
+        payload["after"] = serde_json::Value::String(after.to_string());
+    }
+    (
+        Some(key.into_bytes()),
+        Some(payload.to_string().into_bytes()),
+    )
+}
+
+fn result_document(id: &str, score: u32) -> serde_json::Value {
+    serde_json::json!({"_id": {"$oid": id}, "email": "s@example.com", "exam": "rust",
+        "score": score, "total": 4, "percentage": score * 25,
+        "result": if score >= 2 { "passed" } else { "failed" },
+        "submitted_at": {"$date": 1_700_000_000_000i64},
+        "details": [{"question": "Q1", "user_answer": "A", "correct_answer": "A",
+                     "is_correct": true, "item": "i1"}]})
+}
+
+#[test]
+fn attempts_and_change_events_land_once_and_survive_restart_and_replay() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let attempts_topic = unique("exams");
+    let changes_topic = format!("{}.exams.score", unique("cdc"));
+    let file = dir.path().join("attempts.json");
+    generate_attempts(&file, 400, 7, 0.1, "array");
+    let documents = read_attempts(&file);
+    let (attempts, questions, options) = expected_counts(&documents);
+    assert!(documents.len() > attempts, "the file holds replays");
+
+    let out = produce_attempts(&file, &brokers, &attempts_topic, 4);
+    assert!(
+        out.contains(&format!("produced {}", documents.len())),
+        "{out}"
+    );
+    // Malformed messages: not JSON, truncated, wrong type, no key, empty.
+    let bad: Vec<KeyValue> = vec![
+        (None, Some(b"not json".to_vec())),
+        (
+            None,
+            Some(br#"{"keen_id": "x", "sequences": {"questions": [{"#.to_vec()),
+        ),
+        (
+            None,
+            Some(br#"{"keen_id": "y", "certification": "maybe"}"#.to_vec()),
+        ),
+        (
+            None,
+            Some(br#"{"exam_name": "no key", "sequences": {"questions": []}}"#.to_vec()),
+        ),
+        (None, Some(Vec::new())),
+    ];
+    produce(&brokers, &attempts_topic, &bad);
+    let doc1 = "65a000000000000000000001";
+    let doc2 = "65a000000000000000000002";
+    let events = vec![
+        change_event("c", doc1, Some(result_document(doc1, 1)), 1_700_000_000_000),
+        change_event("u", doc1, Some(result_document(doc1, 3)), 1_700_000_001_000),
+        change_event("c", doc2, Some(result_document(doc2, 4)), 1_700_000_002_000),
+        change_event("d", doc2, None, 1_700_000_003_000),
+        (change_event("d", doc2, None, 0).0, None), // tombstone
+        (None, Some(b"{\"op\": \"x\"}".to_vec())),
+    ];
+    create_topic(&brokers, &changes_topic, 2);
+    produce(&brokers, &changes_topic, &events);
+
+    let mut ingest = IngestProcess::start(&IngestOptions {
+        data_dir: &data_dir,
+        brokers: &brokers,
+        topics: &[&attempts_topic, &changes_topic],
+        group: &unique("lake-test"),
+        commit_interval_ms: 300,
+        log_name: "ingest.log",
+    });
+    let wait = Duration::from_secs(60);
+    let n = wait_for_count(
+        &data_dir,
+        "SELECT count(*) AS n FROM attempts",
+        attempts as i64,
+        wait,
+    );
+    assert_eq!(n, attempts as i64, "log:\n{}", ingest.log_text());
+    let dead = wait_for_count(&data_dir, "SELECT count(*) AS n FROM dead_letters", 6, wait);
+    assert_eq!(dead, 6, "log:\n{}", ingest.log_text());
+    assert_eq!(
+        wait_for_count(
+            &data_dir,
+            "SELECT count(*) AS n FROM attempt_questions",
+            questions as i64,
+            wait
+        ),
+        questions as i64
+    );
+    assert_eq!(
+        wait_for_count(
+            &data_dir,
+            "SELECT count(*) AS n FROM attempt_options",
+            options as i64,
+            wait
+        ),
+        options as i64
+    );
+    let reasons = sql(
+        &data_dir,
+        "SELECT reason FROM dead_letters ORDER BY source_offset",
+    );
+    let reasons: Vec<&str> = reasons
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("certification")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("keen_id")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("unknown operation")),
+        "{reasons:?}"
+    );
+
+    // Updates replace, deletes mark deleted.
+    assert_eq!(
+        wait_for_count(&data_dir, "SELECT count(*) AS n FROM scores", 2, wait),
+        2
+    );
+    let scores = sql(
+        &data_dir,
+        "SELECT document_id, score, deleted FROM scores ORDER BY document_id",
+    );
+    assert_eq!(scores[0]["document_id"], doc1);
+    assert_eq!(scores[0]["score"], 3);
+    assert_eq!(scores[0]["deleted"], false);
+    assert_eq!(scores[1]["deleted"], true);
+    assert_eq!(
+        count(&data_dir, "SELECT count(*) AS n FROM score_details"),
+        1
+    );
+
+    // Every row knows its source.
+    let sources = sql(
+        &data_dir,
+        "SELECT count(DISTINCT source_partition) AS n FROM attempts WHERE source_topic IS NOT NULL",
+    );
+    assert!(sources[0]["n"].as_i64().unwrap() >= 2, "{sources:?}");
+
+    // Restart and replay the whole file: nothing doubles.
+    ingest.stop();
+    produce_attempts(&file, &brokers, &attempts_topic, 4);
+    produce(&brokers, &changes_topic, &events[..2]);
+    let mut ingest = IngestProcess::start(&IngestOptions {
+        data_dir: &data_dir,
+        brokers: &brokers,
+        topics: &[&attempts_topic, &changes_topic],
+        group: &unique("lake-test-2"),
+        commit_interval_ms: 300,
+        log_name: "ingest2.log",
+    });
+    // A new consumer group resumes from the offsets the tables record (not the group's):
+    // it reads only the replay, which de-duplication and idempotent changes absorb.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        wait_for_count(
+            &data_dir,
+            "SELECT count(*) AS n FROM attempts",
+            attempts as i64,
+            wait
+        ),
+        attempts as i64,
+        "log:\n{}",
+        ingest.log_text()
+    );
+    assert_eq!(
+        count(&data_dir, "SELECT count(*) AS n FROM attempt_questions"),
+        questions as i64
+    );
+    let scores = sql(
+        &data_dir,
+        "SELECT score FROM scores WHERE document_id = '65a000000000000000000001'",
+    );
+    assert_eq!(scores[0]["score"], 3);
+    ingest.stop();
+}
+
+/// `serve --kafka-brokers` runs the same ingest; `POST /api/sql` sees rows from the
+/// in-memory tail long before the (here: one minute) Delta commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_ingests_and_answers_sql_from_the_live_tail() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let attempts_topic = unique("exams");
+    let config = dir.path().join("examflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\ntopic_prefix = \"{}\"\nsession_timeout_ms = 6000\n\n[ingest]\n\
+             attempts_topic = \"{attempts_topic}\"\ncommit_interval_ms = 60000\n",
+            unique("srv")
+        ),
+    )
+    .unwrap();
+    let file = dir.path().join("attempts.jsonl");
+    generate_attempts(&file, 50, 3, 0.0, "lines");
+    produce_attempts(&file, &brokers, &attempts_topic, 2);
+    let mut options = ServerOptions::new(&dir.path().join("data"));
+    options.kafka_brokers = Some(brokers.clone());
+    options.config_file = Some(config);
+    let server = Server::start(options);
+    let analyst = server.token("ana@example.com", "analyst");
+    let body = serde_json::json!({"sql": "SELECT count(*) AS n FROM attempts"});
+    let seen = eventually(Duration::from_secs(30), || async {
+        let (status, rows) = server.post("/api/sql", Some(&analyst), &body).await;
+        (status == 200 && rows[0]["n"] == 50).then_some(rows)
+    })
+    .await;
+    assert!(seen.is_some(), "log:\n{}", server.log());
+    // Not committed yet: the committed tables are still empty.
+    assert_eq!(
+        count(&server.data_dir, "SELECT count(*) AS n FROM attempts"),
+        0
+    );
+
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "examflow_ingest_messages_total",
+        "examflow_ingest_bytes_total",
+        "examflow_ingest_freshness_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(&format!(
+            "examflow_ingest_messages_total{{outcome=\"stored\",topic=\"{attempts_topic}\"}} 50"
+        )),
+        "{metrics}"
+    );
+
+    let student = server.token("stu@example.com", "student");
+    let (status, error) = server.post("/api/sql", Some(&student), &body).await;
+    assert_eq!(status, 403, "{error}");
+    for bad in [
+        "DROP TABLE attempts",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "INSERT INTO dead_letters SELECT * FROM dead_letters",
+        "SELEC 1",
+        "SELECT nope FROM attempts",
+    ] {
+        let (status, error) = server
+            .post("/api/sql", Some(&analyst), &serde_json::json!({"sql": bad}))
+            .await;
+        assert_eq!(status, 400, "{bad}: {error}");
+        assert_eq!(error["error"]["code"], "invalid_sql", "{bad}: {error}");
+        assert!(!error["error"]["message"].as_str().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,740 @@
+//! The lake ingest pipeline: Kafka topics `exams` (assessment attempts) and
+//! `<prefix>.exams.score` (Debezium change events) into the Delta tables of [`crate::lake`].
+//!
+//! One loop per process: receive → decode → append to the tables' in-memory tails (visible to
+//! live queries at once) → every `commit_interval` commit each table with transaction actions
+//! recording the last offset per partition → only then commit the Kafka offsets (advisory).
+//! On (re)assignment, partitions start after the offsets recorded in the tables, so a crash
+//! anywhere neither loses nor doubles rows (see [`crate::lake::table`]).
+//!
+//! Replays (the same attempt produced twice) are dropped by a de-duplication key (default
+//! `keen_id`): the first copy in the `attempts` table wins, the others are counted and skipped
+//! in every attempt table. `attempts` is committed before its child tables, so after a crash
+//! the winner is still known when the children are written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int32Type, Int64Type};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::attempts::{Attempt, AttemptBatchBuilder, DedupKey};
+use crate::debezium::parse_change_event;
+use crate::error::{IngestError, Result};
+use crate::kafka::{KafkaSettings, produce_until_acked};
+use crate::lake::changes::{ChangeOutcome, DeadLetterBuilder, ScoreChangeBuilder};
+use crate::lake::query::{new_session, run_sql};
+use crate::lake::{Lake, LakeTable, TopicPartition};
+use crate::metrics::IngestMetrics;
+use crate::source::SourcePosition;
+
+/// Settings of the lake ingest, with their defaults in [`Default`].
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Consumer group. Default `examflow-ingest`.
+    pub group_id: String,
+    /// Names the writer in the tables' transaction actions (`<app>:<topic>:<partition>`).
+    /// Default `examflow-ingest`.
+    pub transaction_app_id: String,
+    /// Topic of assessment-attempt documents. Default `exams`.
+    pub attempts_topic: String,
+    /// Topic of Debezium change events of result documents. Default
+    /// `mongo-trigger-topic.exams.score`. Empty: not consumed.
+    pub changes_topic: String,
+    /// How often the tails are committed to Delta. Default 2 s.
+    pub commit_interval: Duration,
+    /// How often new rows become visible to live queries. Default 100 ms.
+    pub flush_interval: Duration,
+    /// Messages larger than this are dead letters. Default 8 MiB.
+    pub max_message_bytes: usize,
+    pub dedup_key: DedupKey,
+    /// Also produce dead letters to `<topic>.dlq` (the change topic's are produced by the
+    /// score-card consumer when the server runs it).
+    pub dead_letter_topics: bool,
+    pub change_dead_letter_topic: bool,
+    /// Housekeeping (compaction, vacuum) period. Zero: never. Default 10 min.
+    pub housekeeping_interval: Duration,
+    /// Files removed by compaction are deleted after this long. Default 1 h.
+    pub vacuum_retention: Duration,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            group_id: "examflow-ingest".into(),
+            transaction_app_id: "examflow-ingest".into(),
+            attempts_topic: "exams".into(),
+            changes_topic: "mongo-trigger-topic.exams.score".into(),
+            commit_interval: Duration::from_secs(2),
+            flush_interval: Duration::from_millis(100),
+            max_message_bytes: 8 << 20,
+            dedup_key: DedupKey::default(),
+            dead_letter_topics: true,
+            change_dead_letter_topic: true,
+            housekeeping_interval: Duration::from_secs(600),
+            vacuum_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Metrics of the lake ingest.
+#[derive(Clone)]
+pub struct LakeMetrics {
+    pub rows: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub messages: IntCounterVec,
+    pub commits: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub freshness: HistogramVec,
+}
+
+impl LakeMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let m = LakeMetrics {
+            rows: IntCounterVec::new(
+                Opts::new("examflow_lake_rows_total", "Rows committed to lake tables."),
+                &["table"],
+            )
+            .expect("valid metric"),
+            bytes: IntCounterVec::new(
+                Opts::new("examflow_ingest_bytes_total", "Message bytes read, by topic."),
+                &["topic"],
+            )
+            .expect("valid metric"),
+            messages: IntCounterVec::new(
+                Opts::new(
+                    "examflow_ingest_messages_total",
+                    "Messages read, by topic and outcome (stored, duplicate, dead_letter, skipped).",
+                ),
+                &["topic", "outcome"],
+            )
+            .expect("valid metric"),
+            commits: IntCounterVec::new(
+                Opts::new("examflow_lake_commits_total", "Delta commits (batches), by table."),
+                &["table"],
+            )
+            .expect("valid metric"),
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "examflow_lake_dead_letters_total",
+                    "Messages the lake ingest set aside in dead_letters, by topic.",
+                ),
+                &["topic"],
+            )
+            .expect("valid metric"),
+            freshness: HistogramVec::new(
+                HistogramOpts::new(
+                    "examflow_ingest_freshness_seconds",
+                    "From a message's Kafka timestamp to being visible to live queries.",
+                )
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0]),
+                &["topic"],
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(m.rows.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.bytes.clone()),
+            Box::new(m.messages.clone()),
+            Box::new(m.commits.clone()),
+            Box::new(m.dead_letters.clone()),
+            Box::new(m.freshness.clone()),
+        ] {
+            let _ = registry.register(c);
+        }
+        m
+    }
+}
+
+/// Where each assigned partition starts: one past the lowest offset all its tables hold.
+type StartOffsets = Arc<Mutex<HashMap<TopicPartition, i64>>>;
+
+/// Seeks newly assigned partitions to the positions recorded in the tables, and reports
+/// consumer lag from librdkafka's statistics.
+struct IngestContext {
+    starts: StartOffsets,
+    metrics: IngestMetrics,
+}
+
+impl ClientContext for IngestContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        let starts = self.starts.lock().expect("start offsets lock").clone();
+        let mut positioned = TopicPartitionList::new();
+        for element in assigned.elements() {
+            let key = (element.topic().to_string(), element.partition());
+            let offset = starts
+                .get(&key)
+                .map_or(Offset::Beginning, |next| Offset::Offset(*next));
+            if let Err(e) =
+                positioned.add_partition_offset(element.topic(), element.partition(), offset)
+            {
+                warn!(error = %e, "cannot position partition");
+            }
+        }
+        info!(partitions = ?positioned.to_topic_map(), "assigned; resuming from the lake's offsets");
+        if let Err(e) = consumer.assign(&positioned) {
+            warn!(error = %e, "re-assigning with the lake's offsets failed");
+        }
+    }
+}
+
+/// First copy of each attempt key: (partition, offset) of the message that is stored.
+struct DedupIndex {
+    key: DedupKey,
+    first: HashMap<String, (i32, i64)>,
+    /// The `attempts` version the index has read up to.
+    version: Option<u64>,
+}
+
+impl DedupIndex {
+    async fn load(table: &LakeTable, key: DedupKey) -> Result<Self> {
+        let mut index = DedupIndex {
+            key,
+            first: HashMap::new(),
+            version: None,
+        };
+        index.reload(table).await?;
+        Ok(index)
+    }
+
+    /// Reads every committed key (after another writer committed attempts).
+    async fn reload(&mut self, table: &LakeTable) -> Result<()> {
+        let committed = table.committed();
+        self.version = committed.version();
+        if committed.version().is_none() {
+            return Ok(());
+        }
+        let ctx = new_session();
+        committed
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| IngestError::LakeSetup(e.to_string()))?;
+        ctx.register_table(
+            "attempts",
+            committed
+                .table_provider()
+                .await
+                .map_err(IngestError::Query)?,
+        )?;
+        let column = dedup_column(self.key);
+        let batches = run_sql(
+            &ctx,
+            &format!("SELECT {column}, source_partition, source_offset FROM attempts"),
+        )
+        .await?;
+        for batch in batches {
+            let keys = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| IngestError::LakeSetup(e.to_string()))?;
+            let keys = keys.as_string::<i32>();
+            let partitions = batch.column(1).as_primitive::<Int32Type>();
+            let offsets = batch.column(2).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                if keys.is_null(row) {
+                    continue;
+                }
+                let position = (partitions.value(row), offsets.value(row));
+                self.first
+                    .entry(keys.value(row).to_string())
+                    .and_modify(|p| *p = (*p).min(position))
+                    .or_insert(position);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when this message is the stored copy of its key (first seen, or seen at this very
+    /// position before a restart).
+    fn admit(&mut self, key: &str, partition: i32, offset: i64) -> bool {
+        match self.first.get(key) {
+            Some(position) => *position == (partition, offset),
+            None => {
+                self.first.insert(key.to_string(), (partition, offset));
+                true
+            }
+        }
+    }
+}
+
+/// Rows decoded since the last flush to the tails.
+#[derive(Default)]
+struct Builders {
+    attempts: AttemptBatchBuilder,
+    scores: ScoreChangeBuilder,
+    dead_letters: DeadLetterBuilder,
+}
+
+/// A dead letter waiting for its `<topic>.dlq` delivery.
+type PendingDlq = tokio::task::JoinHandle<()>;
+
+pub struct LakeIngest {
+    lake: Arc<Lake>,
+    kafka: KafkaSettings,
+    settings: IngestSettings,
+    metrics: IngestMetrics,
+    lake_metrics: LakeMetrics,
+}
+
+impl LakeIngest {
+    pub fn new(
+        lake: Arc<Lake>,
+        kafka: KafkaSettings,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+        lake_metrics: LakeMetrics,
+    ) -> Self {
+        LakeIngest {
+            lake,
+            kafka,
+            settings,
+            metrics,
+            lake_metrics,
+        }
+    }
+
+    fn topics(&self) -> Vec<String> {
+        [&self.settings.attempts_topic, &self.settings.changes_topic]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Tables written from a topic, in commit order.
+    fn tables_of(&self, topic: &str) -> Vec<&Arc<LakeTable>> {
+        if topic == self.settings.attempts_topic {
+            vec![
+                &self.lake.attempts,
+                &self.lake.attempt_questions,
+                &self.lake.attempt_options,
+                &self.lake.dead_letters,
+            ]
+        } else {
+            vec![
+                &self.lake.score_changes,
+                &self.lake.score_detail_changes,
+                &self.lake.dead_letters,
+            ]
+        }
+    }
+
+    /// Start offsets of every partition of the topics, from the tables' transaction actions.
+    async fn start_offsets(
+        &self,
+        consumer: &StreamConsumer<IngestContext>,
+    ) -> Result<HashMap<TopicPartition, i64>> {
+        let mut starts = HashMap::new();
+        for topic in self.topics() {
+            let partitions = topic_partitions(consumer, &topic);
+            let tps: Vec<TopicPartition> = partitions.iter().map(|p| (topic.clone(), *p)).collect();
+            let mut lowest: HashMap<TopicPartition, Option<i64>> = HashMap::new();
+            for table in self.tables_of(&topic) {
+                let versions = table
+                    .committed_offsets(&self.settings.transaction_app_id, &tps)
+                    .await?;
+                for tp in &tps {
+                    let v = versions.get(tp).copied();
+                    let entry = lowest.entry(tp.clone()).or_insert(v);
+                    *entry = match (*entry, v) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        _ => None,
+                    };
+                }
+            }
+            for (tp, version) in lowest {
+                if let Some(version) = version {
+                    starts.insert(tp, version + 1);
+                }
+            }
+        }
+        Ok(starts)
+    }
+
+    /// Runs until `shutdown` turns true; commits what it has before returning.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let starts: StartOffsets = Arc::default();
+        let consumer: StreamConsumer<IngestContext> = self
+            .kafka
+            .client_config()
+            .set("group.id", &self.settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.kafka.session_timeout_ms.to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .set(
+                "fetch.message.max.bytes",
+                (self.settings.max_message_bytes + 1024).to_string(),
+            )
+            .create_with_context(IngestContext {
+                starts: starts.clone(),
+                metrics: self.metrics.clone(),
+            })
+            .map_err(|e| IngestError::kafka("creating ingest consumer", e))?;
+        *starts.lock().expect("start offsets lock") = self.start_offsets(&consumer).await?;
+        let topics = self.topics();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| IngestError::kafka(format!("subscribing to {names:?}"), e))?;
+        let producer = if self.settings.dead_letter_topics {
+            // Brokers that do not auto-create topics would hold dead letters forever.
+            for topic in &topics {
+                let dlq = KafkaSettings::dead_letter_topic(topic);
+                if let Err(e) =
+                    crate::produce::ensure_topic(&self.kafka, &dlq, self.kafka.partitions).await
+                {
+                    warn!(topic = %dlq, error = %e, "cannot create the dead-letter topic");
+                }
+            }
+            Some(self.kafka.producer()?)
+        } else {
+            None
+        };
+        let mut dedup = DedupIndex::load(&self.lake.attempts, self.settings.dedup_key).await?;
+        let mut builders = Builders::default();
+        let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut pending_dlq: Vec<PendingDlq> = Vec::new();
+        let mut unflushed_times: Vec<(String, i64)> = Vec::new();
+        let mut next_flush = Instant::now() + self.settings.flush_interval;
+        let mut next_commit = Instant::now() + self.settings.commit_interval;
+        let mut next_housekeeping = (!self.settings.housekeeping_interval.is_zero())
+            .then(|| Instant::now() + self.settings.housekeeping_interval);
+        info!(topics = ?topics, group = %self.settings.group_id, lake = %self.lake.root().display(), "lake ingest started");
+        loop {
+            let deadline = next_flush.min(next_commit);
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                received = tokio::time::timeout_at(deadline.into(), consumer.recv()) => {
+                    match received {
+                        Ok(Ok(message)) => {
+                            self.handle(&message, &mut dedup, &mut builders, producer.as_ref(), &mut pending_dlq);
+                            positions.insert((message.topic().to_string(), message.partition()), message.offset());
+                            if let Some(ts) = message.timestamp().to_millis() {
+                                unflushed_times.push((message.topic().to_string(), ts));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "ingest: receive failed");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(_elapsed) => {}
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_flush {
+                self.flush(&mut builders, &mut unflushed_times);
+                next_flush = now + self.settings.flush_interval;
+            }
+            if now >= next_commit {
+                self.flush(&mut builders, &mut unflushed_times);
+                self.commit(&consumer, &positions, &mut pending_dlq, &mut dedup, &starts)
+                    .await?;
+                next_commit = Instant::now() + self.settings.commit_interval;
+            }
+            if let Some(at) = next_housekeeping
+                && Instant::now() >= at
+            {
+                crate::lake::housekeeping::run(&self.lake, self.settings.vacuum_retention).await;
+                next_housekeeping = Some(Instant::now() + self.settings.housekeeping_interval);
+            }
+        }
+        self.flush(&mut builders, &mut unflushed_times);
+        self.commit(&consumer, &positions, &mut pending_dlq, &mut dedup, &starts)
+            .await?;
+        info!("lake ingest stopped after a final commit");
+        Ok(())
+    }
+
+    fn handle(
+        &self,
+        message: &BorrowedMessage<'_>,
+        dedup: &mut DedupIndex,
+        builders: &mut Builders,
+        producer: Option<&rdkafka::producer::FutureProducer>,
+        pending_dlq: &mut Vec<PendingDlq>,
+    ) {
+        let topic = message.topic();
+        let payload = message.payload();
+        let source = SourcePosition {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            ingested_at_us: chrono::Utc::now().timestamp_micros(),
+        };
+        self.lake_metrics
+            .bytes
+            .with_label_values(&[topic])
+            .inc_by(payload.map_or(0, <[u8]>::len) as u64);
+        let outcome: std::result::Result<&'static str, String> =
+            if payload.is_some_and(|p| p.len() > self.settings.max_message_bytes) {
+                Err(format!(
+                    "message of {} bytes is larger than the limit of {} bytes",
+                    payload.map_or(0, <[u8]>::len),
+                    self.settings.max_message_bytes
+                ))
+            } else if topic == self.settings.attempts_topic {
+                match payload.filter(|p| !p.is_empty()) {
+                    None => Err("empty message (no attempt document)".to_string()),
+                    Some(bytes) => match Attempt::parse(bytes) {
+                        Err(e) => Err(format!("attempt: {e}")),
+                        Ok(attempt) => match attempt.key(self.settings.dedup_key) {
+                            None => Err(format!(
+                                "attempt has no de-duplication key {}",
+                                self.settings.dedup_key
+                            )),
+                            Some(key) => {
+                                if dedup.admit(key, source.partition, source.offset) {
+                                    builders.attempts.append(&attempt, &source);
+                                    Ok("stored")
+                                } else {
+                                    Ok("duplicate")
+                                }
+                            }
+                        },
+                    },
+                }
+            } else {
+                let message_time = message.timestamp().to_millis().map(|ms| ms * 1000);
+                match parse_change_event(message.key(), payload) {
+                    Err(e) => Err(format!("change event: {e}")),
+                    Ok(event) => match builders.scores.append(&event, message_time, &source) {
+                        ChangeOutcome::Applied => Ok("stored"),
+                        ChangeOutcome::Skipped(_) => Ok("skipped"),
+                        ChangeOutcome::Rejected(reason) => Err(format!("change event: {reason}")),
+                    },
+                }
+            };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                builders
+                    .dead_letters
+                    .append(&reason, message.key(), payload, &source);
+                self.lake_metrics
+                    .dead_letters
+                    .with_label_values(&[topic])
+                    .inc();
+                let to_topic =
+                    topic == self.settings.attempts_topic || self.settings.change_dead_letter_topic;
+                if let Some(producer) = producer.filter(|_| to_topic) {
+                    pending_dlq.push(spawn_dead_letter(producer, message, reason));
+                }
+                "dead_letter"
+            }
+        };
+        self.lake_metrics
+            .messages
+            .with_label_values(&[topic, outcome])
+            .inc();
+    }
+
+    /// Moves decoded rows into the tables' tails, where live queries see them.
+    fn flush(&self, builders: &mut Builders, times: &mut Vec<(String, i64)>) {
+        if builders.attempts.rows() > 0 {
+            let batches = builders.attempts.finish();
+            self.lake.attempts.push_tail(batches.attempts);
+            self.lake.attempt_questions.push_tail(batches.questions);
+            self.lake.attempt_options.push_tail(batches.options);
+        }
+        if builders.scores.rows() > 0 {
+            let (changes, details) = builders.scores.finish();
+            self.lake.score_changes.push_tail(changes);
+            self.lake.score_detail_changes.push_tail(details);
+        }
+        if builders.dead_letters.rows() > 0 {
+            self.lake
+                .dead_letters
+                .push_tail(builders.dead_letters.finish());
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for (topic, ts) in times.drain(..) {
+            self.lake_metrics
+                .freshness
+                .with_label_values(&[topic.as_str()])
+                .observe((now_ms - ts).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Commits every table's tail, then the Kafka offsets.
+    async fn commit(
+        &self,
+        consumer: &StreamConsumer<IngestContext>,
+        positions: &BTreeMap<TopicPartition, i64>,
+        pending_dlq: &mut Vec<PendingDlq>,
+        dedup: &mut DedupIndex,
+        starts: &StartOffsets,
+    ) -> Result<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        // Dead letters reach their topic before the offsets that covered them are committed.
+        for handle in pending_dlq.drain(..) {
+            let _ = handle.await;
+        }
+        let of_topic = |topic: &str| -> BTreeMap<TopicPartition, i64> {
+            positions
+                .iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let attempts_positions = of_topic(&self.settings.attempts_topic);
+        let changes_positions = of_topic(&self.settings.changes_topic);
+        let version_before = self.lake.attempts.committed().version();
+        for (table, table_positions) in [
+            (&self.lake.attempts, &attempts_positions),
+            (&self.lake.attempt_questions, &attempts_positions),
+            (&self.lake.attempt_options, &attempts_positions),
+            (&self.lake.score_changes, &changes_positions),
+            (&self.lake.score_detail_changes, &changes_positions),
+            (&self.lake.dead_letters, positions),
+        ] {
+            if table_positions.is_empty() {
+                continue;
+            }
+            let batches = table.tail_batches();
+            let report = table
+                .commit_tail(&self.settings.transaction_app_id, table_positions, batches)
+                .await?;
+            if report.version.is_some() {
+                self.lake_metrics
+                    .commits
+                    .with_label_values(&[table.name()])
+                    .inc();
+                self.lake_metrics
+                    .rows
+                    .with_label_values(&[table.name()])
+                    .inc_by(report.rows_written as u64);
+            }
+            if report.rows_already_committed > 0 {
+                info!(
+                    table = table.name(),
+                    rows = report.rows_already_committed,
+                    "skipped rows the table already held"
+                );
+            }
+        }
+        // Another writer committed attempts meanwhile: learn its keys.
+        let version_after = self.lake.attempts.committed().version();
+        if let (Some(before), Some(after)) = (version_before, version_after)
+            && after > before + 1
+        {
+            dedup.reload(&self.lake.attempts).await?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        {
+            let mut starts = starts.lock().expect("start offsets lock");
+            for ((topic, partition), offset) in positions {
+                let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
+                starts.insert((topic.clone(), *partition), offset + 1);
+            }
+        }
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+            // Advisory only: the tables hold the authoritative positions.
+            warn!(error = %e, "Kafka offset commit failed");
+        }
+        Ok(())
+    }
+}
+
+/// The `attempts` column holding a de-duplication key.
+fn dedup_column(key: DedupKey) -> &'static str {
+    match key {
+        DedupKey::KeenId => "keen_id",
+        DedupKey::UserExamId => "user_exam_id",
+        DedupKey::SequenceId => "sequence_id",
+    }
+}
+
+/// Partition ids of a topic from the broker's metadata (none when the topic is unknown).
+fn topic_partitions(consumer: &StreamConsumer<IngestContext>, topic: &str) -> Vec<i32> {
+    match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(metadata) => metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect(),
+        Err(e) => {
+            warn!(%topic, error = %e, "cannot read topic metadata; starting from the beginning");
+            Vec::new()
+        }
+    }
+}
+
+fn spawn_dead_letter(
+    producer: &rdkafka::producer::FutureProducer,
+    message: &BorrowedMessage<'_>,
+    reason: String,
+) -> PendingDlq {
+    let producer = producer.clone();
+    let topic = KafkaSettings::dead_letter_topic(message.topic());
+    let key = message.key().map(<[u8]>::to_vec);
+    let payload = message.payload().map(<[u8]>::to_vec);
+    let source = (
+        message.topic().to_string(),
+        message.partition(),
+        message.offset(),
+    );
+    tokio::spawn(async move {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "examflow.error",
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: "examflow.source.topic",
+                value: Some(source.0.as_str()),
+            })
+            .insert(Header {
+                key: "examflow.source.partition",
+                value: Some(&source.1.to_string()),
+            })
+            .insert(Header {
+                key: "examflow.source.offset",
+                value: Some(&source.2.to_string()),
+            });
+        produce_until_acked(
+            &producer,
+            &topic,
+            key.as_deref(),
+            payload.as_deref(),
+            Some(headers),
+        )
+        .await;
+    })
+}
