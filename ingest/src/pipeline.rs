@@ -345,15 +345,37 @@ impl LakeIngest {
         }
     }
 
-    /// Start offsets of every partition of the topics, from the tables' transaction actions.
+    /// The partitions of the topics (broker metadata) and their start offsets, from the
+    /// tables' transaction actions.
     async fn start_offsets(
         &self,
         consumer: &StreamConsumer<IngestContext>,
+    ) -> Result<(Vec<TopicPartition>, HashMap<TopicPartition, i64>)> {
+        let mut partitions = Vec::new();
+        for topic in self.topics() {
+            let ids = topic_partitions(consumer, &topic);
+            partitions.extend(ids.iter().map(|p| (topic.clone(), *p)));
+        }
+        let starts = self.lake_starts(&partitions).await?;
+        Ok((partitions, starts))
+    }
+
+    /// One past the lowest offset every table of its topic holds, for each of `partitions`
+    /// that all those tables know (re-reads the tables' logs).
+    async fn lake_starts(
+        &self,
+        partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>> {
         let mut starts = HashMap::new();
         for topic in self.topics() {
-            let partitions = topic_partitions(consumer, &topic);
-            let tps: Vec<TopicPartition> = partitions.iter().map(|p| (topic.clone(), *p)).collect();
+            let tps: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|(t, _)| *t == topic)
+                .cloned()
+                .collect();
+            if tps.is_empty() {
+                continue;
+            }
             let mut lowest: HashMap<TopicPartition, Option<i64>> = HashMap::new();
             for table in self.tables_of(&topic) {
                 let versions = table
@@ -400,7 +422,8 @@ impl LakeIngest {
                 metrics: self.metrics.clone(),
             })
             .map_err(|e| IngestError::kafka("creating ingest consumer", e))?;
-        *starts.lock().expect("start offsets lock") = self.start_offsets(&consumer).await?;
+        let (known_partitions, lake_starts) = self.start_offsets(&consumer).await?;
+        *starts.lock().expect("start offsets lock") = lake_starts;
         let topics = self.topics();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -462,8 +485,15 @@ impl LakeIngest {
             }
             if now >= next_commit {
                 self.flush(&mut builders, &mut unflushed_times);
-                self.commit(&consumer, &positions, &mut pending_dlq, &mut dedup, &starts)
-                    .await?;
+                self.commit(
+                    &consumer,
+                    &positions,
+                    &known_partitions,
+                    &mut pending_dlq,
+                    &mut dedup,
+                    &starts,
+                )
+                .await?;
                 next_commit = Instant::now() + self.settings.commit_interval;
             }
             if let Some(at) = next_housekeeping
@@ -474,8 +504,15 @@ impl LakeIngest {
             }
         }
         self.flush(&mut builders, &mut unflushed_times);
-        self.commit(&consumer, &positions, &mut pending_dlq, &mut dedup, &starts)
-            .await?;
+        self.commit(
+            &consumer,
+            &positions,
+            &known_partitions,
+            &mut pending_dlq,
+            &mut dedup,
+            &starts,
+        )
+        .await?;
         info!("lake ingest stopped after a final commit");
         Ok(())
     }
@@ -595,6 +632,7 @@ impl LakeIngest {
         &self,
         consumer: &StreamConsumer<IngestContext>,
         positions: &BTreeMap<TopicPartition, i64>,
+        known_partitions: &[TopicPartition],
         pending_dlq: &mut Vec<PendingDlq>,
         dedup: &mut DedupIndex,
         starts: &StartOffsets,
@@ -615,7 +653,7 @@ impl LakeIngest {
         };
         let attempts_positions = of_topic(&self.settings.attempts_topic);
         let changes_positions = of_topic(&self.settings.changes_topic);
-        let version_before = self.lake.attempts.committed().version();
+        let mut own_attempts_version = None;
         for (table, table_positions) in [
             (&self.lake.attempts, &attempts_positions),
             (&self.lake.attempt_questions, &attempts_positions),
@@ -631,6 +669,9 @@ impl LakeIngest {
             let report = table
                 .commit_tail(&self.settings.transaction_app_id, table_positions, batches)
                 .await?;
+            if std::ptr::eq(table, &self.lake.attempts) {
+                own_attempts_version = report.version;
+            }
             if report.version.is_some() {
                 self.lake_metrics
                     .commits
@@ -649,11 +690,29 @@ impl LakeIngest {
                 );
             }
         }
-        // Another writer committed attempts meanwhile: learn its keys.
-        let version_after = self.lake.attempts.committed().version();
-        if let (Some(before), Some(after)) = (version_before, version_after)
-            && after > before + 1
+        // Where each partition resumes on a later (re)assignment: the lake's positions, which
+        // another process sharing the lake may have advanced past this one's (reading them
+        // only at start-up made a process taking over a partition re-read everything the
+        // previous owner wrote since). Read before the de-duplication keys below, so the
+        // index knows every key stored under these starts.
+        let mut partitions: Vec<TopicPartition> = known_partitions.to_vec();
+        partitions.extend(
+            positions
+                .keys()
+                .filter(|tp| !known_partitions.contains(tp))
+                .cloned(),
+        );
+        let lake_starts = self.lake_starts(&partitions).await?;
+        // This commit's own version adds only keys this process admitted; any other version
+        // since the index was read is another writer's: learn its keys. (Comparing against
+        // "before + 1" missed a single foreign commit whenever this process committed no
+        // new `attempts` version itself.)
+        if let Some(own) = own_attempts_version
+            && dedup.version == Some(own - 1)
         {
+            dedup.version = Some(own);
+        }
+        if self.lake.attempts.committed().version() != dedup.version {
             dedup.reload(&self.lake.attempts).await?;
         }
         let mut offsets = TopicPartitionList::new();
@@ -662,6 +721,10 @@ impl LakeIngest {
             for ((topic, partition), offset) in positions {
                 let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
                 starts.insert((topic.clone(), *partition), offset + 1);
+            }
+            for (tp, start) in lake_starts {
+                let entry = starts.entry(tp).or_insert(start);
+                *entry = (*entry).max(start);
             }
         }
         if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
