@@ -271,7 +271,9 @@ pub async fn produce_attempts(config: Config, args: ProduceArgs) -> anyhow::Resu
     })?;
     let mut kafka = config.kafka;
     kafka.brokers = args.kafka_brokers;
-    produce::ensure_topic(&kafka, &args.topic, args.partitions).await?;
+    kafka
+        .create_topics(std::slice::from_ref(&args.topic), args.partitions)
+        .await?;
     let started = Instant::now();
     let bar = indicatif::ProgressBar::new(documents.len() as u64);
     bar.set_style(

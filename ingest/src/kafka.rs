@@ -86,19 +86,25 @@ impl KafkaSettings {
 
     /// Creates examflow's topics if they do not exist yet.
     pub async fn ensure_topics(&self) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .map_err(|e| IngestError::kafka("creating admin client", e))?;
         let change = self.change_event_topic();
         let names = [
             change.clone(),
             Self::dead_letter_topic(&change),
             self.email_topic.clone(),
         ];
+        self.create_topics(&names, self.partitions).await
+    }
+
+    /// Creates each topic with `partitions` partitions unless it exists (some brokers, tansu
+    /// among them, do not create topics on first use).
+    pub async fn create_topics(&self, names: &[String], partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| IngestError::kafka("creating admin client", e))?;
         let topics: Vec<NewTopic> = names
             .iter()
-            .map(|n| NewTopic::new(n, self.partitions, TopicReplication::Fixed(1)))
+            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
@@ -119,6 +125,32 @@ impl KafkaSettings {
         }
         Ok(())
     }
+}
+
+/// Headers of a dead letter: why it was set aside and where it came from.
+pub(crate) fn dead_letter_headers(
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "examflow.error",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "examflow.source.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "examflow.source.partition",
+            value: Some(&partition.to_string()),
+        })
+        .insert(Header {
+            key: "examflow.source.offset",
+            value: Some(&offset.to_string()),
+        })
 }
 
 /// Sends one record, retrying with back-off until the broker takes it.
@@ -266,16 +298,7 @@ struct LagContext {
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
-                        .set(p.consumer_lag);
-                }
-            }
-        }
+        self.metrics.record_consumer_lag(statistics);
     }
 }
 
@@ -334,23 +357,12 @@ pub async fn run_score_card_consumer(
             }
             CardDecision::DeadLetter { reason } => {
                 warn!(%reason, partition = message.partition(), offset = message.offset(), "dead letter");
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "examflow.error",
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "examflow.source.topic",
-                        value: Some(message.topic()),
-                    })
-                    .insert(Header {
-                        key: "examflow.source.partition",
-                        value: Some(&message.partition().to_string()),
-                    })
-                    .insert(Header {
-                        key: "examflow.source.offset",
-                        value: Some(&message.offset().to_string()),
-                    });
+                let headers = dead_letter_headers(
+                    reason,
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                );
                 produce_until_acked(
                     &producer,
                     &dlq,

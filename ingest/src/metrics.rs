@@ -2,6 +2,7 @@
 //! how many messages were set aside, how far behind is the consumer").
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use rdkafka::statistics::Statistics;
 
 #[derive(Clone)]
 pub struct IngestMetrics {
@@ -58,5 +59,18 @@ impl IngestMetrics {
             let _ = registry.register(collector);
         }
         m
+    }
+
+    /// Consumer lag per partition, from librdkafka's periodic statistics.
+    pub fn record_consumer_lag(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.consumer_lag
+                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use crate::attempts::{Attempt, AttemptBatchBuilder, DedupKey};
 use crate::debezium::parse_change_event;
 use crate::error::{IngestError, Result};
-use crate::kafka::{KafkaSettings, produce_until_acked};
+use crate::kafka::{KafkaSettings, dead_letter_headers, produce_until_acked};
 use crate::lake::changes::{ChangeOutcome, DeadLetterBuilder, ScoreChangeBuilder};
 use crate::lake::query::{new_session, run_sql};
 use crate::lake::{Lake, LakeTable, TopicPartition};
@@ -169,16 +169,7 @@ struct IngestContext {
 
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: Statistics) {
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
-                        .set(p.consumer_lag);
-                }
-            }
-        }
+        self.metrics.record_consumer_lag(statistics);
     }
 }
 
@@ -433,8 +424,10 @@ impl LakeIngest {
             // Brokers that do not auto-create topics would hold dead letters forever.
             for topic in &topics {
                 let dlq = KafkaSettings::dead_letter_topic(topic);
-                if let Err(e) =
-                    crate::produce::ensure_topic(&self.kafka, &dlq, self.kafka.partitions).await
+                if let Err(e) = self
+                    .kafka
+                    .create_topics(std::slice::from_ref(&dlq), self.kafka.partitions)
+                    .await
                 {
                     warn!(topic = %dlq, error = %e, "cannot create the dead-letter topic");
                 }
@@ -774,23 +767,7 @@ fn spawn_dead_letter(
         message.offset(),
     );
     tokio::spawn(async move {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "examflow.error",
-                value: Some(reason.as_str()),
-            })
-            .insert(Header {
-                key: "examflow.source.topic",
-                value: Some(source.0.as_str()),
-            })
-            .insert(Header {
-                key: "examflow.source.partition",
-                value: Some(&source.1.to_string()),
-            })
-            .insert(Header {
-                key: "examflow.source.offset",
-                value: Some(&source.2.to_string()),
-            });
+        let headers = dead_letter_headers(&reason, &source.0, source.1, source.2);
         produce_until_acked(
             &producer,
             &topic,

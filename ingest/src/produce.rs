@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureRecord;
-use rdkafka::types::RDKafkaErrorCode;
 use serde_json::value::RawValue;
 
 use crate::error::{IngestError, Result};
@@ -64,33 +61,6 @@ pub fn document_key(document: &RawValue) -> Option<String> {
     serde_json::from_str::<Key>(document.get())
         .ok()
         .and_then(|k| k.keen_id)
-}
-
-/// Creates `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(settings: &KafkaSettings, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config()
-        .create()
-        .map_err(|e| IngestError::kafka("creating admin client", e))?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &options,
-        )
-        .await
-        .map_err(|e| IngestError::kafka("creating topic", e))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(IngestError::LakeSetup(format!(
-                    "creating topic {name}: {code}"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Produces every document to `topic`, at most `in_flight` unacknowledged at a time, calling

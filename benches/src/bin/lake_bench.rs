@@ -41,7 +41,7 @@ use examflow_ingest::attempts::{
 use examflow_ingest::lake::Lake;
 use examflow_ingest::lake::query::{new_session, register_lake, run_sql};
 use examflow_ingest::pipeline::{IngestSettings, LakeIngest, LakeMetrics};
-use examflow_ingest::produce::{document_key, ensure_topic, produce_documents, split_documents};
+use examflow_ingest::produce::{document_key, produce_documents, split_documents};
 use examflow_ingest::source::SourcePosition;
 use examflow_ingest::{IngestMetrics, KafkaSettings};
 use prometheus::Registry;
@@ -768,7 +768,9 @@ async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String)
     let expected = Rows::of(&decode_ours(&docs)?);
     let documents = split_documents(&text)?;
     let topic = unique("bench-e2e");
-    ensure_topic(&settings, &topic, PARTITIONS).await?;
+    settings
+        .create_topics(std::slice::from_ref(&topic), PARTITIONS)
+        .await?;
     let t = Instant::now();
     let produced = produce_documents(&settings, &topic, &documents, 1_000, |_| {}).await?;
     let produce_time = t.elapsed();
@@ -1175,7 +1177,9 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
         })
         .collect::<Result<_>>()?;
     let topic = unique("bench-fresh");
-    ensure_topic(&settings, &topic, PARTITIONS).await?;
+    settings
+        .create_topics(std::slice::from_ref(&topic), PARTITIONS)
+        .await?;
     let dir = tempfile::tempdir()?;
     let lake = Arc::new(Lake::open(dir.path()).await?);
     let registry = Registry::new();
