@@ -94,6 +94,10 @@ pub struct IngestOptions<'a> {
 
 impl IngestProcess {
     pub fn start(o: &IngestOptions<'_>) -> IngestProcess {
+        Self::launch(o, None)
+    }
+
+    fn launch(o: &IngestOptions<'_>, config: Option<&Path>) -> IngestProcess {
         std::fs::create_dir_all(o.data_dir).unwrap();
         let log = o.data_dir.join(o.log_name);
         let file = std::fs::OpenOptions::new()
@@ -101,7 +105,11 @@ impl IngestProcess {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_examflow"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_examflow"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("ingest")
             .args(["--kafka-brokers", o.brokers])
             .arg("--topics")
@@ -202,30 +210,7 @@ pub fn write_ingest_config(
 impl IngestProcess {
     /// Like [`IngestProcess::start`], reading `config` (`examflow --config FILE ingest ...`).
     pub fn start_with_config(o: &IngestOptions<'_>, config: &Path) -> IngestProcess {
-        std::fs::create_dir_all(o.data_dir).unwrap();
-        let log = o.data_dir.join(o.log_name);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_examflow"))
-            .arg("--config")
-            .arg(config)
-            .arg("ingest")
-            .args(["--kafka-brokers", o.brokers])
-            .arg("--topics")
-            .arg(o.topics.join(","))
-            .arg("--data-dir")
-            .arg(o.data_dir)
-            .args(["--group", o.group])
-            .args(["--commit-interval-ms", &o.commit_interval_ms.to_string()])
-            .env_remove("EXAMFLOW_LOG")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("starting examflow ingest");
-        IngestProcess { child, log }
+        Self::launch(o, Some(config))
     }
 
     /// True while the process has not exited.
