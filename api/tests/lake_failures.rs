@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{KeyValue, OwnBroker, Record, create_topic, free_port, produce, test_brokers};
 use common::lake::{
-    IngestOptions, IngestProcess, expected_counts, expected_invariants, generate_attempts,
-    last_assignment, read_attempts, read_keyed_lines, sql, tail, wait_for_count,
+    IngestOptions, IngestProcess, committed_rows, expected_counts, expected_invariants,
+    generate_attempts, last_assignment, read_attempts, read_keyed_lines, sql, tail, wait_for_count,
     wait_for_invariants, write_ingest_config,
 };
 use common::unique;
@@ -913,40 +913,50 @@ fn two_processes_in_one_group_share_four_partitions() {
     let expected = expected_invariants(expected_counts(&documents), 0);
     let seen = wait_for_invariants(&data_dir, &expected, Duration::from_secs(60));
     assert_eq!(seen, expected, "logs:\n{}", all_logs(&data_dir, 30));
-    // Both wrote: each one's partitions hold rows (the assignment did not move meanwhile).
+    // Both wrote, and between them exactly the rows the table holds. (Which partitions each
+    // one owns can move meanwhile: tansu answers no heartbeat while it serves a long fetch,
+    // and under load a member's session can lapse, so a rebalance is no failure here.)
     let now_owned = [
         last_assignment(&a.log_text(), &topic).unwrap_or_default(),
         last_assignment(&b.log_text(), &topic).unwrap_or_default(),
     ];
-    assert_eq!(
-        now_owned.to_vec(),
-        owned,
-        "the assignment changed while producing"
-    );
-    for (name, partitions) in ["a", "b"].iter().zip(&owned) {
-        let list: Vec<String> = partitions.iter().map(i32::to_string).collect();
-        let n = common::lake::count(
-            &data_dir,
-            &format!(
-                "SELECT count(*) AS n FROM attempts WHERE source_partition IN ({})",
-                list.join(",")
-            ),
+    if now_owned.to_vec() != owned {
+        eprintln!(
+            "the assignment moved while producing: now a {:?}, b {:?}",
+            now_owned[0], now_owned[1]
         );
-        assert!(
-            n > 0,
-            "process {name} (partitions {partitions:?}) ingested nothing"
-        );
-        eprintln!("process {name}: partitions {partitions:?}, {n} attempts");
     }
+    let total = common::lake::count(&data_dir, "SELECT count(*) AS n FROM attempts");
+    let by_process = [
+        committed_rows(&a.log_text(), "attempts"),
+        committed_rows(&b.log_text(), "attempts"),
+    ];
+    eprintln!(
+        "attempts committed: a {}, b {}, table {total}",
+        by_process[0], by_process[1]
+    );
+    assert!(
+        by_process.iter().all(|&n| n > 0),
+        "one process committed no attempts: {by_process:?}\n{}",
+        all_logs(&data_dir, 30)
+    );
+    assert_eq!(
+        by_process.iter().sum::<u64>(),
+        total as u64,
+        "the processes' commits do not add up to the table"
+    );
     assert!(
         a.is_running() && b.is_running(),
         "{}",
         all_logs(&data_dir, 30)
     );
 
-    // b dies; a takes over b's partitions, and the counts stay exact after more attempts.
-    b.kill9();
-    let killed_at = Instant::now();
+    // b stops (SIGTERM: a final commit, then it leaves the group); a takes over b's
+    // partitions, and the counts stay exact after more attempts. (Not kill -9 here: when a
+    // member dies during a rebalance, tansu 0.6 can keep its partitions assigned to it
+    // after its session expires and never rebalances again. Crashes are the kill -9 test's.)
+    b.stop();
+    let stopped_at = Instant::now();
     produce_lines(
         &brokers,
         &topic,
@@ -959,7 +969,7 @@ fn two_processes_in_one_group_share_four_partitions() {
     let expected = expected_invariants(expected_counts(&documents), 0);
     let seen = wait_for_invariants(&data_dir, &expected, Duration::from_secs(60));
     assert_eq!(seen, expected, "logs:\n{}", all_logs(&data_dir, 30));
-    let took_over = killed_at.elapsed();
+    let took_over = stopped_at.elapsed();
     assert_eq!(
         last_assignment(&a.log_text(), &topic),
         Some(vec![0, 1, 2, 3]),
@@ -981,6 +991,11 @@ fn two_processes_in_one_group_share_four_partitions() {
     a.stop();
     let seen = wait_for_invariants(&data_dir, &expected, Duration::ZERO);
     assert_eq!(seen, expected);
+    assert_eq!(
+        committed_rows(&a.log_text(), "attempts") + committed_rows(&b.log_text(), "attempts"),
+        common::lake::count(&data_dir, "SELECT count(*) AS n FROM attempts") as u64,
+        "the processes' commits do not add up to the table"
+    );
     let problems = log_problems(&data_dir);
     assert!(
         problems.is_empty(),
@@ -988,7 +1003,7 @@ fn two_processes_in_one_group_share_four_partitions() {
         problems.join("\n")
     );
     eprintln!(
-        "two processes: exact counts; a took over and caught up {:.1} s after b was killed; {:.1} s",
+        "two processes: exact counts; a took over and caught up {:.1} s after b stopped; {:.1} s",
         took_over.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );

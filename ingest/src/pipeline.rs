@@ -27,7 +27,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::attempts::{Attempt, AttemptBatchBuilder, DedupKey};
 use crate::debezium::parse_change_event;
@@ -665,7 +665,13 @@ impl LakeIngest {
             if std::ptr::eq(table, &self.lake.attempts) {
                 own_attempts_version = report.version;
             }
-            if report.version.is_some() {
+            if let Some(version) = report.version {
+                debug!(
+                    table = table.name(),
+                    rows = report.rows_written,
+                    version,
+                    "committed"
+                );
                 self.lake_metrics
                     .commits
                     .with_label_values(&[table.name()])

@@ -118,7 +118,12 @@ impl IngestProcess {
             .arg(o.data_dir)
             .args(["--group", o.group])
             .args(["--commit-interval-ms", &o.commit_interval_ms.to_string()])
-            .env_remove("EXAMFLOW_LOG")
+            // The default filter, plus the ingest's per-commit lines (`committed_rows`).
+            .env(
+                "EXAMFLOW_LOG",
+                "info,rdkafka=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn,\
+                 deltalake_core=warn,datafusion=warn,examflow_ingest::pipeline=debug",
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -250,6 +255,20 @@ pub fn last_assignment(log: &str, topic: &str) -> Option<Vec<i32>> {
         .collect();
     partitions.sort_unstable();
     Some(partitions)
+}
+
+/// The rows an ingest process's log says it committed to `table` (its debug `committed`
+/// lines), summed over its whole life.
+pub fn committed_rows(log: &str, table: &str) -> u64 {
+    let needle = format!("table=\"{table}\"");
+    log.lines()
+        .filter(|l| l.contains(" committed") && l.contains(&needle))
+        .filter_map(|l| {
+            let rest = &l[l.find(" rows=")? + " rows=".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// The exactly-once invariants of the attempt tables, in one `examflow sql` query: counts,
