@@ -22,6 +22,141 @@ pub struct Config {
     pub auth: AuthConfig,
     pub kafka: KafkaSettings,
     pub ingest: IngestConfig,
+    pub adaptive: AdaptiveConfig,
+}
+
+/// Adaptive testing: calibration and the per-exam policy of adaptive sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// Recalibrate every exam with new results this often, in seconds; 0 turns the
+    /// schedule off (`POST /api/exams/{name}/calibrate` still works). Default 3600.
+    pub calibrate_interval_secs: u64,
+    /// IRT model of calibrations: `rasch`, `1pl`, `2pl` or `3pl`. Default `2pl`.
+    pub calibration_model: examflow_engine::irt::Model,
+    /// Fewest responses an item needs before its calibrated parameters replace its
+    /// provisional ones (from its p-value). Default 30.
+    pub min_item_responses: usize,
+    /// Scale score = `scale_mean + scale_sd · θ`, rounded. Defaults 500 and 100.
+    pub scale_mean: f64,
+    pub scale_sd: f64,
+    /// Most adaptive sessions kept in memory (the rest are read from disk when answered).
+    /// Default 100000.
+    pub max_cached_sessions: usize,
+    /// The policy of every exam, unless `exams.NAME` overrides some of it.
+    pub policy: AdaptivePolicy,
+    /// Per-exam overrides, e.g. `[adaptive.exams.intro-statistics] cut_score = 0.5`.
+    pub exams: std::collections::BTreeMap<String, AdaptivePolicyOverride>,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            calibrate_interval_secs: 3600,
+            calibration_model: examflow_engine::irt::Model::TwoPl,
+            min_item_responses: 30,
+            scale_mean: 500.0,
+            scale_sd: 100.0,
+            max_cached_sessions: 100_000,
+            policy: AdaptivePolicy::default(),
+            exams: Default::default(),
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    /// The policy of `exam`: the common policy with the exam's overrides applied.
+    pub fn policy_of(&self, exam: &str) -> AdaptivePolicy {
+        let mut policy = self.policy.clone();
+        if let Some(o) = self.exams.get(exam) {
+            macro_rules! take {
+                ($($field:ident),*) => {$(if let Some(v) = &o.$field { policy.$field = v.clone(); })*};
+            }
+            take!(
+                rule,
+                allowed_rules,
+                estimator,
+                exposure,
+                min_length,
+                max_length,
+                se_target,
+                min_se_target,
+                stop_on_classification,
+                content
+            );
+            if o.cut_score.is_some() {
+                policy.cut_score = o.cut_score;
+            }
+        }
+        policy
+    }
+}
+
+/// What an adaptive session of an exam does by default, and what a student may change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptivePolicy {
+    /// Default selection rule. Default `mfi`.
+    pub rule: examflow_engine::cat::SelectionRule,
+    /// Rules a session may ask for. Default: all (`mfi`, `kl`, `klp`, `mpwi`,
+    /// `b_matching`, `random`).
+    pub allowed_rules: Vec<examflow_engine::cat::SelectionRule>,
+    /// Ability estimator. Default `eap`.
+    pub estimator: examflow_engine::cat::Estimator,
+    /// Exposure control. Default randomesque among the 3 best items.
+    pub exposure: examflow_engine::cat::ExposureControl,
+    /// Fewest items before an SE or classification stop. Default 5.
+    pub min_length: usize,
+    /// Most items (a session may ask for fewer, never more). Default 20.
+    pub max_length: usize,
+    /// Stop once SE(θ) falls to this. Default 0.3.
+    pub se_target: f64,
+    /// The smallest SE target a session may ask for. Default 0.2.
+    pub min_se_target: f64,
+    /// Cut score on the θ scale: results are passed (θ ≥ cut) or failed. Default: none
+    /// (results are `completed`).
+    pub cut_score: Option<f64>,
+    /// With a cut score, also stop as soon as the 95% confidence interval of θ lies on
+    /// one side of it. Default false.
+    pub stop_on_classification: bool,
+    /// Content balancing over the items' `topic`s. Default: none.
+    pub content: Option<examflow_engine::cat::ContentConstraints>,
+}
+
+impl Default for AdaptivePolicy {
+    fn default() -> Self {
+        use examflow_engine::cat::SelectionRule as R;
+        AdaptivePolicy {
+            rule: R::Mfi,
+            allowed_rules: vec![R::Mfi, R::Kl, R::Klp, R::Mpwi, R::BMatching, R::Random],
+            estimator: Default::default(),
+            exposure: examflow_engine::cat::ExposureControl::Randomesque { k: 3 },
+            min_length: 5,
+            max_length: 20,
+            se_target: 0.3,
+            min_se_target: 0.2,
+            cut_score: None,
+            stop_on_classification: false,
+            content: None,
+        }
+    }
+}
+
+/// Per-exam changes to [`AdaptivePolicy`]; fields left out keep the common policy's value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptivePolicyOverride {
+    pub rule: Option<examflow_engine::cat::SelectionRule>,
+    pub allowed_rules: Option<Vec<examflow_engine::cat::SelectionRule>>,
+    pub estimator: Option<examflow_engine::cat::Estimator>,
+    pub exposure: Option<examflow_engine::cat::ExposureControl>,
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub se_target: Option<f64>,
+    pub min_se_target: Option<f64>,
+    pub cut_score: Option<f64>,
+    pub stop_on_classification: Option<bool>,
+    pub content: Option<Option<examflow_engine::cat::ContentConstraints>>,
 }
 
 /// The lake ingest (`examflow ingest`, or inside `serve` when Kafka is configured).
@@ -207,6 +342,23 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9000);
         assert!(!c.auth.dev_login);
         assert!(c.kafka.enabled());
+    }
+
+    #[test]
+    fn exam_overrides_apply_over_the_common_policy() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "[adaptive.policy]\nmax_length = 12\nrule = \"kl\"\n\
+             [adaptive.exams.geo]\ncut_score = 0.5\nmin_length = 3\n",
+        )
+        .unwrap();
+        let geo = c.adaptive.policy_of("geo");
+        assert_eq!(geo.max_length, 12);
+        assert_eq!(geo.min_length, 3);
+        assert_eq!(geo.cut_score, Some(0.5));
+        assert_eq!(geo.rule, examflow_engine::cat::SelectionRule::Kl);
+        assert_eq!(c.adaptive.policy_of("other").cut_score, None);
+        assert_eq!(c.adaptive.policy_of("other").min_length, 5);
     }
 
     #[test]

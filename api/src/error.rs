@@ -17,6 +17,9 @@ pub enum ApiError {
     NotFound { what: String },
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// The request does not fit the resource's current state (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Unprocessable(#[from] ScoringError),
     #[error("{0}")]
@@ -65,6 +68,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unprocessable(ScoringError::WrongAnswerCount { .. }) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "wrong_answer_count")
             }

@@ -1,8 +1,10 @@
 //! `examflow`: the server and command line of examflow.
 
+mod adaptive;
 mod auth;
 mod banks;
 mod calibrate_cmd;
+mod calibration;
 mod config;
 mod error;
 mod item_stats;
@@ -263,7 +265,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokens: TokenKeys::new(&secret),
         metrics,
         lake,
+        sessions: Default::default(),
+        calibrations: Default::default(),
     };
+    tokio::spawn(calibration::run_schedule(state.clone()));
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
     let _ = print_banner(addr, &banks);

@@ -38,6 +38,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The lake's tables (filled by the Kafka ingest when Kafka is configured).
     pub lake: Arc<examflow_ingest::lake::Lake>,
+    /// Adaptive sessions in use.
+    pub sessions: Arc<crate::adaptive::SessionCache>,
+    /// CAT banks of the stored calibration versions.
+    pub calibrations: Arc<crate::calibration::CalibrationCache>,
 }
 
 /// Most results one listing returns.
@@ -122,6 +126,34 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/admin/banks", get(admin_banks))
         .route("/api/sql", post(crate::sql::post_sql))
+        .route(
+            "/api/exams/{name}/calibrate",
+            post(crate::calibration::post_calibrate),
+        )
+        .route(
+            "/api/exams/{name}/calibrations",
+            get(crate::calibration::list_calibrations),
+        )
+        .route(
+            "/api/exams/{name}/calibrations/{version}",
+            get(crate::calibration::get_calibration),
+        )
+        .route(
+            "/api/adaptive/{exam}/sessions",
+            post(crate::adaptive::start_session),
+        )
+        .route(
+            "/api/adaptive/sessions",
+            get(crate::adaptive::list_sessions),
+        )
+        .route(
+            "/api/adaptive/sessions/{id}",
+            get(crate::adaptive::get_session),
+        )
+        .route(
+            "/api/adaptive/sessions/{id}/answers",
+            post(crate::adaptive::answer),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

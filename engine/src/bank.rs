@@ -1,6 +1,7 @@
 //! Question banks in the exam generator's format, validated on load.
 //!
-//! A bank is a JSON array `[{"question": str, "options": [str], "correct_answer": str}]`;
+//! A bank is a JSON array `[{"question": str, "options": [str], "correct_answer": str}]`,
+//! each question optionally with `"topic": str` (a content category for adaptive tests);
 //! the exam's name is the file stem. Every question gets a stable item id so statistics
 //! survive reordering of the file.
 
@@ -23,6 +24,9 @@ pub struct Item {
     pub question: String,
     pub options: Vec<String>,
     pub correct_answer: String,
+    /// Optional content category (for content balancing in adaptive tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 impl Item {
@@ -49,6 +53,7 @@ struct RawQuestion {
     question: Option<serde_json::Value>,
     options: Option<serde_json::Value>,
     correct_answer: Option<serde_json::Value>,
+    topic: Option<serde_json::Value>,
 }
 
 /// An exam name must be usable in a URL path segment and as a file stem.
@@ -163,6 +168,11 @@ impl Bank {
                     "correct_answer {correct_answer:?} is not among the options"
                 )));
             }
+            let topic = match q.topic {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s),
+                Some(_) => return Err(err("\"topic\" must be a non-empty string".into())),
+            };
             let occurrence = occurrences.entry(question.clone()).or_default();
             let id = item_id(exam, &question, *occurrence);
             *occurrence += 1;
@@ -171,6 +181,7 @@ impl Bank {
                 question,
                 options,
                 correct_answer,
+                topic,
             });
         }
         Ok(Bank {

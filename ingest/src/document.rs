@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// One stored result: `{"_id", "email", "exam", "score", "total", "percentage", "result",
-/// "details", "submitted_at"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// "details", "submitted_at"}`, and `adaptive` for a finished adaptive session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultDocument {
     #[serde(rename = "_id")]
     pub id: String,
@@ -24,6 +24,24 @@ pub struct ResultDocument {
     pub details: Vec<QuestionMark>,
     /// RFC 3339 UTC with milliseconds.
     pub submitted_at: String,
+    /// Set for a finished adaptive session (absent for fixed-form results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveOutcome>,
+}
+
+/// The ability estimate of a finished adaptive session, stored with its result. `score`,
+/// `total` and `details` of the result are the items the session gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveOutcome {
+    pub session: String,
+    pub theta: f64,
+    pub se: f64,
+    pub scale_score: f64,
+    pub stop_reason: String,
+    /// The item-parameter version the session ran on.
+    pub calibration_version: i64,
+    /// The cut score on the θ scale, when the exam has one (then `result` is passed/failed).
+    pub cut_score: Option<f64>,
 }
 
 /// A new MongoDB-style ObjectId in hex: time-ordered and unique without coordination.
@@ -47,6 +65,7 @@ impl ResultDocument {
             result: scored.result.as_str().to_string(),
             details: scored.details,
             submitted_at: format_timestamp(submitted_at),
+            adaptive: None,
         }
     }
 

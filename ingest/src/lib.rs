@@ -14,7 +14,7 @@ pub mod score_cards;
 pub mod source;
 pub mod store;
 
-pub use document::ResultDocument;
+pub use document::{AdaptiveOutcome, ResultDocument};
 pub use error::{EnvelopeError, IngestError};
 pub use kafka::KafkaSettings;
 pub use metrics::IngestMetrics;

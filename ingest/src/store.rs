@@ -58,3 +58,37 @@ pub struct OutboxEvent {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
 }
+
+/// An adaptive session as stored: searchable columns plus the whole state as JSON
+/// (the api crate owns its shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredSession {
+    pub id: String,
+    pub exam: String,
+    pub email: String,
+    /// The item-parameter version the session runs on (kept for its whole life).
+    pub calibration_version: i64,
+    /// `active` or `finished`.
+    pub status: String,
+    pub answered: i64,
+    /// The stored result of a finished session.
+    pub result_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub state: String,
+}
+
+/// One version of an exam's item parameters. `params` and `summary` are JSON (the api
+/// crate owns their shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredCalibration {
+    pub exam: String,
+    pub version: i64,
+    pub created_at: String,
+    /// `provisional` (p-values only) or `calibration` (an IRT fit).
+    pub source: String,
+    /// Number of response records the version was computed from.
+    pub responses: i64,
+    pub params: String,
+    pub summary: String,
+}

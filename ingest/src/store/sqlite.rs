@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DeadLetter, OutboxEvent, ResultFilter, ResultStore, StoredScoreCard};
+use super::{
+    DeadLetter, OutboxEvent, ResultFilter, ResultStore, StoredCalibration, StoredScoreCard,
+    StoredSession,
+};
 use crate::debezium::insert_event;
 use crate::document::{ResultDocument, format_timestamp};
 use crate::error::{IngestError, Result};
@@ -43,6 +46,32 @@ CREATE TABLE IF NOT EXISTS score_cards (
     document_id TEXT PRIMARY KEY,
     card TEXT NOT NULL,
     created_at TEXT NOT NULL
+);
+-- Adaptive sessions: one row per session, its whole state as JSON, rewritten (durably)
+-- after every answer.
+CREATE TABLE IF NOT EXISTS adaptive_sessions (
+    id TEXT PRIMARY KEY,
+    exam TEXT NOT NULL,
+    email TEXT NOT NULL,
+    calibration_version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    answered INTEGER NOT NULL,
+    result_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS adaptive_sessions_by_exam ON adaptive_sessions (exam, created_at);
+-- Item parameters of each exam, one row per version; never updated, only added.
+CREATE TABLE IF NOT EXISTS calibrations (
+    exam TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    responses INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (exam, version)
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,6 +112,65 @@ struct InsertJob {
     done: tokio::sync::oneshot::Sender<rusqlite::Result<()>>,
 }
 
+/// One adaptive session's new state waiting for the group-commit writer.
+struct SessionJob {
+    session: StoredSession,
+    done: tokio::sync::oneshot::Sender<rusqlite::Result<()>>,
+}
+
+/// What the group-commit writer writes.
+enum WriteJob {
+    Result(InsertJob),
+    Session(SessionJob),
+}
+
+impl WriteJob {
+    fn write(&self, tx: &Connection) -> rusqlite::Result<()> {
+        match self {
+            WriteJob::Result(job) => {
+                tx.execute(
+                    "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![job.id, job.email, job.exam, job.submitted_at, job.doc],
+                )?;
+                tx.execute(
+                    "INSERT INTO outbox (key, value, created_at) VALUES (?1, ?2, ?3)",
+                    params![job.key, job.value, now()],
+                )?;
+            }
+            WriteJob::Session(job) => {
+                let s = &job.session;
+                tx.execute(
+                    "INSERT INTO adaptive_sessions (id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, answered = excluded.answered,
+                       result_id = excluded.result_id, updated_at = excluded.updated_at, state = excluded.state",
+                    params![
+                        s.id,
+                        s.exam,
+                        s.email,
+                        s.calibration_version,
+                        s.status,
+                        s.answered,
+                        s.result_id,
+                        s.created_at,
+                        s.updated_at,
+                        s.state
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(self, outcome: rusqlite::Result<()>) {
+        let done = match self {
+            WriteJob::Result(job) => job.done,
+            WriteJob::Session(job) => job.done,
+        };
+        let _ = done.send(outcome);
+    }
+}
+
 /// Most results committed in one transaction (one fsync).
 const MAX_GROUP: usize = 256;
 
@@ -92,7 +180,7 @@ const MAX_GROUP: usize = 256;
 ///
 /// It shares the store's one write connection (behind its mutex) with the other writers,
 /// so writes queue in the process instead of sleeping in SQLite's busy handler.
-fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<InsertJob>) {
+fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
@@ -107,19 +195,8 @@ fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Recei
             let mut tx = conn.transaction()?;
             for job in &batch {
                 let mut sp = tx.savepoint()?;
-                let result = sp
-                    .execute(
-                        "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![job.id, job.email, job.exam, job.submitted_at, job.doc],
-                    )
-                    .and_then(|_| {
-                        sp.execute(
-                            "INSERT INTO outbox (key, value, created_at) VALUES (?1, ?2, ?3)",
-                            params![job.key, job.value, now()],
-                        )
-                    });
-                match result {
-                    Ok(_) => {
+                match job.write(&sp) {
+                    Ok(()) => {
                         sp.commit()?;
                         outcomes.push(Ok(()));
                     }
@@ -136,12 +213,12 @@ fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Recei
         match committed {
             Ok(()) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = job.done.send(outcome);
+                    job.answer(outcome);
                 }
             }
             Err(e) => {
                 for job in batch {
-                    let _ = job.done.send(Err(clone_error(&e)));
+                    job.answer(Err(clone_error(&e)));
                 }
             }
         }
@@ -154,7 +231,7 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
 
 pub struct SqliteStore {
     path: PathBuf,
-    inserts: std::sync::mpsc::SyncSender<InsertJob>,
+    inserts: std::sync::mpsc::SyncSender<WriteJob>,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     /// Woken after every insert so outbox consumers need not poll hard.
@@ -223,6 +300,135 @@ impl SqliteStore {
         .await
         .map_err(|e| IngestError::Task(e.to_string()))?
         .map_err(|source| IngestError::Sqlite { path, source })
+    }
+
+    /// Queues `job` for the group-commit writer and waits until it is on disk.
+    async fn write_durably(
+        &self,
+        job: WriteJob,
+        answer: tokio::sync::oneshot::Receiver<rusqlite::Result<()>>,
+    ) -> Result<()> {
+        let stopped = || IngestError::Task("the SQLite writer has stopped".into());
+        // A full queue blocks briefly (back-pressure) off the async runtime.
+        let inserts = self.inserts.clone();
+        match inserts.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || inserts.send(job).is_ok())
+                    .await
+                    .map_err(|e| IngestError::Task(e.to_string()))?
+                    .then_some(())
+                    .ok_or_else(stopped)?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|source| IngestError::Sqlite {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+
+    /// Writes an adaptive session's state (insert or replace); returns once it is on disk.
+    pub async fn put_session(&self, session: StoredSession) -> Result<()> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.write_durably(WriteJob::Session(SessionJob { session, done }), answer)
+            .await
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
+        let id = id.to_string();
+        self.with(false, move |c| {
+            c.query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM adaptive_sessions WHERE id = ?1"),
+                [id],
+                session_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Sessions, newest first, optionally of one exam.
+    pub async fn list_sessions(
+        &self,
+        exam: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>> {
+        self.with(false, move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM adaptive_sessions WHERE (?1 IS NULL OR exam = ?1)
+                 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![exam, limit as i64], session_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Stores a new calibration of `calibration.exam` as the next version (the `version`
+    /// field is ignored) and returns that version.
+    pub async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64> {
+        self.with(true, move |c| {
+            let tx = c.transaction()?;
+            let version: i64 = tx.query_row(
+                "SELECT coalesce(max(version), 0) + 1 FROM calibrations WHERE exam = ?1",
+                [&calibration.exam],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    calibration.exam,
+                    version,
+                    calibration.created_at,
+                    calibration.source,
+                    calibration.responses,
+                    calibration.params,
+                    calibration.summary
+                ],
+            )?;
+            tx.commit()?;
+            Ok(version)
+        })
+        .await
+    }
+
+    /// One version of an exam's calibration, or its latest when `version` is `None`.
+    pub async fn get_calibration(
+        &self,
+        exam: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredCalibration>> {
+        let exam = exam.to_string();
+        self.with(false, move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {CALIBRATION_COLUMNS} FROM calibrations WHERE exam = ?1 AND (?2 IS NULL OR version = ?2)
+                     ORDER BY version DESC LIMIT 1"
+                ),
+                params![exam, version],
+                calibration_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Every calibration, newest first, optionally of one exam.
+    pub async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
+        self.with(false, move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {CALIBRATION_COLUMNS} FROM calibrations WHERE (?1 IS NULL OR exam = ?1)
+                 ORDER BY exam, version DESC"
+            ))?;
+            let rows = stmt.query_map(params![exam], calibration_row)?;
+            rows.collect()
+        })
+        .await
     }
 
     /// Up to `limit` outbox events not yet handled by `reader`, oldest first.
@@ -375,6 +581,37 @@ fn write_card_outcome(c: &Connection, outcome: &CardOutcome, at: &str) -> rusqli
     Ok(())
 }
 
+const SESSION_COLUMNS: &str = "id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state";
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
+    Ok(StoredSession {
+        id: r.get(0)?,
+        exam: r.get(1)?,
+        email: r.get(2)?,
+        calibration_version: r.get(3)?,
+        status: r.get(4)?,
+        answered: r.get(5)?,
+        result_id: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        state: r.get(9)?,
+    })
+}
+
+const CALIBRATION_COLUMNS: &str = "exam, version, created_at, source, responses, params, summary";
+
+fn calibration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCalibration> {
+    Ok(StoredCalibration {
+        exam: r.get(0)?,
+        version: r.get(1)?,
+        created_at: r.get(2)?,
+        source: r.get(3)?,
+        responses: r.get(4)?,
+        params: r.get(5)?,
+        summary: r.get(6)?,
+    })
+}
+
 /// `(id, doc)` of a `results` row.
 fn id_and_doc(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String)> {
     Ok((r.get(0)?, r.get(1)?))
@@ -405,7 +642,7 @@ impl ResultStore for SqliteStore {
         let ts_ms = Utc::now().timestamp_millis();
         let (key, value) = insert_event(doc, CHANGE_EVENT_DB, CHANGE_EVENT_COLLECTION, ts_ms);
         let (done, answer) = tokio::sync::oneshot::channel();
-        let job = InsertJob {
+        let job = WriteJob::Result(InsertJob {
             id: doc.id.clone(),
             email: doc.email.clone(),
             exam: doc.exam.clone(),
@@ -414,22 +651,8 @@ impl ResultStore for SqliteStore {
             key,
             value,
             done,
-        };
-        let stopped = || IngestError::Task("the SQLite writer has stopped".into());
-        // A full queue blocks briefly (back-pressure) off the async runtime.
-        let inserts = self.inserts.clone();
-        tokio::task::spawn_blocking(move || inserts.send(job).is_ok())
-            .await
-            .map_err(|e| IngestError::Task(e.to_string()))?
-            .then_some(())
-            .ok_or_else(stopped)?;
-        answer
-            .await
-            .map_err(|_| stopped())?
-            .map_err(|source| IngestError::Sqlite {
-                path: self.path.display().to_string(),
-                source,
-            })?;
+        });
+        self.write_durably(job, answer).await?;
         self.outbox_notify.notify_one();
         Ok(())
     }

@@ -1,0 +1,495 @@
+//! Item parameters of the adaptive exams: computing a calibration from every stored
+//! response, keeping each version (a running session keeps the one it started with), and
+//! the CAT banks built from them.
+//!
+//! Cold start: an item with fewer than `adaptive.min_item_responses` responses, or one the
+//! IRT fit cannot estimate (everyone right or everyone wrong), gets provisional
+//! parameters from its p-value ([`provisional_params`]: a = 1, c = 1/options, b from the
+//! p-value); an item nobody has answered yet gets p = 0.5. Every recalibration re-derives
+//! all items from the responses stored by then, so provisional items become calibrated
+//! ones as responses arrive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use examflow_engine::Bank;
+use examflow_engine::cat::{CatBank, CatItem, provisional_params};
+use examflow_engine::irt::{CalibrationOptions, ItemParams, ResponseMatrix, SeMethod, calibrate};
+use examflow_ingest::ResultDocument;
+use examflow_ingest::store::{ResultFilter, SqliteStore, StoredCalibration};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::server::{ApiPath, AppState};
+
+/// p-value assumed for an item nobody has answered yet.
+const UNANSWERED_P_VALUE: f64 = 0.5;
+/// Most stored results one calibration reads.
+const MAX_CALIBRATION_RESULTS: usize = 1_000_000;
+
+/// One item of a stored calibration version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibratedItem {
+    pub item: String,
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    /// Proportion correct among the responses (null when nobody answered).
+    pub p_value: Option<f64>,
+    pub responses: usize,
+    /// True when the parameters come from the p-value, not an IRT fit.
+    pub provisional: bool,
+}
+
+/// The CAT banks of every (exam, version) in use, built once from the stored versions.
+#[derive(Default)]
+pub struct CalibrationCache {
+    banks: Mutex<HashMap<(String, i64), Arc<CatBank>>>,
+    /// One calibration at a time per process (they are CPU-heavy and versions are numbered
+    /// in order).
+    running: tokio::sync::Mutex<()>,
+}
+
+impl CalibrationCache {
+    /// The CAT bank of `exam` at its latest version, creating the first (provisional or
+    /// calibrated) version when the exam has none.
+    pub async fn latest(
+        &self,
+        state: &AppState,
+        exam: &Bank,
+    ) -> Result<(i64, Arc<CatBank>), ApiError> {
+        if let Some(stored) = state.local.get_calibration(&exam.name, None).await? {
+            return Ok((stored.version, self.bank_of(exam, &stored)?));
+        }
+        let _one = self.running.lock().await;
+        // Another request may have created it while this one waited.
+        if let Some(stored) = state.local.get_calibration(&exam.name, None).await? {
+            return Ok((stored.version, self.bank_of(exam, &stored)?));
+        }
+        let stored = compute_and_store(state, exam).await?;
+        Ok((stored.version, self.bank_of(exam, &stored)?))
+    }
+
+    /// The CAT bank of one stored version (for a session that started on it).
+    pub async fn version(
+        &self,
+        local: &SqliteStore,
+        exam: &Bank,
+        version: i64,
+    ) -> Result<Arc<CatBank>, ApiError> {
+        if let Some(bank) = self.cached(&exam.name, version) {
+            return Ok(bank);
+        }
+        let stored = local
+            .get_calibration(&exam.name, Some(version))
+            .await?
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "calibration {version} of exam {:?} is missing",
+                    exam.name
+                ))
+            })?;
+        self.bank_of(exam, &stored)
+    }
+
+    /// Runs a new calibration of `exam` now and stores it as the next version.
+    pub async fn recalibrate(
+        &self,
+        state: &AppState,
+        exam: &Bank,
+    ) -> Result<StoredCalibration, ApiError> {
+        let _one = self.running.lock().await;
+        compute_and_store(state, exam).await
+    }
+
+    fn cached(&self, exam: &str, version: i64) -> Option<Arc<CatBank>> {
+        let banks = self.banks.lock().unwrap_or_else(|p| p.into_inner());
+        banks.get(&(exam.to_string(), version)).cloned()
+    }
+
+    fn bank_of(&self, exam: &Bank, stored: &StoredCalibration) -> Result<Arc<CatBank>, ApiError> {
+        if let Some(bank) = self.cached(&exam.name, stored.version) {
+            return Ok(bank);
+        }
+        let items: Vec<CalibratedItem> = serde_json::from_str(&stored.params).map_err(|e| {
+            ApiError::Invalid(format!(
+                "calibration {} of {:?} is not valid: {e}",
+                stored.version, exam.name
+            ))
+        })?;
+        let bank = Arc::new(cat_bank(exam, &items)?);
+        let mut banks = self.banks.lock().unwrap_or_else(|p| p.into_inner());
+        banks.insert((exam.name.clone(), stored.version), bank.clone());
+        Ok(bank)
+    }
+}
+
+/// The exam's items with the version's parameters (items added to the bank after the
+/// version was made get provisional ones), topics from the bank file.
+fn cat_bank(exam: &Bank, items: &[CalibratedItem]) -> Result<CatBank, ApiError> {
+    let by_id: HashMap<&str, &CalibratedItem> =
+        items.iter().map(|i| (i.item.as_str(), i)).collect();
+    let mut cat_items = Vec::with_capacity(exam.items.len());
+    for item in &exam.items {
+        let params = match by_id.get(item.id.as_str()) {
+            Some(p) => ItemParams::new(item.id.clone(), p.a, p.b, p.c),
+            None => provisional_params(
+                item.id.clone(),
+                UNANSWERED_P_VALUE,
+                item.options.len() as u32,
+            )
+            .map_err(|e| ApiError::Invalid(e.to_string()))?,
+        };
+        let mut cat_item = CatItem::new(params);
+        if let Some(topic) = &item.topic {
+            cat_item = cat_item.with_topic(topic.clone());
+        }
+        cat_items.push(cat_item);
+    }
+    CatBank::new(cat_items).map_err(|e| ApiError::Invalid(format!("exam {:?}: {e}", exam.name)))
+}
+
+async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibration, ApiError> {
+    let results = state
+        .store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: Some(exam.name.clone()),
+            limit: MAX_CALIBRATION_RESULTS,
+        })
+        .await?;
+    let exam_owned = exam.clone();
+    let adaptive = state.config.adaptive.clone();
+    let (items, summary) = tokio::task::spawn_blocking(move || {
+        compute(
+            &exam_owned,
+            &results,
+            adaptive.calibration_model,
+            adaptive.min_item_responses,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Invalid(format!("calibration failed: {e}")))??;
+    let source = if items.iter().any(|i| !i.provisional) {
+        "calibration"
+    } else {
+        "provisional"
+    };
+    let mut stored = StoredCalibration {
+        exam: exam.name.clone(),
+        version: 0,
+        created_at: examflow_ingest::document::format_timestamp(Utc::now()),
+        source: source.into(),
+        responses: summary["results"].as_i64().unwrap_or_default(),
+        params: serde_json::to_string(&items).unwrap_or_default(),
+        summary: summary.to_string(),
+    };
+    stored.version = state.local.add_calibration(stored.clone()).await?;
+    tracing::info!(exam = %exam.name, version = stored.version, source, responses = stored.responses, "stored a calibration");
+    Ok(stored)
+}
+
+/// Item parameters for `exam` from `results` (fixed-form and adaptive alike: every
+/// answered item of every result is one response; unanswered items are missing).
+pub fn compute(
+    exam: &Bank,
+    results: &[ResultDocument],
+    model: examflow_engine::irt::Model,
+    min_item_responses: usize,
+) -> Result<(Vec<CalibratedItem>, Value), ApiError> {
+    let index: HashMap<&str, usize> = exam
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    let mut rows: Vec<Vec<Option<u8>>> = Vec::with_capacity(results.len());
+    let mut person_ids = Vec::with_capacity(results.len());
+    for doc in results {
+        let mut row = vec![None; exam.items.len()];
+        let mut any = false;
+        for mark in &doc.details {
+            if let Some(&i) = index.get(mark.item.as_str()) {
+                row[i] = Some(u8::from(mark.is_correct));
+                any = true;
+            }
+        }
+        if any {
+            rows.push(row);
+            person_ids.push(doc.id.clone());
+        }
+    }
+    let n = exam.items.len();
+    let mut responses = vec![0usize; n];
+    let mut correct = vec![0usize; n];
+    for row in &rows {
+        for (i, v) in row.iter().enumerate() {
+            if let Some(v) = v {
+                responses[i] += 1;
+                correct[i] += usize::from(*v);
+            }
+        }
+    }
+    // Fit only when some item has enough responses to be worth it.
+    let fit_worthwhile =
+        responses.iter().any(|&r| r >= min_item_responses.max(2)) && rows.len() >= 2;
+    let mut fitted: Option<examflow_engine::irt::Calibration> = None;
+    let mut fit_error: Option<String> = None;
+    if fit_worthwhile {
+        let ids: Vec<String> = exam.items.iter().map(|i| i.id.clone()).collect();
+        match ResponseMatrix::from_rows_with_ids(ids, person_ids, rows.clone()) {
+            Ok(data) => {
+                let mut options = CalibrationOptions::new(model);
+                options.se_method = SeMethod::None;
+                options.max_iterations = 300;
+                match calibrate(&data, &options) {
+                    Ok(c) => fitted = Some(c),
+                    Err(e) => fit_error = Some(e.to_string()),
+                }
+            }
+            Err(e) => fit_error = Some(e.to_string()),
+        }
+    }
+    let mut items = Vec::with_capacity(n);
+    for (i, item) in exam.items.iter().enumerate() {
+        let p_value = (responses[i] > 0).then(|| correct[i] as f64 / responses[i] as f64);
+        let fit = fitted.as_ref().map(|c| &c.items[i]).filter(|p| {
+            responses[i] >= min_item_responses
+                && p.estimable
+                && p.a.is_finite()
+                && p.b.is_finite()
+                && (0.05..=6.0).contains(&p.a)
+                && p.b.abs() <= 6.0
+        });
+        let entry = match fit {
+            Some(p) => CalibratedItem {
+                item: item.id.clone(),
+                a: p.a,
+                b: p.b,
+                c: if p.c.is_finite() { p.c } else { 0.0 },
+                p_value,
+                responses: responses[i],
+                provisional: false,
+            },
+            None => {
+                let p = provisional_params(
+                    item.id.clone(),
+                    p_value.unwrap_or(UNANSWERED_P_VALUE),
+                    item.options.len() as u32,
+                )
+                .map_err(|e| ApiError::Invalid(e.to_string()))?;
+                CalibratedItem {
+                    item: item.id.clone(),
+                    a: p.a,
+                    b: p.b,
+                    c: p.c,
+                    p_value,
+                    responses: responses[i],
+                    provisional: true,
+                }
+            }
+        };
+        items.push(entry);
+    }
+    let summary = json!({
+        "results": rows.len(),
+        "model": model.as_str(),
+        "min_item_responses": min_item_responses,
+        "items_calibrated": items.iter().filter(|i| !i.provisional).count(),
+        "items_provisional": items.iter().filter(|i| i.provisional).count(),
+        "converged": fitted.as_ref().map(|c| c.converged),
+        "iterations": fitted.as_ref().map(|c| c.iterations),
+        "log_likelihood": fitted.as_ref().map(|c| c.log_likelihood).filter(|x| x.is_finite()),
+        "fit_error": fit_error,
+    });
+    Ok((items, summary))
+}
+
+/// A stored version as the API shows it.
+pub fn calibration_json(stored: &StoredCalibration, with_items: bool) -> Value {
+    let summary: Value = serde_json::from_str(&stored.summary).unwrap_or(Value::Null);
+    let mut v = json!({
+        "exam": stored.exam,
+        "version": stored.version,
+        "created_at": stored.created_at,
+        "source": stored.source,
+        "responses": stored.responses,
+        "summary": summary,
+    });
+    if with_items {
+        v["items"] = serde_json::from_str(&stored.params).unwrap_or(Value::Null);
+    }
+    v
+}
+
+fn exam_of(state: &AppState, name: &str) -> Result<Arc<Bank>, ApiError> {
+    state
+        .banks
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("exam {name:?}")))
+}
+
+/// `POST /api/exams/{name}/calibrate` (educator, admin): a new version from every stored
+/// response; running sessions keep theirs.
+pub async fn post_calibrate(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    identity.require_staff()?;
+    let exam = exam_of(&state, &name)?;
+    let stored = state.calibrations.recalibrate(&state, &exam).await?;
+    Ok((StatusCode::CREATED, Json(calibration_json(&stored, true))).into_response())
+}
+
+/// `GET /api/exams/{name}/calibrations` (educator, admin): every version, newest first.
+pub async fn list_calibrations(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    exam_of(&state, &name)?;
+    let versions = state.local.list_calibrations(Some(name)).await?;
+    Ok(Json(Value::Array(
+        versions
+            .iter()
+            .map(|v| calibration_json(v, false))
+            .collect(),
+    )))
+}
+
+/// `GET /api/exams/{name}/calibrations/{version}` (educator, admin), with the items.
+pub async fn get_calibration(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    exam_of(&state, &name)?;
+    let stored = state
+        .local
+        .get_calibration(&name, Some(version))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("calibration {version} of exam {name:?}")))?;
+    Ok(Json(calibration_json(&stored, true)))
+}
+
+/// The schedule: every `calibrate_interval_secs`, recalibrate each exam that has a
+/// version and more stored results than its latest version used.
+pub async fn run_schedule(state: AppState) {
+    let every = state.config.adaptive.calibrate_interval_secs;
+    if every == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(every));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        for exam in state.banks.exams.values() {
+            if let Err(e) = recalibrate_if_new_results(&state, exam).await {
+                tracing::warn!(exam = %exam.name, error = %e, "scheduled calibration failed");
+            }
+        }
+    }
+}
+
+async fn recalibrate_if_new_results(state: &AppState, exam: &Bank) -> Result<(), ApiError> {
+    let Some(latest) = state.local.get_calibration(&exam.name, None).await? else {
+        return Ok(());
+    };
+    let stored = state
+        .store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: Some(exam.name.clone()),
+            limit: MAX_CALIBRATION_RESULTS,
+        })
+        .await?
+        .len() as i64;
+    if stored > latest.responses {
+        state.calibrations.recalibrate(state, exam).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use examflow_engine::scoring::score_submission;
+    use examflow_engine::{AnswerChoice, irt::Model};
+
+    fn bank(n: usize) -> Bank {
+        let questions: Vec<Value> = (0..n)
+            .map(|i| json!({"question": format!("q{i}"), "options": ["right", "wrong", "other"], "correct_answer": "right"}))
+            .collect();
+        Bank::parse(
+            "demo",
+            "demo.json",
+            Value::Array(questions).to_string().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn result(bank: &Bank, right: &[bool]) -> ResultDocument {
+        let answers: Vec<AnswerChoice> = right
+            .iter()
+            .map(|&r| serde_json::from_value(json!(if r { "right" } else { "wrong" })).unwrap())
+            .collect();
+        ResultDocument::new("s@x", score_submission(bank, &answers).unwrap(), Utc::now())
+    }
+
+    #[test]
+    fn no_responses_give_provisional_parameters_from_p_half() {
+        let b = bank(3);
+        let (items, summary) = compute(&b, &[], Model::TwoPl, 30).unwrap();
+        assert!(
+            items
+                .iter()
+                .all(|i| i.provisional && i.responses == 0 && i.p_value.is_none())
+        );
+        let expected = provisional_params("x", 0.5, 3).unwrap();
+        assert!((items[0].b - expected.b).abs() < 1e-12);
+        assert_eq!(summary["items_calibrated"], 0);
+    }
+
+    #[test]
+    fn enough_responses_calibrate_and_easier_items_get_lower_b() {
+        let b = bank(4);
+        // Item i is answered right by persons whose "ability" index exceeds a threshold
+        // growing with i: item 0 easiest, item 3 hardest, with noise from the pattern.
+        let mut results = Vec::new();
+        let mut state = 17u64;
+        for p in 0..400 {
+            let ability = (p as f64 / 400.0) * 6.0 - 3.0;
+            let row: Vec<bool> = (0..4)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                    let difficulty = -1.5 + i as f64;
+                    u < 1.0 / (1.0 + (-(ability - difficulty)).exp())
+                })
+                .collect();
+            results.push(result(&b, &row));
+        }
+        let (items, summary) = compute(&b, &results, Model::TwoPl, 30).unwrap();
+        assert_eq!(summary["items_calibrated"], 4, "{summary}");
+        assert!(items.iter().all(|i| !i.provisional && i.responses == 400));
+        for w in items.windows(2) {
+            assert!(w[0].b < w[1].b, "{items:?}");
+        }
+        // Too few responses per item: provisional again, from the observed p-values.
+        let (items, _) = compute(&b, &results[..20], Model::TwoPl, 30).unwrap();
+        assert!(items.iter().all(|i| i.provisional && i.p_value.is_some()));
+    }
+}

@@ -1,0 +1,497 @@
+//! Adaptive sessions over HTTP against the real server: the whole flow, the 4xx cases,
+//! restarts, calibration versions and results.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Server, ServerOptions};
+use serde_json::{Value, json};
+
+/// A bank of `n` questions with topics, written to `dir/<exam>.json`; returns the key.
+fn write_bank(dir: &Path, exam: &str, n: usize) -> Vec<(String, String)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let questions: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "question": format!("Question {i}: which option is right?"),
+                "options": ["right", "wrong", "also wrong", "not this"],
+                "correct_answer": "right",
+                "topic": if i % 2 == 0 { "even" } else { "odd" },
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join(format!("{exam}.json")),
+        Value::Array(questions).to_string(),
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            (
+                format!("Question {i}: which option is right?"),
+                "right".to_string(),
+            )
+        })
+        .collect()
+}
+
+fn start(dir: &Path, banks: &Path, config: Option<&str>) -> Server {
+    let mut options = ServerOptions::new(dir);
+    options.banks = banks.to_path_buf();
+    if let Some(text) = config {
+        let path = dir.join("examflow-test.toml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, text).unwrap();
+        options.config_file = Some(path);
+    }
+    Server::start(options)
+}
+
+/// Answers the pending question right or wrong; returns the response.
+async fn answer(
+    server: &Server,
+    token: &str,
+    session: &str,
+    question: &Value,
+    right: bool,
+) -> (u16, Value) {
+    let option = if right { "right" } else { "wrong" };
+    server
+        .post(
+            &format!("/api/adaptive/sessions/{session}/answers"),
+            Some(token),
+            &json!({"item": question["id"], "answer": option}),
+        )
+        .await
+}
+
+/// Answers until the session finishes; returns the final response and the items seen.
+async fn run_to_end(
+    server: &Server,
+    token: &str,
+    session: &str,
+    first: Value,
+    right: impl Fn(usize) -> bool,
+) -> (Value, Vec<String>) {
+    let mut question = first;
+    let mut seen = Vec::new();
+    let already = question["number"].as_u64().unwrap() as usize - 1;
+    for n in already.. {
+        assert!(n < already + 500, "the session never finished");
+        assert!(
+            question.get("correct_answer").is_none(),
+            "a question leaks its key: {question}"
+        );
+        seen.push(question["id"].as_str().unwrap().to_string());
+        let (status, body) = answer(server, token, session, &question, right(n)).await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] == "finished" {
+            return (body, seen);
+        }
+        assert_eq!(body["status"], "next", "{body}");
+        assert_eq!(body["progress"]["answered"], n + 1);
+        question = body["question"].clone();
+        assert_eq!(question["number"], n + 2);
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_student_takes_an_adaptive_exam_and_the_result_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("banks");
+    write_bank(&banks, "algebra", 40);
+    let server = start(&dir.path().join("data"), &banks, None);
+    let student = server.token("ada@example.com", "student");
+
+    let (status, started) = server
+        .post(
+            "/api/adaptive/algebra/sessions",
+            Some(&student),
+            &json!({"max_length": 12}),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let session = started["session"].as_str().unwrap().to_string();
+    assert_eq!(started["status"], "active");
+    assert_eq!(started["calibration_version"], 1);
+    assert_eq!(started["progress"], json!({"answered": 0, "max_items": 12}));
+    assert_eq!(started["question"]["options"].as_array().unwrap().len(), 4);
+
+    // Every answer right: the estimate climbs well above average.
+    let (done, seen) = run_to_end(
+        &server,
+        &student,
+        &session,
+        started["question"].clone(),
+        |_| true,
+    )
+    .await;
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "an item was given twice: {seen:?}"
+    );
+    for key in [
+        "theta",
+        "se",
+        "scale_score",
+        "items_used",
+        "stop_reason",
+        "result_id",
+        "explanation",
+    ] {
+        assert!(done.get(key).is_some(), "{key} missing from {done}");
+    }
+    assert!(
+        done.get("passed").is_none(),
+        "no cut score, so no pass/fail: {done}"
+    );
+    assert_eq!(done["result"], "completed");
+    let theta = done["theta"].as_f64().unwrap();
+    assert!(
+        theta > 1.0,
+        "all right should be well above average: {done}"
+    );
+    assert_eq!(done["items_used"].as_u64().unwrap() as usize, seen.len());
+    assert!(["se_reached", "max_length"].contains(&done["stop_reason"].as_str().unwrap()));
+    assert_eq!(
+        done["scale_score"].as_f64().unwrap(),
+        (500.0 + 100.0 * theta).round()
+    );
+
+    // After the end: 409.
+    let (status, body) = answer(&server, &student, &session, &json!({"id": seen[0]}), true).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "session_finished");
+
+    // The result is stored like a fixed-form one.
+    let result_id = done["result_id"].as_str().unwrap();
+    let (status, result) = server
+        .get(&format!("/api/results/{result_id}"), Some(&student))
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["exam"], "algebra");
+    assert_eq!(result["total"].as_u64().unwrap() as usize, seen.len());
+    assert_eq!(result["score"], result["total"]);
+    assert_eq!(result["adaptive"]["session"], session);
+    assert_eq!(result["adaptive"]["theta"], done["theta"]);
+    assert_eq!(result["details"].as_array().unwrap().len(), seen.len());
+
+    // The student sees progress; an educator also sees the trace.
+    let (status, mine) = server
+        .get(&format!("/api/adaptive/sessions/{session}"), Some(&student))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(mine["status"], "finished");
+    assert!(mine.get("trace").is_none(), "{mine}");
+    assert_eq!(mine["result"]["theta"], done["theta"]);
+    let educator = server.token("ed@example.com", "educator");
+    let (status, full) = server
+        .get(
+            &format!("/api/adaptive/sessions/{session}"),
+            Some(&educator),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let trace = full["trace"].as_array().unwrap();
+    assert_eq!(trace.len(), seen.len());
+    assert!(
+        trace
+            .iter()
+            .all(|t| t["correct"] == true && t["se"].as_f64().unwrap() > 0.0)
+    );
+    // SE shrinks as items accumulate.
+    assert!(trace.last().unwrap()["se"].as_f64().unwrap() < trace[0]["se"].as_f64().unwrap());
+    assert_eq!(full["email"], "ada@example.com");
+
+    // Every answer wrong: well below average.
+    let (_, started) = server
+        .post("/api/adaptive/algebra/sessions", Some(&student), &json!({}))
+        .await;
+    let low_session = started["session"].as_str().unwrap().to_string();
+    let (low, _) = run_to_end(
+        &server,
+        &student,
+        &low_session,
+        started["question"].clone(),
+        |_| false,
+    )
+    .await;
+    assert!(low["theta"].as_f64().unwrap() < -1.0, "{low}");
+    assert!(low["scale_score"].as_f64().unwrap() < 400.0);
+}
+
+#[tokio::test]
+async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("banks");
+    write_bank(&banks, "algebra", 30);
+    let server = start(&dir.path().join("data"), &banks, None);
+    let ada = server.token("ada@example.com", "student");
+    let bob = server.token("bob@example.com", "student");
+
+    let (_, started) = server
+        .post("/api/adaptive/algebra/sessions", Some(&ada), &json!({}))
+        .await;
+    let session = started["session"].as_str().unwrap().to_string();
+    let first = started["question"].clone();
+    let path = format!("/api/adaptive/sessions/{session}/answers");
+
+    // Not signed in: 401. Someone else: 403, and they cannot read it either.
+    let (status, _) = server
+        .post(
+            &path,
+            None,
+            &json!({"item": first["id"], "answer": "right"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = server
+        .post(
+            &path,
+            Some(&bob),
+            &json!({"item": first["id"], "answer": "right"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = server
+        .get(&format!("/api/adaptive/sessions/{session}"), Some(&bob))
+        .await;
+    assert_eq!(status, 403);
+
+    // An item other than the pending one.
+    let (status, body) = server
+        .post(
+            &path,
+            Some(&ada),
+            &json!({"item": "0000000000000000", "answer": "right"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "wrong_item");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap())
+    );
+    // An option that does not exist.
+    let (status, body) = server
+        .post(
+            &path,
+            Some(&ada),
+            &json!({"item": first["id"], "answer": "maybe"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_option");
+    // A malformed body.
+    let (status, body) = server
+        .post(&path, Some(&ada), &json!({"item": first["id"]}))
+        .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert!(body["error"]["message"].is_string());
+
+    // The same item twice.
+    let (status, next) = answer(&server, &ada, &session, &first, true).await;
+    assert_eq!(status, 200, "{next}");
+    let (status, body) = answer(&server, &ada, &session, &first, true).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "already_answered");
+    // None of that moved the session: the pending question is still the one answered next.
+    let (_, state) = server
+        .get(&format!("/api/adaptive/sessions/{session}"), Some(&ada))
+        .await;
+    assert_eq!(state["progress"]["answered"], 1);
+    assert_eq!(state["question"]["id"], next["question"]["id"]);
+
+    // Unknown session and exam: 404; options outside the exam's limits: 400.
+    let (status, _) = server.get("/api/adaptive/sessions/nope", Some(&ada)).await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .post("/api/adaptive/nope/sessions", Some(&ada), &json!({}))
+        .await;
+    assert_eq!(status, 404);
+    for bad in [
+        json!({"max_length": 500}),
+        json!({"se": 0.01}),
+        json!({"rule": "psychic"}),
+        json!({"colour": "red"}),
+    ] {
+        let (status, body) = server
+            .post("/api/adaptive/algebra/sessions", Some(&ada), &bad)
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_survives_a_restart_and_keeps_its_calibration_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("banks");
+    write_bank(&banks, "algebra", 30);
+    let data = dir.path().join("data");
+    let config = "[adaptive.policy]\nmax_length = 8\nmin_length = 8\n[adaptive.exams.algebra]\ncut_score = 0.0\n";
+    let mut server = start(&data, &banks, Some(config));
+    let student = server.token("ada@example.com", "student");
+    let educator = server.token("ed@example.com", "educator");
+
+    let (_, started) = server
+        .post("/api/adaptive/algebra/sessions", Some(&student), &json!({}))
+        .await;
+    let session = started["session"].as_str().unwrap().to_string();
+    let mut question = started["question"].clone();
+    for _ in 0..3 {
+        let (status, next) = answer(&server, &student, &session, &question, true).await;
+        assert_eq!(status, 200, "{next}");
+        question = next["question"].clone();
+    }
+    let (_, before) = server
+        .get(
+            &format!("/api/adaptive/sessions/{session}"),
+            Some(&educator),
+        )
+        .await;
+
+    // kill -9, start again on the same data: the session continues where it was.
+    server.kill9();
+    let server = start(&data, &banks, Some(config));
+    let (status, after) = server
+        .get(
+            &format!("/api/adaptive/sessions/{session}"),
+            Some(&educator),
+        )
+        .await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["trace"], before["trace"]);
+    assert_eq!(after["question"]["id"], question["id"]);
+
+    // A recalibration makes version 2; the running session keeps version 1.
+    let (status, _) = server
+        .post("/api/exams/algebra/calibrate", Some(&student), &json!({}))
+        .await;
+    assert_eq!(status, 403);
+    let (status, calibration) = server
+        .post("/api/exams/algebra/calibrate", Some(&educator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{calibration}");
+    assert_eq!(calibration["version"], 2);
+    assert_eq!(calibration["items"].as_array().unwrap().len(), 30);
+    let (_, versions) = server
+        .get("/api/exams/algebra/calibrations", Some(&educator))
+        .await;
+    let numbers: Vec<i64> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![2, 1]);
+
+    let (done, _) = run_to_end(&server, &student, &session, question, |_| true).await;
+    assert_eq!(done["items_used"], 8);
+    assert_eq!(done["stop_reason"], "max_length");
+    assert_eq!(
+        done["passed"], true,
+        "cut score 0 and every answer right: {done}"
+    );
+    assert_eq!(done["result"], "passed");
+    let (_, full) = server
+        .get(
+            &format!("/api/adaptive/sessions/{session}"),
+            Some(&educator),
+        )
+        .await;
+    assert_eq!(full["calibration_version"], 1);
+    let (_, result) = server
+        .get(
+            &format!("/api/results/{}", done["result_id"].as_str().unwrap()),
+            Some(&educator),
+        )
+        .await;
+    assert_eq!(result["adaptive"]["calibration_version"], 1);
+    assert_eq!(result["result"], "passed");
+
+    // A new session starts on the newest version.
+    let (_, again) = server
+        .post("/api/adaptive/algebra/sessions", Some(&student), &json!({}))
+        .await;
+    assert_eq!(again["calibration_version"], 2);
+}
+
+#[tokio::test]
+async fn calibration_uses_stored_responses_once_there_are_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks: PathBuf = dir.path().join("banks");
+    write_bank(&banks, "algebra", 6);
+    let server = start(
+        &dir.path().join("data"),
+        &banks,
+        Some("[adaptive]\nmin_item_responses = 20\n"),
+    );
+    let educator = server.token("ed@example.com", "educator");
+    let (_, exam) = server.get("/api/exams/algebra", None).await;
+    let questions = exam["questions"].as_array().unwrap().clone();
+    // 300 fixed-form submissions simulated from a 2PL model (a = 1.5, b from -2 to 2 in
+    // bank order, θ ~ N(0, 1)), with a fixed pseudo-random stream.
+    let mut stream = 0x2545_f491_4f6c_dd1du64;
+    let mut uniform = move || {
+        stream ^= stream << 13;
+        stream ^= stream >> 7;
+        stream ^= stream << 17;
+        (stream >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let n = questions.len();
+    for s in 0..300usize {
+        let token = server.token(&format!("s{s}@example.com"), "student");
+        // θ ~ N(0, 1) (Box–Muller), the population the calibration assumes.
+        let theta =
+            (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+        let answers: Vec<Value> = (0..n)
+            .map(|i| {
+                let b = -2.0 + 4.0 * i as f64 / (n - 1) as f64;
+                let p = 1.0 / (1.0 + (-1.5 * (theta - b)).exp());
+                json!(if uniform() < p { "right" } else { "wrong" })
+            })
+            .collect();
+        let (status, body) = server
+            .post(
+                "/api/exams/algebra/submissions",
+                Some(&token),
+                &json!({"answers": answers}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, calibration) = server
+        .post("/api/exams/algebra/calibrate", Some(&educator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{calibration}");
+    assert_eq!(calibration["responses"], 300);
+    let items = calibration["items"].as_array().unwrap();
+    assert!(items.iter().all(|i| i["responses"] == 300), "{calibration}");
+    assert!(
+        items.iter().all(|i| i["provisional"] == false),
+        "{calibration}"
+    );
+    assert_eq!(calibration["summary"]["converged"], true, "{calibration}");
+    assert_eq!(calibration["source"], "calibration");
+    // The difficulties come back in order and spread like the simulated ones (the
+    // engine's recovery is tested against mirt and girth in the psychometrics tests).
+    let b: Vec<f64> = items.iter().map(|i| i["b"].as_f64().unwrap()).collect();
+    assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+    assert!(b[0] < -1.5 && b[n - 1] > 1.5, "{b:?}");
+    let (status, one) = server
+        .get("/api/exams/algebra/calibrations/1", Some(&educator))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["version"], 1);
+    let (status, _) = server
+        .get("/api/exams/algebra/calibrations/9", Some(&educator))
+        .await;
+    assert_eq!(status, 404);
+}
