@@ -165,15 +165,21 @@ async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibr
             limit: MAX_CALIBRATION_RESULTS,
         })
         .await?;
+    let previous: Vec<CalibratedItem> = match state.local.get_calibration(&exam.name, None).await? {
+        Some(latest) => serde_json::from_str(&latest.params).unwrap_or_default(),
+        None => Vec::new(),
+    };
     let exam_owned = exam.clone();
     let adaptive = state.config.adaptive.clone();
     let (items, summary) = tokio::task::spawn_blocking(move || {
-        compute(
+        let (mut items, summary) = compute(
             &exam_owned,
             &results,
             adaptive.calibration_model,
             adaptive.min_item_responses,
-        )
+        )?;
+        keep_known_parameters(&mut items, &previous);
+        Ok::<_, ApiError>((items, summary))
     })
     .await
     .map_err(|e| ApiError::Invalid(format!("calibration failed: {e}")))??;
@@ -194,6 +200,24 @@ async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibr
     stored.version = state.local.add_calibration(stored.clone()).await?;
     tracing::info!(exam = %exam.name, version = stored.version, source, responses = stored.responses, "stored a calibration");
     Ok(stored)
+}
+
+/// Items the new fit could not calibrate keep the calibrated (or imported) parameters of
+/// the previous version rather than falling back to provisional ones.
+fn keep_known_parameters(items: &mut [CalibratedItem], previous: &[CalibratedItem]) {
+    let known: HashMap<&str, &CalibratedItem> = previous
+        .iter()
+        .filter(|p| !p.provisional)
+        .map(|p| (p.item.as_str(), p))
+        .collect();
+    for item in items.iter_mut().filter(|i| i.provisional) {
+        if let Some(p) = known.get(item.item.as_str()) {
+            item.a = p.a;
+            item.b = p.b;
+            item.c = p.c;
+            item.provisional = false;
+        }
+    }
 }
 
 /// Item parameters for `exam` from `results` (fixed-form and adaptive alike: every
@@ -347,6 +371,103 @@ pub async fn post_calibrate(
     identity.require_staff()?;
     let exam = exam_of(&state, &name)?;
     let stored = state.calibrations.recalibrate(&state, &exam).await?;
+    Ok((StatusCode::CREATED, Json(calibration_json(&stored, true))).into_response())
+}
+
+/// Item parameters calibrated elsewhere (e.g. `examflow calibrate --format json`, mirt,
+/// catR), to be imported as a new version.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub items: Vec<ImportedItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedItem {
+    pub item: String,
+    pub a: f64,
+    pub b: f64,
+    #[serde(default)]
+    pub c: f64,
+}
+
+/// `POST /api/exams/{name}/calibrations` (educator, admin): imports item parameters as the
+/// next version. Every item must be one of the exam's (by id); the exam's other items get
+/// provisional parameters from their stored responses' p-values.
+pub async fn import_calibration(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiPath(name): ApiPath<String>,
+    crate::server::ApiJson(request): crate::server::ApiJson<ImportRequest>,
+) -> Result<Response, ApiError> {
+    identity.require_staff()?;
+    let exam = exam_of(&state, &name)?;
+    let bad = |m: String| ApiError::bad_request("invalid_parameters", m);
+    if request.items.is_empty() {
+        return Err(bad("no items given".into()));
+    }
+    let mut imported: HashMap<String, &ImportedItem> = HashMap::new();
+    for (n, item) in request.items.iter().enumerate() {
+        if exam.item(&item.item).is_none() {
+            return Err(bad(format!(
+                "items[{n}]: {:?} is not an item of exam {name:?} (ids are in GET /api/exams/{name})",
+                item.item
+            )));
+        }
+        if !(item.a.is_finite()
+            && item.a > 0.0
+            && item.b.is_finite()
+            && (0.0..1.0).contains(&item.c))
+        {
+            return Err(bad(format!(
+                "items[{n}] ({}): need a > 0, finite b and 0 ≤ c < 1",
+                item.item
+            )));
+        }
+        if imported.insert(item.item.clone(), item).is_some() {
+            return Err(bad(format!("items[{n}]: {:?} is given twice", item.item)));
+        }
+    }
+    let _one = state.calibrations.running.lock().await;
+    let results = state
+        .store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: Some(exam.name.clone()),
+            limit: MAX_CALIBRATION_RESULTS,
+        })
+        .await?;
+    // p-values and provisional parameters for the items not imported.
+    let (mut items, _) = compute(
+        &exam,
+        &results,
+        state.config.adaptive.calibration_model,
+        usize::MAX,
+    )?;
+    for entry in &mut items {
+        if let Some(given) = imported.get(&entry.item) {
+            entry.a = given.a;
+            entry.b = given.b;
+            entry.c = given.c;
+            entry.provisional = false;
+        }
+    }
+    let summary = json!({
+        "results": results.len(),
+        "imported": imported.len(),
+        "items_provisional": items.iter().filter(|i| i.provisional).count(),
+    });
+    let mut stored = StoredCalibration {
+        exam: exam.name.clone(),
+        version: 0,
+        created_at: examflow_ingest::document::format_timestamp(Utc::now()),
+        source: "imported".into(),
+        responses: results.len() as i64,
+        params: serde_json::to_string(&items).unwrap_or_default(),
+        summary: summary.to_string(),
+    };
+    stored.version = state.local.add_calibration(stored.clone()).await?;
     Ok((StatusCode::CREATED, Json(calibration_json(&stored, true))).into_response())
 }
 

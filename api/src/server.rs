@@ -132,7 +132,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/exams/{name}/calibrations",
-            get(crate::calibration::list_calibrations),
+            get(crate::calibration::list_calibrations).post(crate::calibration::import_calibration),
         )
         .route(
             "/api/exams/{name}/calibrations/{version}",

@@ -495,3 +495,63 @@ async fn calibration_uses_stored_responses_once_there_are_enough() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn imported_parameters_become_a_version_and_survive_recalibration_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("banks");
+    write_bank(&banks, "algebra", 5);
+    let server = start(&dir.path().join("data"), &banks, None);
+    let educator = server.token("ed@example.com", "educator");
+    let (_, exam) = server.get("/api/exams/algebra", None).await;
+    let ids: Vec<String> = exam["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap().to_string())
+        .collect();
+    let items: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .take(4)
+        .map(|(i, id)| json!({"item": id, "a": 1.2, "b": i as f64 - 1.5, "c": 0.2}))
+        .collect();
+    let path = "/api/exams/algebra/calibrations";
+    let student = server.token("s@example.com", "student");
+    let (status, _) = server
+        .post(path, Some(&student), &json!({"items": items}))
+        .await;
+    assert_eq!(status, 403);
+    for bad in [
+        json!({"items": [{"item": "nope", "a": 1, "b": 0}]}),
+        json!({"items": [{"item": ids[0], "a": -1, "b": 0}]}),
+        json!({"items": [{"item": ids[0], "a": 1, "b": 0}, {"item": ids[0], "a": 1, "b": 1}]}),
+        json!({"items": []}),
+    ] {
+        let (status, body) = server.post(path, Some(&educator), &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, imported) = server
+        .post(path, Some(&educator), &json!({"items": items}))
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    assert_eq!(imported["version"], 1);
+    assert_eq!(imported["source"], "imported");
+    let got = imported["items"].as_array().unwrap();
+    assert_eq!(got[2]["b"], 0.5);
+    assert_eq!(got[2]["provisional"], false);
+    assert_eq!(
+        got[4]["provisional"], true,
+        "the fifth item was not imported"
+    );
+
+    // Recalibrating with no responses keeps what was imported.
+    let (status, again) = server
+        .post("/api/exams/algebra/calibrate", Some(&educator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["version"], 2);
+    assert_eq!(again["items"][2]["b"], 0.5);
+    assert_eq!(again["items"][2]["provisional"], false);
+    assert_eq!(again["items"][4]["provisional"], true);
+}

@@ -85,7 +85,7 @@ pub struct StoredCalibration {
     pub exam: String,
     pub version: i64,
     pub created_at: String,
-    /// `provisional` (p-values only) or `calibration` (an IRT fit).
+    /// `provisional` (p-values only), `calibration` (an IRT fit) or `imported`.
     pub source: String,
     /// Number of response records the version was computed from.
     pub responses: i64,
