@@ -755,3 +755,29 @@ mod tests {
         assert!((normal_cdf(-1.0) - 0.158_655).abs() < 1e-5);
     }
 }
+
+#[derive(Deserialize)]
+pub struct AbilityQuery {
+    user_exam_id: Option<String>,
+    exam: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/abilities?user_exam_id=&exam=&limit=` (analyst, educator, admin): the current
+/// ability estimates kept from the attempt stream, most recently updated first.
+pub async fn abilities(
+    State(app): State<AppState>,
+    identity: Identity,
+    ApiQuery(q): ApiQuery<AbilityQuery>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_analytics()?;
+    let tracker = &app.lake.abilities;
+    if let Some(id) = q.user_exam_id {
+        let one = tracker.get(&id).ok_or_else(|| {
+            ApiError::not_found(format!("ability estimate for user_exam_id {id:?}"))
+        })?;
+        return Ok(Json(serde_json::to_value(one).unwrap_or_default()));
+    }
+    let list = tracker.list(q.exam.as_deref(), q.limit.unwrap_or(100).clamp(1, 10_000));
+    Ok(Json(json!({"users": tracker.len(), "abilities": list})))
+}

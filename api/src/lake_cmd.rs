@@ -141,6 +141,7 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let lake = Arc::new(Lake::open(data_dir).await?);
+    lake.rebuild_abilities().await?;
     let registry = prometheus::Registry::new();
     let pipeline = LakeIngest::new(
         lake,

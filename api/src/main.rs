@@ -211,6 +211,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("opening the lake")?,
     );
+    let users = lake
+        .rebuild_abilities()
+        .await
+        .context("reading ability estimates from the lake")?;
+    tracing::info!(users, "ability estimates rebuilt from the lake");
     if config.kafka.enabled() && config.ingest.enabled {
         lake_cmd::start_in_server(
             &config,

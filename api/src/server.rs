@@ -146,6 +146,7 @@ pub fn router(state: AppState) -> Router {
             "/api/adaptive/sessions",
             get(crate::adaptive::list_sessions),
         )
+        .route("/api/abilities", get(crate::adaptive::abilities))
         .route(
             "/api/adaptive/sessions/{id}",
             get(crate::adaptive::get_session),

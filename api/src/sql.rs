@@ -41,6 +41,14 @@ pub async fn post_sql(
     identity.require_analytics()?;
     let ctx = new_session();
     register_lake(&ctx, &state.lake, true).await?;
+    // Per-user ability estimates from the attempt stream, as of now.
+    let abilities = datafusion::datasource::MemTable::try_new(
+        examflow_ingest::abilities::abilities_schema(),
+        vec![vec![state.lake.abilities.to_batch()]],
+    )
+    .map_err(invalid_sql)?;
+    ctx.register_table("abilities", std::sync::Arc::new(abilities))
+        .map_err(invalid_sql)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

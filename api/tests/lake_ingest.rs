@@ -264,7 +264,55 @@ async fn server_ingests_and_answers_sql_from_the_live_tail() {
         "{metrics}"
     );
 
+    // Ability estimates from the stream: one per user_exam_id with an answered question,
+    // in GET /api/abilities, as the SQL table `abilities`, and counted in /metrics.
+    let users = serde_json::json!({"sql": "SELECT count(DISTINCT user_exam_id) AS n \
+        FROM attempt_questions WHERE user_correct IS NOT NULL"});
+    let (_, expected) = server.post("/api/sql", Some(&analyst), &users).await;
+    let expected = expected[0]["n"].as_u64().unwrap();
+    assert!(expected > 0);
+    let (status, abilities) = server.get("/api/abilities?limit=5", Some(&analyst)).await;
+    assert_eq!(status, 200, "{abilities}");
+    assert_eq!(
+        abilities["users"].as_u64().unwrap(),
+        expected,
+        "{abilities}"
+    );
+    let first = &abilities["abilities"][0];
+    assert!(first["theta"].as_f64().unwrap().abs() < 6.0, "{abilities}");
+    assert!(first["se"].as_f64().unwrap() > 0.0, "{abilities}");
+    let id = first["user_exam_id"].as_str().unwrap();
+    let (status, one) = server
+        .get(&format!("/api/abilities?user_exam_id={id}"), Some(&analyst))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["theta"], first["theta"]);
+    let (_, table) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &serde_json::json!({"sql": "SELECT count(*) AS n FROM abilities"}),
+        )
+        .await;
+    assert_eq!(table[0]["n"].as_u64().unwrap(), expected, "{table}");
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("examflow_abilities_tracked {expected}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("examflow_ability_updates_total"));
+
     let student = server.token("stu@example.com", "student");
+    let (status, _) = server.get("/api/abilities", Some(&student)).await;
+    assert_eq!(status, 403);
     let (status, error) = server.post("/api/sql", Some(&student), &body).await;
     assert_eq!(status, 403, "{error}");
     for bad in [

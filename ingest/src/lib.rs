@@ -1,6 +1,7 @@
 //! examflow's data plumbing: result stores (embedded SQLite and MongoDB), Debezium
 //! MongoDB change events, Kafka in and out, and the score-card consumer.
 
+pub mod abilities;
 pub mod attempts;
 pub mod debezium;
 pub mod document;

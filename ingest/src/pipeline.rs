@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int32Type, Int64Type};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -97,6 +99,10 @@ pub struct LakeMetrics {
     pub commits: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub freshness: HistogramVec,
+    /// Ability estimates updated (one per user per batch of their attempts).
+    pub ability_updates: IntCounter,
+    /// Users with an ability estimate.
+    pub abilities: IntGauge,
 }
 
 impl LakeMetrics {
@@ -142,6 +148,16 @@ impl LakeMetrics {
                 &["topic"],
             )
             .expect("valid metric"),
+            ability_updates: IntCounter::new(
+                "examflow_ability_updates_total",
+                "Per-user ability estimates updated from arriving attempts.",
+            )
+            .expect("valid metric"),
+            abilities: IntGauge::new(
+                "examflow_abilities_tracked",
+                "Users (user_exam_id) with a current ability estimate.",
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.rows.clone()) as Box<dyn prometheus::core::Collector>,
@@ -150,6 +166,8 @@ impl LakeMetrics {
             Box::new(m.commits.clone()),
             Box::new(m.dead_letters.clone()),
             Box::new(m.freshness.clone()),
+            Box::new(m.ability_updates.clone()),
+            Box::new(m.abilities.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -392,6 +410,9 @@ impl LakeIngest {
 
     /// Runs until `shutdown` turns true; commits what it has before returning.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        self.lake_metrics
+            .abilities
+            .set(self.lake.abilities.len() as i64);
         let starts: StartOffsets = Arc::default();
         let consumer: StreamConsumer<IngestContext> = self
             .kafka
@@ -598,6 +619,11 @@ impl LakeIngest {
         if builders.attempts.rows() > 0 {
             let batches = builders.attempts.finish();
             self.lake.attempts.push_tail(batches.attempts);
+            let updated = self.lake.abilities.observe(&batches.questions);
+            self.lake_metrics.ability_updates.inc_by(updated as u64);
+            self.lake_metrics
+                .abilities
+                .set(self.lake.abilities.len() as i64);
             self.lake.attempt_questions.push_tail(batches.questions);
             self.lake.attempt_options.push_tail(batches.options);
         }

@@ -323,7 +323,10 @@ async fn healthz_open_loop(shared: &Arc<Shared>, rate: f64, seconds: f64) -> Vec
     out
 }
 
-fn write_bank(dir: &std::path::Path, rng: &mut Rng) -> Result<(Vec<Value>, Vec<(f64, f64, f64)>)> {
+/// 3PL parameters (a, b, c) of one item.
+type Abc = (f64, f64, f64);
+
+fn write_bank(dir: &std::path::Path, rng: &mut Rng) -> Result<(Vec<Value>, Vec<Abc>)> {
     let mut questions = Vec::with_capacity(ITEMS);
     let mut params = Vec::with_capacity(ITEMS);
     for i in 0..ITEMS {
