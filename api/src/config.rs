@@ -23,6 +23,29 @@ pub struct Config {
     pub kafka: KafkaSettings,
     pub ingest: IngestConfig,
     pub adaptive: AdaptiveConfig,
+    pub sql: SqlConfig,
+}
+
+/// Limits of `POST /api/sql`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Longest a query may run, in seconds (also while its result streams). Default 30.
+    pub timeout_secs: u64,
+    /// Most rows a streamed result (ndjson, csv, arrow, parquet) carries. Default 10,000,000.
+    pub max_stream_rows: usize,
+    /// Memory one query may use for sorts, joins and aggregations, in bytes. Default 1 GiB.
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            timeout_secs: 30,
+            max_stream_rows: 10_000_000,
+            memory_limit_bytes: 1 << 30,
+        }
+    }
 }
 
 /// Adaptive testing: calibration and the per-exam policy of adaptive sessions.

@@ -24,6 +24,9 @@ pub enum ApiError {
     Unprocessable(#[from] ScoringError),
     #[error("{0}")]
     Unauthorized(String),
+    /// No representation the client accepts (406).
+    #[error("{0}")]
+    NotAcceptable(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("storage is unavailable: {0}")]
@@ -74,6 +77,7 @@ impl ApiError {
             }
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_option"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             ApiError::Input { .. } => (StatusCode::BAD_REQUEST, "invalid_input"),

@@ -13,6 +13,7 @@ mod metrics;
 mod server;
 mod simulate_cmd;
 mod sql;
+mod sql_tables;
 mod web;
 
 use std::io::Write;

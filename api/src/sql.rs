@@ -1,29 +1,143 @@
 //! `POST /api/sql`: read-only SQL over the lake for analysts, educators and admins. Queries
 //! see committed data plus the ingest's in-memory tail (rows are visible within the flush
-//! interval of arriving). DDL, DML and other statements are refused; results are capped.
+//! interval of arriving). DDL, DML and other statements are refused; rows, memory and time
+//! are limited.
+//!
+//! The result format follows `?format=` or else the `Accept` header:
+//!
+//! | format | media type | |
+//! |---|---|---|
+//! | `json` (default) | `application/json` | an array of row objects, at most 100,000 rows (`X-Examflow-Truncated`) |
+//! | `ndjson` | `application/x-ndjson` | one row object per line, streamed |
+//! | `csv` | `text/csv` | header line, then rows, streamed |
+//! | `arrow` | `application/vnd.apache.arrow.stream` | Arrow IPC stream, streamed batch by batch |
+//! | `parquet` | `application/vnd.apache.parquet` | a Parquet file, one row group per batch, streamed |
+//!
+//! Streamed formats carry at most `sql.max_stream_rows` rows (`X-Examflow-Row-Limit`) and
+//! are produced as DataFusion yields batches, never all in memory at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::context::SQLOptions;
-use examflow_ingest::lake::query::{new_session, register_lake};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use examflow_ingest::lake::query::{new_session_with_memory_limit, register_lake};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::server::{ApiJson, AppState};
+use crate::server::{ApiJson, ApiQuery, AppState};
 
-/// Most rows one response carries; more sets `X-Examflow-Truncated: true`.
-const MAX_ROWS: usize = 100_000;
-/// Longest a query may run.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most rows a JSON response carries; more sets `X-Examflow-Truncated: true`.
+const MAX_JSON_ROWS: usize = 100_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     sql: String,
+}
+
+#[derive(Deserialize)]
+pub struct FormatQuery {
+    format: Option<String>,
+}
+
+/// A result format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    NdJson,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+impl Format {
+    fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::NdJson => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    fn by_name(name: &str) -> Option<Format> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "json" => Format::Json,
+            "ndjson" | "jsonl" => Format::NdJson,
+            "csv" => Format::Csv,
+            "arrow" | "ipc" | "arrow-stream" => Format::Arrow,
+            "parquet" => Format::Parquet,
+            _ => return None,
+        })
+    }
+
+    fn by_media_type(media: &str) -> Option<Format> {
+        Some(match media.trim().to_ascii_lowercase().as_str() {
+            "application/json" | "*/*" | "application/*" => Format::Json,
+            "application/x-ndjson" | "application/jsonl" => Format::NdJson,
+            "text/csv" | "text/*" => Format::Csv,
+            "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow.file" => {
+                Format::Arrow
+            }
+            "application/vnd.apache.parquet" | "application/parquet" | "application/x-parquet" => {
+                Format::Parquet
+            }
+            _ => return None,
+        })
+    }
+}
+
+const SUPPORTED: &str = "json, ndjson, csv, arrow (application/vnd.apache.arrow.stream), parquet";
+
+/// `?format=` wins; else the first supported type of `Accept` by quality; else JSON.
+pub fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
+    if let Some(name) = query {
+        return Format::by_name(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "unsupported_format",
+                format!("format {name:?} is not supported; use {SUPPORTED}"),
+            )
+        });
+    }
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Format::Json);
+    };
+    let mut offered: Vec<(f32, &str)> = accept
+        .split(',')
+        .map(|part| {
+            let mut pieces = part.split(';');
+            let media = pieces.next().unwrap_or_default().trim();
+            let quality = pieces
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (quality, media)
+        })
+        .filter(|(q, m)| *q > 0.0 && !m.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(Format::Json);
+    }
+    offered.sort_by(|a, b| b.0.total_cmp(&a.0));
+    offered
+        .iter()
+        .find_map(|(_, m)| Format::by_media_type(m))
+        .ok_or_else(|| {
+            ApiError::NotAcceptable(format!(
+                "Accept: {accept} offers no format this endpoint writes; use {SUPPORTED}"
+            ))
+        })
 }
 
 fn invalid_sql(e: impl std::fmt::Display) -> ApiError {
@@ -33,22 +147,42 @@ fn invalid_sql(e: impl std::fmt::Display) -> ApiError {
     }
 }
 
-pub async fn post_sql(
-    State(state): State<AppState>,
-    identity: Identity,
-    ApiJson(request): ApiJson<SqlRequest>,
-) -> Result<Response, ApiError> {
-    identity.require_analytics()?;
-    let ctx = new_session();
+fn timeout_error(limit: Duration) -> ApiError {
+    ApiError::BadRequest {
+        code: "query_timeout",
+        message: format!("the query ran longer than {} s", limit.as_secs()),
+    }
+}
+
+/// A session with every table: the lake (live), the ability estimates, and the embedded
+/// store's adaptive sessions and calibrations.
+pub async fn session(state: &AppState) -> Result<SessionContext, ApiError> {
+    let ctx = new_session_with_memory_limit(state.config.sql.memory_limit_bytes)?;
     register_lake(&ctx, &state.lake, true).await?;
-    // Per-user ability estimates from the attempt stream, as of now.
     let abilities = datafusion::datasource::MemTable::try_new(
         examflow_ingest::abilities::abilities_schema(),
         vec![vec![state.lake.abilities.to_batch()]],
     )
     .map_err(invalid_sql)?;
-    ctx.register_table("abilities", std::sync::Arc::new(abilities))
+    ctx.register_table("abilities", Arc::new(abilities))
         .map_err(invalid_sql)?;
+    crate::sql_tables::register(&ctx, state).await?;
+    Ok(ctx)
+}
+
+pub async fn post_sql(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiQuery(query): ApiQuery<FormatQuery>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SqlRequest>,
+) -> Result<Response, ApiError> {
+    identity.require_analytics()?;
+    let format = negotiate(query.format.as_deref(), &headers)?;
+    let limits = &state.config.sql;
+    let timeout = Duration::from_secs(limits.timeout_secs.max(1));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ctx = session(&state).await?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -56,23 +190,53 @@ pub async fn post_sql(
     let frame = ctx
         .sql_with_options(&request.sql, options)
         .await
-        .map_err(invalid_sql)?
-        .limit(0, Some(MAX_ROWS + 1))
         .map_err(invalid_sql)?;
-    let batches = tokio::time::timeout(QUERY_TIMEOUT, frame.collect())
+    if format == Format::Json {
+        let frame = frame
+            .limit(0, Some(MAX_JSON_ROWS + 1))
+            .map_err(invalid_sql)?;
+        let batches = tokio::time::timeout_at(deadline, frame.collect())
+            .await
+            .map_err(|_| timeout_error(timeout))?
+            .map_err(invalid_sql)?;
+        return json_response(&batches);
+    }
+    let frame = frame
+        .limit(0, Some(limits.max_stream_rows))
+        .map_err(invalid_sql)?;
+    let stream = tokio::time::timeout_at(deadline, frame.execute_stream())
         .await
-        .map_err(|_| ApiError::BadRequest {
-            code: "query_timeout",
-            message: format!("the query ran longer than {} s", QUERY_TIMEOUT.as_secs()),
-        })?
+        .map_err(|_| timeout_error(timeout))?
         .map_err(invalid_sql)?;
+    // Errors before the first byte are still clean 4xx answers; later ones end the body.
+    let mut stream = stream;
+    let first = match tokio::time::timeout_at(deadline, stream.next()).await {
+        Err(_) => return Err(timeout_error(timeout)),
+        Ok(Some(Err(e))) => return Err(invalid_sql(e)),
+        Ok(first) => first.map(|r| r.map_err(invalid_sql)).transpose()?,
+    };
+    let encoder = Encoder::new(format, stream.schema())?;
+    let body = encoded_stream(encoder, first, stream, deadline);
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format.media_type())],
+        Body::from_stream(body),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&limits.max_stream_rows.to_string()) {
+        response.headers_mut().insert("x-examflow-row-limit", v);
+    }
+    Ok(response)
+}
+
+fn json_response(batches: &[RecordBatch]) -> Result<Response, ApiError> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let truncated = total > MAX_ROWS;
+    let truncated = total > MAX_JSON_ROWS;
     let mut out = Vec::new();
     {
-        let mut writer = arrow::json::ArrayWriter::new(&mut out);
-        let mut left = MAX_ROWS;
-        for batch in &batches {
+        let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut out);
+        let mut left = MAX_JSON_ROWS;
+        for batch in batches {
             let take = batch.num_rows().min(left);
             writer
                 .write(&batch.slice(0, take))
@@ -86,14 +250,178 @@ pub async fn post_sql(
     if out.is_empty() {
         out.extend_from_slice(b"[]");
     }
-    let mut response = (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        out,
-    )
-        .into_response();
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], out).into_response();
     response.headers_mut().insert(
         "x-examflow-truncated",
         HeaderValue::from_static(if truncated { "true" } else { "false" }),
     );
     Ok(response)
+}
+
+/// Turns record batches into bytes of one format, batch by batch.
+enum Encoder {
+    NdJson,
+    Csv { header_written: bool },
+    Arrow(Box<datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>>),
+    Parquet(Box<datafusion::parquet::arrow::ArrowWriter<Vec<u8>>>),
+}
+
+type EncodeResult = Result<Bytes, std::io::Error>;
+
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl Encoder {
+    fn new(format: Format, schema: SchemaRef) -> Result<Encoder, ApiError> {
+        let fail =
+            |e: &dyn std::fmt::Display| ApiError::Invalid(format!("encoding the result: {e}"));
+        Ok(match format {
+            Format::Json | Format::NdJson => Encoder::NdJson,
+            Format::Csv => Encoder::Csv {
+                header_written: false,
+            },
+            Format::Arrow => Encoder::Arrow(Box::new(
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+                    .map_err(|e| fail(&e))?,
+            )),
+            Format::Parquet => Encoder::Parquet(Box::new(
+                datafusion::parquet::arrow::ArrowWriter::try_new(Vec::new(), schema, None)
+                    .map_err(|e| fail(&e))?,
+            )),
+        })
+    }
+
+    /// Bytes for one batch (may be empty: Parquet emits a row group per batch).
+    fn batch(&mut self, batch: &RecordBatch) -> EncodeResult {
+        match self {
+            Encoder::NdJson => {
+                let mut out = Vec::new();
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+                writer.write(batch).map_err(io_error)?;
+                writer.finish().map_err(io_error)?;
+                Ok(out.into())
+            }
+            Encoder::Csv { header_written } => {
+                let mut out = Vec::new();
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(!*header_written)
+                    .build(&mut out);
+                writer.write(batch).map_err(io_error)?;
+                drop(writer);
+                *header_written = true;
+                Ok(out.into())
+            }
+            Encoder::Arrow(writer) => {
+                writer.write(batch).map_err(io_error)?;
+                Ok(std::mem::take(writer.get_mut()).into())
+            }
+            Encoder::Parquet(writer) => {
+                writer.write(batch).map_err(io_error)?;
+                writer.flush().map_err(io_error)?;
+                Ok(std::mem::take(writer.inner_mut()).into())
+            }
+        }
+    }
+
+    /// Bytes that close the stream (a CSV header when there were no rows, the Arrow
+    /// end-of-stream marker, the Parquet footer).
+    fn finish(self, schema: &SchemaRef) -> EncodeResult {
+        match self {
+            Encoder::NdJson => Ok(Bytes::new()),
+            Encoder::Csv { header_written } => {
+                if header_written {
+                    return Ok(Bytes::new());
+                }
+                let mut out = Vec::new();
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                writer
+                    .write(&RecordBatch::new_empty(schema.clone()))
+                    .map_err(io_error)?;
+                drop(writer);
+                Ok(out.into())
+            }
+            Encoder::Arrow(mut writer) => {
+                writer.finish().map_err(io_error)?;
+                Ok(std::mem::take(writer.get_mut()).into())
+            }
+            Encoder::Parquet(writer) => Ok(writer.into_inner().map_err(io_error)?.into()),
+        }
+    }
+}
+
+/// The encoded body: the first batch, then the rest as DataFusion yields them, then the
+/// closing bytes; an error (or the deadline) mid-way ends the body with an error.
+fn encoded_stream(
+    encoder: Encoder,
+    first: Option<RecordBatch>,
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+) -> impl futures::Stream<Item = EncodeResult> + Send {
+    let schema = stream.schema();
+    let state = (Some(encoder), first, stream, schema);
+    futures::stream::unfold(
+        state,
+        move |(encoder, first, mut stream, schema)| async move {
+            let mut encoder = encoder?;
+            let next = match first {
+                Some(batch) => Some(Ok(batch)),
+                None => match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Err(_) => Some(Err(io_error("the query ran past its time limit"))),
+                    Ok(next) => next.map(|r| r.map_err(io_error)),
+                },
+            };
+            match next {
+                Some(Ok(batch)) => {
+                    let bytes = encoder.batch(&batch);
+                    Some((bytes, (Some(encoder), None, stream, schema)))
+                }
+                Some(Err(e)) => Some((Err(e), (None, None, stream, schema))),
+                None => {
+                    let bytes = encoder.finish(&schema);
+                    Some((bytes, (None, None, stream, schema)))
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn format_follows_query_then_accept_with_quality() {
+        assert_eq!(negotiate(None, &HeaderMap::new()).unwrap(), Format::Json);
+        assert_eq!(
+            negotiate(Some("csv"), &accept("application/json")).unwrap(),
+            Format::Csv
+        );
+        assert_eq!(
+            negotiate(None, &accept("application/vnd.apache.arrow.stream")).unwrap(),
+            Format::Arrow
+        );
+        assert_eq!(
+            negotiate(
+                None,
+                &accept("text/csv;q=0.5, application/vnd.apache.parquet")
+            )
+            .unwrap(),
+            Format::Parquet
+        );
+        assert_eq!(
+            negotiate(None, &accept("text/html, */*;q=0.1")).unwrap(),
+            Format::Json
+        );
+        assert!(negotiate(None, &accept("text/html")).is_err());
+        assert!(negotiate(Some("xml"), &HeaderMap::new()).is_err());
+    }
 }

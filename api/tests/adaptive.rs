@@ -416,6 +416,36 @@ async fn a_session_survives_a_restart_and_keeps_its_calibration_version() {
     assert_eq!(result["adaptive"]["calibration_version"], 1);
     assert_eq!(result["result"], "passed");
 
+    // Both are SQL tables for analysts.
+    let analyst = server.token("ana@example.com", "analyst");
+    let (status, rows) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT status, answered, calibration_version, stop_reason, result, theta \
+                FROM adaptive_sessions WHERE session_id = '{session}'")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows[0]["status"], "finished");
+    assert_eq!(rows[0]["answered"], 8);
+    assert_eq!(rows[0]["calibration_version"], 1);
+    assert_eq!(rows[0]["result"], "passed");
+    assert_eq!(rows[0]["theta"], done["theta"]);
+    let (status, rows) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT version, count(*) AS items FROM calibrations \
+                WHERE exam = 'algebra' GROUP BY version ORDER BY version"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(
+        rows,
+        json!([{"version": 1, "items": 30}, {"version": 2, "items": 30}])
+    );
+
     // A new session starts on the newest version.
     let (_, again) = server
         .post("/api/adaptive/algebra/sessions", Some(&student), &json!({}))

@@ -34,12 +34,27 @@ JOIN scores s
  AND d.source_partition = s.source_partition AND d.source_offset = s.source_offset
 WHERE NOT s.deleted";
 
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("examflow", "public")
+}
+
 /// A session with sensible defaults for examflow's tables.
 pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new()
-        .with_information_schema(true)
-        .with_default_catalog_and_schema("examflow", "public");
-    SessionContext::new_with_config(config)
+    SessionContext::new_with_config(session_config())
+}
+
+/// Like [`new_session`], with queries limited to `bytes` of memory for their operators
+/// (a query that needs more fails with DataFusion's resources-exhausted error).
+pub fn new_session_with_memory_limit(bytes: usize) -> Result<SessionContext> {
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(bytes, 1.0)
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(
+        session_config(),
+        runtime,
+    ))
 }
 
 async fn committed_provider(

@@ -1,0 +1,222 @@
+//! `POST /api/sql` result formats (JSON, NDJSON, CSV, Arrow IPC, Parquet), streaming of
+//! large results, and the row, memory and time limits, against the real server.
+
+mod common;
+
+use common::{Server, ServerOptions};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
+use serde_json::{Value, json};
+
+fn start(dir: &std::path::Path, config: Option<&str>) -> Server {
+    let mut options = ServerOptions::new(dir);
+    if let Some(text) = config {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("sql-test.toml");
+        std::fs::write(&path, text).unwrap();
+        options.config_file = Some(path);
+    }
+    Server::start(options)
+}
+
+/// Sends a query; returns status, content type, headers and body bytes.
+async fn query(
+    server: &Server,
+    token: &str,
+    sql: &str,
+    accept: Option<&str>,
+    format: Option<&str>,
+) -> (u16, String, reqwest::header::HeaderMap, Vec<u8>) {
+    let url = match format {
+        Some(f) => server.url(&format!("/api/sql?format={f}")),
+        None => server.url("/api/sql"),
+    };
+    let mut req = server
+        .client
+        .post(url)
+        .bearer_auth(token)
+        .json(&json!({"sql": sql}));
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        status,
+        content_type,
+        headers,
+        resp.bytes().await.unwrap().to_vec(),
+    )
+}
+
+fn sum_column(batches: &[RecordBatch], column: usize) -> i64 {
+    batches
+        .iter()
+        .map(|b| {
+            b.column(column)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .sum::<i64>()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_format_carries_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), None);
+    let analyst = server.token("ana@example.com", "analyst");
+    let sql = "SELECT value AS n, value * 2 AS twice FROM generate_series(1, 5) ORDER BY n";
+
+    let (status, ctype, headers, body) = query(&server, &analyst, sql, None, None).await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/json"));
+    assert_eq!(headers["x-examflow-truncated"], "false");
+    let rows: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows[4], json!({"n": 5, "twice": 10}));
+
+    let (status, ctype, _, body) = query(&server, &analyst, sql, Some("text/csv"), None).await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("text/csv"), "{ctype}");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "n,twice\n1,2\n2,4\n3,6\n4,8\n5,10\n"
+    );
+
+    let (status, ctype, _, body) = query(&server, &analyst, sql, None, Some("ndjson")).await;
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/x-ndjson");
+    let lines: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0], json!({"n": 1, "twice": 2}));
+
+    let (status, ctype, _, body) = query(
+        &server,
+        &analyst,
+        sql,
+        Some("application/vnd.apache.arrow.stream"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/vnd.apache.arrow.stream");
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
+    assert_eq!(sum_column(&batches, 1), 30);
+
+    let (status, ctype, _, body) = query(&server, &analyst, sql, None, Some("parquet")).await;
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/vnd.apache.parquet");
+    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        axum::body::Bytes::from(body),
+    );
+    let batches: Vec<RecordBatch> = reader
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sum_column(&batches, 0), 15);
+
+    // No rows: CSV still has its header, Arrow its schema.
+    let empty = "SELECT value AS n FROM generate_series(1, 5) WHERE value > 99";
+    let (_, _, _, body) = query(&server, &analyst, empty, Some("text/csv"), None).await;
+    assert_eq!(String::from_utf8(body).unwrap(), "n\n");
+    let (_, _, _, body) = query(&server, &analyst, empty, None, Some("arrow")).await;
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .unwrap();
+    assert_eq!(reader.schema().field(0).name(), "n");
+
+    // Formats nobody supports, and SQL errors before the first byte, are clean 4xx.
+    let (status, _, _, body) = query(&server, &analyst, sql, Some("text/html"), None).await;
+    assert_eq!(status, 406, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _, body) = query(&server, &analyst, sql, None, Some("xml")).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _, body) =
+        query(&server, &analyst, "SELECT nope", Some("text/csv"), None).await;
+    assert_eq!(status, 400);
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "invalid_sql");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_results_stream_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        &dir.path().join("data"),
+        Some("[sql]\nmax_stream_rows = 1500000\nmemory_limit_bytes = 20000000\ntimeout_secs = 2\n"),
+    );
+    let analyst = server.token("ana@example.com", "analyst");
+
+    // Two million rows asked, the stream carries the configured 1.5 million.
+    let sql = "SELECT value AS n FROM generate_series(1, 2000000)";
+    let (status, _, headers, body) = query(&server, &analyst, sql, None, Some("arrow")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-examflow-row-limit"], "1500000");
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    assert!(
+        batches.len() > 10,
+        "one batch per DataFusion batch, not one blob"
+    );
+    assert_eq!(
+        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        1_500_000
+    );
+    // JSON stops at 100,000 rows and says so.
+    let (_, _, headers, body) = query(&server, &analyst, sql, None, None).await;
+    assert_eq!(headers["x-examflow-truncated"], "true");
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&body).unwrap().len(),
+        100_000
+    );
+
+    // A sort that needs more than 20 MB of memory is refused, not run out of memory.
+    let (status, _, _, body) = query(
+        &server,
+        &analyst,
+        "SELECT value, value || 'x' AS s FROM generate_series(1, 3000000) ORDER BY s DESC",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("resources exhausted"),
+        "{error}"
+    );
+
+    // A query running past 2 s is stopped.
+    let (status, _, _, body) = query(
+        &server,
+        &analyst,
+        "SELECT count(*) AS n FROM generate_series(1, 200000) a CROSS JOIN generate_series(1, 200000) b WHERE a.value + b.value = 7",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "query_timeout", "{error}");
+}
