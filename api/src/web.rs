@@ -47,11 +47,57 @@ mod tests {
             "/api/results/{id}",
             "/api/score-cards",
             "/api/exams/{name}/item-stats",
+            "/api/exams/{name}/calibrate",
+            "/api/exams/{name}/calibrations",
+            "/api/exams/{name}/calibrations/{version}",
+            "/api/adaptive/{exam}/sessions",
+            "/api/adaptive/sessions",
+            "/api/adaptive/sessions/{id}",
+            "/api/adaptive/sessions/{id}/answers",
         ] {
             assert!(
                 paths.contains_key(route),
                 "{route} missing from openapi.json"
             );
+        }
+        // Every route of the adaptive mode and calibration has its method, and every
+        // schema reference resolves.
+        for (route, method) in [
+            ("/api/adaptive/{exam}/sessions", "post"),
+            ("/api/adaptive/sessions", "get"),
+            ("/api/adaptive/sessions/{id}", "get"),
+            ("/api/adaptive/sessions/{id}/answers", "post"),
+            ("/api/exams/{name}/calibrate", "post"),
+            ("/api/exams/{name}/calibrations", "get"),
+            ("/api/exams/{name}/calibrations/{version}", "get"),
+        ] {
+            let op = &paths[route][method];
+            assert!(op.is_object(), "{method} {route} missing from openapi.json");
+            assert!(
+                op["responses"].is_object(),
+                "{method} {route}: no responses"
+            );
+            assert!(op["security"].is_array(), "{method} {route}: no security");
+        }
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v.as_str()) {
+                            ("$ref", Some(r)) => out.push(r),
+                            _ => refs(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in all {
+            let pointer = r.strip_prefix('#').expect("local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
         }
     }
 }

@@ -1,13 +1,18 @@
-// examflow student page: sign in, pick an exam, answer one question at a time, submit.
+// examflow student page: sign in, pick an exam, then either take the fixed form (every
+// question, can go back before submitting) or an adaptive test (one question at a time
+// chosen by the server, no going back, a scale score at the end).
 "use strict";
 
-const state = { token: localStorage.getItem("examflow.token"), exam: null, questions: [], answers: [], current: 0 };
+// The adaptive session in progress in this tab, so that a reload resumes it.
+const ADAPTIVE_KEY = "examflow.adaptive-session";
+
+const state = { token: localStorage.getItem("examflow.token"), exam: null, questions: [], answers: [], current: 0, adaptive: null };
 const $ = (id) => document.getElementById(id);
-const views = ["login-view", "exams-view", "quiz-view", "result-view"];
+const views = ["login-view", "exams-view", "quiz-view", "result-view", "adaptive-view", "adaptive-result-view"];
 
 function show(view) {
   for (const v of views) $(v).hidden = v !== view;
-  $("error").hidden = true;
+  hideError();
 }
 
 function showError(message) {
@@ -15,22 +20,44 @@ function showError(message) {
   $("error").hidden = false;
 }
 
+function hideError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+// An API failure: the message for people, plus the HTTP status and error code.
+class ApiError extends Error {
+  constructor(message, status, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   if (state.token) headers["Authorization"] = "Bearer " + state.token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ApiError("Could not reach the server. Check your connection and try again.", 0, "network");
+  }
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    if (response.status === 401) signOut();
-    throw new Error((data && data.error && data.error.message) || ("HTTP " + response.status));
+    if (response.status === 401) signOut({ keepSession: true });
+    const error = data && data.error;
+    throw new ApiError((error && error.message) || ("HTTP " + response.status), response.status, error && error.code);
   }
   return data;
 }
 
-function signOut() {
+function signOut(options) {
   state.token = null;
   localStorage.removeItem("examflow.token");
+  // Signing out on purpose leaves the adaptive test; an expired token keeps it to resume.
+  if (!(options && options.keepSession)) forgetAdaptive();
   $("who").hidden = true;
   $("logout").hidden = true;
   show("login-view");
@@ -42,34 +69,58 @@ async function signIn(event) {
     const data = await api("POST", "/api/dev-login", { email: $("login-email").value });
     state.token = data.token;
     localStorage.setItem("examflow.token", data.token);
-    await home();
+    await boot();
   } catch (e) { showError(e.message); }
+}
+
+async function loadMe() {
+  const me = await api("GET", "/api/me");
+  $("who").textContent = "Taking exams as " + me.email;
+  $("who").hidden = false;
+  $("logout").hidden = false;
 }
 
 async function home() {
   try {
-    const me = await api("GET", "/api/me");
-    $("who").textContent = "Taking exams as " + me.email;
-    $("who").hidden = false;
-    $("logout").hidden = false;
+    await loadMe();
     const exams = await api("GET", "/api/exams");
     const list = $("exam-list");
     list.replaceChildren();
-    for (const exam of exams) {
+    exams.forEach((exam, i) => {
       const li = document.createElement("li");
-      const button = document.createElement("button");
-      button.className = "exam";
-      button.dataset.exam = exam.name;
+      li.className = "exam-row";
+      const info = document.createElement("div");
+      info.className = "exam-info";
       const name = document.createElement("span");
+      name.className = "exam-name";
+      name.id = "exam-" + i + "-name";
       name.textContent = exam.name;
       const count = document.createElement("span");
       count.className = "muted";
       count.textContent = exam.questions + " questions";
-      button.append(name, count);
-      button.addEventListener("click", () => startExam(exam.name));
-      li.append(button);
+      info.append(name, count);
+      const actions = document.createElement("div");
+      actions.className = "exam-actions";
+      const fixed = document.createElement("button");
+      fixed.type = "button";
+      fixed.className = "exam";
+      fixed.dataset.exam = exam.name;
+      fixed.dataset.testid = "fixed-start-" + exam.name;
+      fixed.setAttribute("aria-describedby", name.id);
+      fixed.textContent = "Take fixed form";
+      fixed.addEventListener("click", () => startExam(exam.name));
+      const adaptive = document.createElement("button");
+      adaptive.type = "button";
+      adaptive.className = "adaptive primary";
+      adaptive.dataset.adaptiveExam = exam.name;
+      adaptive.dataset.testid = "adaptive-start-" + exam.name;
+      adaptive.setAttribute("aria-describedby", name.id);
+      adaptive.textContent = "Take as adaptive test";
+      adaptive.addEventListener("click", () => startAdaptive(exam.name, adaptive));
+      actions.append(fixed, adaptive);
+      li.append(info, actions);
       list.append(li);
-    }
+    });
     await loadHistory();
     show("exams-view");
   } catch (e) {
@@ -85,7 +136,10 @@ async function loadHistory() {
   for (const r of results) {
     const tr = document.createElement("tr");
     const when = new Date(r.submitted_at).toLocaleString();
-    for (const [text, cls] of [[r.exam, ""], [r.score + "/" + r.total + " (" + r.percentage + "%)", ""], [r.result, r.result], [when, "muted"]]) {
+    const score = r.adaptive
+      ? "Scale score " + Math.round(r.adaptive.scale_score) + " (adaptive, " + r.total + " questions)"
+      : r.score + "/" + r.total + " (" + r.percentage + "%)";
+    for (const [text, cls] of [[r.exam, ""], [score, ""], [r.result, r.result], [when, "muted"]]) {
       const td = document.createElement("td");
       td.textContent = text;
       if (cls) td.className = cls;
@@ -174,11 +228,211 @@ function renderResult(r) {
   }
 }
 
+// ---- Adaptive mode -------------------------------------------------------------------
+
+// Why an adaptive test ended, in plain words.
+const STOP_REASONS = {
+  se_reached: "Your score was precise enough, so the test ended early.",
+  max_length: "You reached the maximum number of questions.",
+  bank_exhausted: "There were no more suitable questions left in this exam.",
+  classified: "It was already clear whether you reached the passing level.",
+};
+
+function stopReasonText(reason) {
+  return STOP_REASONS[reason] || ("The test ended (" + reason + ").");
+}
+
+function rememberAdaptive(session) {
+  try { sessionStorage.setItem(ADAPTIVE_KEY, session); } catch (e) { /* storage off: no resume */ }
+}
+
+function forgetAdaptive() {
+  state.adaptive = null;
+  try { sessionStorage.removeItem(ADAPTIVE_KEY); } catch (e) { /* nothing stored */ }
+}
+
+function storedAdaptive() {
+  try { return sessionStorage.getItem(ADAPTIVE_KEY); } catch (e) { return null; }
+}
+
+async function startAdaptive(name, button) {
+  if (button) button.disabled = true;
+  try {
+    const s = await api("POST", "/api/adaptive/" + encodeURIComponent(name) + "/sessions");
+    rememberAdaptive(s.session);
+    state.adaptive = { session: s.session, exam: s.exam, question: null, busy: false };
+    renderAdaptiveQuestion(s.question, s.progress);
+    show("adaptive-view");
+    focusAdaptiveQuestion();
+  } catch (e) {
+    showError("Could not start the adaptive test: " + e.message);
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+// Shows session `id` as it is on the server: its current question or its result.
+async function resumeAdaptive(id) {
+  try {
+    await loadMe();
+    const s = await api("GET", "/api/adaptive/sessions/" + encodeURIComponent(id));
+    state.adaptive = { session: s.session, exam: s.exam, question: null, busy: false };
+    if (s.status === "finished" && s.result) {
+      renderAdaptiveResult(s.result);
+      show("adaptive-result-view");
+      return true;
+    }
+    if (s.question) {
+      renderAdaptiveQuestion(s.question, s.progress);
+      show("adaptive-view");
+      focusAdaptiveQuestion();
+      return true;
+    }
+    forgetAdaptive();
+  } catch (e) {
+    if (!state.token) return false;
+    // A session that is gone or someone else's cannot be resumed; other failures may pass.
+    if (e.status === 403 || e.status === 404) forgetAdaptive();
+    await home();
+    // 403: the tab's session is another student's (someone else signed in here): not theirs
+    // to hear about.
+    if (e.status !== 403) showError("Could not resume your adaptive test: " + e.message);
+    return false;
+  }
+  await home();
+  return false;
+}
+
+function renderAdaptiveQuestion(question, progress) {
+  const a = state.adaptive;
+  a.question = question;
+  const max = Math.max(progress.max_items, 1);
+  const view = $("adaptive-view");
+  view.dataset.session = a.session;
+  view.dataset.questionId = question.id;
+  view.dataset.number = String(question.number);
+  $("adaptive-exam-name").textContent = a.exam;
+  const text = "Question " + question.number + " of at most " + progress.max_items;
+  $("adaptive-progress").textContent = text;
+  const track = $("adaptive-progress-track");
+  track.setAttribute("aria-valuemax", String(max));
+  track.setAttribute("aria-valuenow", String(progress.answered));
+  track.setAttribute("aria-valuetext", text + " (" + progress.answered + " answered)");
+  $("adaptive-progress-bar").style.width = Math.min(100, 100 * progress.answered / max) + "%";
+  $("adaptive-question").textContent = question.question;
+  const options = $("adaptive-options");
+  options.replaceChildren();
+  (question.options || []).forEach((optionText, k) => {
+    const label = document.createElement("label");
+    label.className = "option-label";
+    label.dataset.testid = "adaptive-option";
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "adaptive-option";
+    input.id = "adaptive-option-" + k;
+    input.value = optionText;
+    input.addEventListener("change", updateAdaptiveNav);
+    const span = document.createElement("span");
+    span.textContent = optionText;
+    label.append(input, span);
+    options.append(label);
+  });
+  setAdaptiveBusy(false);
+}
+
+function chosenAdaptiveOption() {
+  const checked = $("adaptive-options").querySelector("input[name=adaptive-option]:checked");
+  return checked ? checked.value : null;
+}
+
+function updateAdaptiveNav() {
+  const busy = Boolean(state.adaptive && state.adaptive.busy);
+  $("adaptive-submit").disabled = busy || chosenAdaptiveOption() === null;
+}
+
+function setAdaptiveBusy(busy) {
+  if (state.adaptive) state.adaptive.busy = busy;
+  $("adaptive-form").setAttribute("aria-busy", busy ? "true" : "false");
+  for (const input of $("adaptive-options").querySelectorAll("input")) input.disabled = busy;
+  $("adaptive-submit").textContent = busy ? "Sending…" : "Submit answer";
+  updateAdaptiveNav();
+}
+
+function focusAdaptiveQuestion() {
+  $("adaptive-question").focus();
+}
+
+async function submitAdaptive(event) {
+  event.preventDefault();
+  const a = state.adaptive;
+  if (!a || a.busy || !a.question) return;
+  const answer = chosenAdaptiveOption();
+  if (answer === null) {
+    showError("Choose an answer first.");
+    return;
+  }
+  setAdaptiveBusy(true);
+  try {
+    const r = await api("POST", "/api/adaptive/sessions/" + encodeURIComponent(a.session) + "/answers", { item: a.question.id, answer });
+    hideError();
+    if (r.status === "finished") {
+      renderAdaptiveResult(r);
+      show("adaptive-result-view");
+      $("adaptive-result-title").focus();
+    } else {
+      renderAdaptiveQuestion(r.question, r.progress);
+      focusAdaptiveQuestion();
+    }
+  } catch (e) {
+    if (!state.token) return;
+    if (e.status === 409) {
+      // The session moved on without this page (another tab, a retried request): show it as
+      // the server has it.
+      const resumed = await resumeAdaptive(a.session);
+      if (resumed) showError("This test had already moved on, so here is where it stands now. (" + e.message + ")");
+      return;
+    }
+    setAdaptiveBusy(false);
+    showError("Your answer was not recorded: " + e.message);
+  }
+}
+
+function renderAdaptiveResult(r) {
+  const view = $("adaptive-result-view");
+  view.dataset.session = r.session || (state.adaptive && state.adaptive.session) || "";
+  view.dataset.resultId = r.result_id || "";
+  $("adaptive-result-exam").textContent = state.adaptive ? state.adaptive.exam : "";
+  $("scale-score").textContent = String(Math.round(r.scale_score));
+  const verdict = $("adaptive-verdict");
+  if (r.passed === true || r.passed === false) {
+    verdict.textContent = r.passed ? "You passed: you reached the passing level." : "You did not pass: you did not reach the passing level.";
+    verdict.className = "summary " + (r.passed ? "passed" : "failed");
+    verdict.hidden = false;
+  } else {
+    verdict.textContent = "";
+    verdict.hidden = true;
+  }
+  $("adaptive-explanation").textContent = r.explanation;
+  $("adaptive-items-used").textContent = r.items_used + (r.items_used === 1 ? " question" : " questions") + ", " + r.correct + " answered correctly";
+  $("adaptive-stop-reason").textContent = stopReasonText(r.stop_reason);
+}
+
+// ---- Wiring ---------------------------------------------------------------------------
+
 $("login-form").addEventListener("submit", signIn);
-$("logout").addEventListener("click", signOut);
+$("logout").addEventListener("click", () => signOut());
 $("back").addEventListener("click", () => { if (state.current > 0) { state.current--; renderQuestion(); } });
 $("next").addEventListener("click", () => { if (state.answers[state.current] !== null) { state.current++; renderQuestion(); } });
 $("submit").addEventListener("click", submit);
 $("close").addEventListener("click", home);
+$("adaptive-form").addEventListener("submit", submitAdaptive);
+$("adaptive-close").addEventListener("click", () => { forgetAdaptive(); home(); });
 
-if (state.token) home(); else show("login-view");
+// Signed in: resume this tab's adaptive test if there is one, else the exam list.
+async function boot() {
+  if (!state.token) { show("login-view"); return; }
+  const session = storedAdaptive();
+  if (session) await resumeAdaptive(session); else await home();
+}
+
+boot();
