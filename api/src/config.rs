@@ -24,6 +24,34 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub adaptive: AdaptiveConfig,
     pub sql: SqlConfig,
+    pub pgwire: PgwireConfig,
+}
+
+/// The PostgreSQL wire protocol (`psql`, BI tools, psycopg): read-only SQL over the same
+/// tables as `POST /api/sql`, signing in with a token as the password. `[sql]` limits apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PgwireConfig {
+    /// Address to listen on, e.g. `127.0.0.1:5433`; port 0 picks a free port. Default:
+    /// unset (off).
+    pub listen: Option<SocketAddr>,
+    /// Most connections at once; more are closed on arrival. Default 64.
+    pub max_connections: usize,
+    /// PEM certificate chain and private key; when set, clients must use TLS
+    /// (`sslmode=require`). Default: unset (plain TCP; keep `listen` on loopback then).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for PgwireConfig {
+    fn default() -> Self {
+        PgwireConfig {
+            listen: None,
+            max_connections: 64,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
 }
 
 /// Limits of `POST /api/sql`.
@@ -353,16 +381,19 @@ mod tests {
             "mongo-trigger-topic.exams.score"
         );
         assert_eq!(c.kafka.email_topic, "email-topic");
+        assert!(c.pgwire.listen.is_none());
     }
 
     #[test]
     fn file_values_override_defaults() {
         let c = Config::parse(
             Path::new("x.toml"),
-            "[server]\nlisten = \"0.0.0.0:9000\"\n[auth]\ndev_login = false\n[kafka]\nbrokers = \"b:9092\"\n",
+            "[server]\nlisten = \"0.0.0.0:9000\"\n[auth]\ndev_login = false\n[kafka]\nbrokers = \"b:9092\"\n\
+             [pgwire]\nlisten = \"127.0.0.1:5433\"\n",
         )
         .unwrap();
         assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.pgwire.listen.map(|a| a.port()), Some(5433));
         assert!(!c.auth.dev_login);
         assert!(c.kafka.enabled());
     }

@@ -10,6 +10,7 @@ mod error;
 mod item_stats;
 mod lake_cmd;
 mod metrics;
+mod pgwire;
 mod server;
 mod simulate_cmd;
 mod sql;
@@ -84,6 +85,10 @@ struct ServeArgs {
     /// Turn the page's dev login on or off [default: true].
     #[arg(long, env = "EXAMFLOW_DEV_LOGIN")]
     dev_login: Option<bool>,
+    /// Serve the PostgreSQL wire protocol on this address (port 0 picks a free port)
+    /// [default: off].
+    #[arg(long, env = "EXAMFLOW_PGWIRE_LISTEN")]
+    pgwire_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -146,6 +151,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(v) = args.dev_login {
                 config.auth.dev_login = v;
+            }
+            if let Some(v) = args.pgwire_listen {
+                config.pgwire.listen = Some(v);
             }
             runtime()?.block_on(serve(config))
         }
@@ -259,6 +267,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("MongoDB without Kafka: score cards need Debezium and --kafka-brokers");
     }
 
+    // Without the Kafka ingest, results reach the lake's `scores` from the outbox directly.
+    if embedded && !(config.kafka.enabled() && config.ingest.enabled) {
+        let (local2, lake2) = (local.clone(), lake.clone());
+        tokio::spawn(async move {
+            if let Err(e) = examflow_ingest::lake::outbox::run(local2, lake2).await {
+                tracing::error!(error = %e, "the outbox feed into the lake stopped");
+            }
+        });
+    }
+
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
@@ -274,21 +292,38 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         sessions: Default::default(),
         calibrations: Default::default(),
     };
+    let pgwire_addr = pgwire::start(&state).await?;
+    if let Some(pg) = pgwire_addr {
+        tracing::info!("pgwire listening on {pg}");
+    }
     tokio::spawn(calibration::run_schedule(state.clone()));
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
-    let _ = print_banner(addr, &banks);
+    let _ = print_banner(addr, pgwire_addr, &banks);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
 }
 
-fn print_banner(addr: std::net::SocketAddr, banks: &BankRegistry) -> std::io::Result<()> {
+fn print_banner(
+    addr: std::net::SocketAddr,
+    pgwire: Option<std::net::SocketAddr>,
+    banks: &BankRegistry,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "examflow listening on http://{addr}")?;
     writeln!(out, "  student page: http://{addr}/")?;
     writeln!(out, "  API docs:     http://{addr}/api/docs")?;
+    if let Some(pg) = pgwire {
+        writeln!(
+            out,
+            "  PostgreSQL:   psql -h {} -p {} -U <email> -d {} (password: a token)",
+            pg.ip(),
+            pg.port(),
+            pgwire::DATABASE
+        )?;
+    }
     writeln!(
         out,
         "  exams: {} loaded, {} rejected (see GET /api/admin/banks)",

@@ -16,7 +16,6 @@
 //! Streamed formats carry at most `sql.max_stream_rows` rows (`X-Examflow-Row-Limit`) and
 //! are produced as DataFusion yields batches, never all in memory at once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -159,13 +158,6 @@ fn timeout_error(limit: Duration) -> ApiError {
 pub async fn session(state: &AppState) -> Result<SessionContext, ApiError> {
     let ctx = new_session_with_memory_limit(state.config.sql.memory_limit_bytes)?;
     register_lake(&ctx, &state.lake, true).await?;
-    let abilities = datafusion::datasource::MemTable::try_new(
-        examflow_ingest::abilities::abilities_schema(),
-        vec![vec![state.lake.abilities.to_batch()]],
-    )
-    .map_err(invalid_sql)?;
-    ctx.register_table("abilities", Arc::new(abilities))
-        .map_err(invalid_sql)?;
     crate::sql_tables::register(&ctx, state).await?;
     Ok(ctx)
 }
@@ -368,6 +360,11 @@ fn encoded_stream(
             let mut encoder = encoder?;
             let next = match first {
                 Some(batch) => Some(Ok(batch)),
+                // `timeout_at` polls the stream first, so a stream that always has a batch
+                // ready would never time out: check the clock explicitly too.
+                None if tokio::time::Instant::now() >= deadline => {
+                    Some(Err(io_error("the query ran past its time limit")))
+                }
                 None => match tokio::time::timeout_at(deadline, stream.next()).await {
                     Err(_) => Some(Err(io_error("the query ran past its time limit"))),
                     Ok(next) => next.map(|r| r.map_err(io_error)),

@@ -1,14 +1,17 @@
 //! The embedded store's adaptive sessions and calibrations as SQL tables
-//! (`adaptive_sessions`, `calibrations`), read when a query starts.
+//! (`adaptive_sessions`, `calibrations`), and the ability estimates (`abilities`): read when
+//! a query starts ([`register`]), or each time a query scans them ([`register_at_scan`]).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
+use examflow_ingest::lake::query::{ScanTimeSource, ScanTimeTable};
 use serde_json::Value;
 
 use crate::calibration::CalibratedItem;
@@ -26,18 +29,102 @@ fn text(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
-/// Registers `adaptive_sessions` (one row per session; θ, SE and the outcome when
-/// finished) and `calibrations` (one row per exam, version and item).
+/// The tables of this module, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Abilities,
+    AdaptiveSessions,
+    Calibrations,
+}
+
+impl Table {
+    const ALL: [Table; 3] = [
+        Table::Abilities,
+        Table::AdaptiveSessions,
+        Table::Calibrations,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Abilities => "abilities",
+            Table::AdaptiveSessions => "adaptive_sessions",
+            Table::Calibrations => "calibrations",
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        match self {
+            Table::Abilities => examflow_ingest::abilities::abilities_schema(),
+            Table::AdaptiveSessions => sessions_schema(),
+            Table::Calibrations => calibrations_schema(),
+        }
+    }
+
+    async fn batch(self, state: &AppState) -> Result<RecordBatch, ApiError> {
+        match self {
+            Table::Abilities => Ok(state.lake.abilities.to_batch()),
+            Table::AdaptiveSessions => sessions_batch(state).await,
+            Table::Calibrations => calibrations_batch(state).await,
+        }
+    }
+}
+
+/// Registers `abilities`, `adaptive_sessions` (one row per session; θ, SE and the outcome
+/// when finished) and `calibrations` (one row per exam, version and item) as read now.
 pub async fn register(ctx: &SessionContext, state: &AppState) -> Result<(), ApiError> {
-    let sessions = state.local.list_sessions(None, MAX_SESSIONS).await?;
-    let outcome = |state: &str, key: &str| -> Option<Value> {
-        let v: Value = serde_json::from_str(state).ok()?;
-        v.get("outcome")
-            .and_then(|o| o.get(key))
-            .filter(|x| !x.is_null())
-            .cloned()
-    };
-    let schema = Arc::new(Schema::new(vec![
+    for table in Table::ALL {
+        let batch = table.batch(state).await?;
+        let provider = MemTable::try_new(table.schema(), vec![vec![batch]]).map_err(fail)?;
+        ctx.register_table(table.name(), Arc::new(provider))
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// A table of this module read each time a query scans it.
+struct AtScan {
+    table: Table,
+    state: AppState,
+}
+
+impl std::fmt::Debug for AtScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtScan")
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl ScanTimeSource for AtScan {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    async fn batches(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let batch = self.table.batch(&self.state).await.map_err(|e| {
+            DataFusionError::Execution(format!("reading {}: {e}", self.table.name()))
+        })?;
+        Ok(vec![batch])
+    }
+}
+
+/// Registers the same tables, each read anew whenever a query scans it (for a session that
+/// lives longer than one query).
+pub fn register_at_scan(ctx: &SessionContext, state: &AppState) -> Result<(), ApiError> {
+    for table in Table::ALL {
+        let source = AtScan {
+            table,
+            state: state.clone(),
+        };
+        ctx.register_table(table.name(), Arc::new(ScanTimeTable(source)))
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn sessions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
         text("session_id", false),
         text("exam", false),
         text("email", false),
@@ -52,7 +139,35 @@ pub async fn register(ctx: &SessionContext, state: &AppState) -> Result<(), ApiE
         Field::new("scale_score", DataType::Float64, true),
         text("stop_reason", true),
         text("result", true),
-    ]));
+    ]))
+}
+
+fn calibrations_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        text("exam", false),
+        Field::new("version", DataType::Int64, false),
+        text("created_at", false),
+        text("source", false),
+        Field::new("results", DataType::Int64, false),
+        text("item", false),
+        Field::new("a", DataType::Float64, false),
+        Field::new("b", DataType::Float64, false),
+        Field::new("c", DataType::Float64, false),
+        Field::new("p_value", DataType::Float64, true),
+        Field::new("item_responses", DataType::Int64, false),
+        Field::new("provisional", DataType::Boolean, false),
+    ]))
+}
+
+async fn sessions_batch(state: &AppState) -> Result<RecordBatch, ApiError> {
+    let sessions = state.local.list_sessions(None, MAX_SESSIONS).await?;
+    let outcome = |state: &str, key: &str| -> Option<Value> {
+        let v: Value = serde_json::from_str(state).ok()?;
+        v.get("outcome")
+            .and_then(|o| o.get(key))
+            .filter(|x| !x.is_null())
+            .cloned()
+    };
     let float = |key: &str| -> ArrayRef {
         Arc::new(Float64Array::from_iter(
             sessions
@@ -99,13 +214,10 @@ pub async fn register(ctx: &SessionContext, state: &AppState) -> Result<(), ApiE
         string("stop_reason"),
         string("result"),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(fail)?;
-    ctx.register_table(
-        "adaptive_sessions",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).map_err(fail)?),
-    )
-    .map_err(fail)?;
+    RecordBatch::try_new(sessions_schema(), columns).map_err(fail)
+}
 
+async fn calibrations_batch(state: &AppState) -> Result<RecordBatch, ApiError> {
     let versions = state.local.list_calibrations(None).await?;
     let mut rows: Vec<(&str, i64, &str, &str, i64, CalibratedItem)> = Vec::new();
     for v in &versions {
@@ -121,20 +233,6 @@ pub async fn register(ctx: &SessionContext, state: &AppState) -> Result<(), ApiE
             ));
         }
     }
-    let schema = Arc::new(Schema::new(vec![
-        text("exam", false),
-        Field::new("version", DataType::Int64, false),
-        text("created_at", false),
-        text("source", false),
-        Field::new("results", DataType::Int64, false),
-        text("item", false),
-        Field::new("a", DataType::Float64, false),
-        Field::new("b", DataType::Float64, false),
-        Field::new("c", DataType::Float64, false),
-        Field::new("p_value", DataType::Float64, true),
-        Field::new("item_responses", DataType::Int64, false),
-        Field::new("provisional", DataType::Boolean, false),
-    ]));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
@@ -155,11 +253,5 @@ pub async fn register(ctx: &SessionContext, state: &AppState) -> Result<(), ApiE
             rows.iter().map(|r| Some(r.5.provisional)),
         )),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(fail)?;
-    ctx.register_table(
-        "calibrations",
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).map_err(fail)?),
-    )
-    .map_err(fail)?;
-    Ok(())
+    RecordBatch::try_new(calibrations_schema(), columns).map_err(fail)
 }

@@ -220,3 +220,79 @@ async fn large_results_stream_and_limits_hold() {
     let error: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["error"]["code"], "query_timeout", "{error}");
 }
+
+/// Without Kafka, stored results reach `scores` / `score_details` through the embedded
+/// store's change feed: live within a second, once each across restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_results_reach_the_scores_view_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = start(&data, None);
+    let analyst = server.token("ana@example.com", "analyst");
+    let key = common::answer_key(&common::sample_banks(), "rust-basics");
+    let submit = |server: &Server, email: &str| {
+        let token = server.token(email, "student");
+        let url = server.url("/api/exams/rust-basics/submissions");
+        let client = server.client.clone();
+        let key = key.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"answers": key}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let first = submit(&server, "a@example.com").await;
+    let count_sql =
+        json!({"sql": "SELECT count(*) AS n, count(DISTINCT document_id) AS docs FROM scores"});
+    let seen = common::eventually(std::time::Duration::from_secs(5), || async {
+        let (_, rows) = server.post("/api/sql", Some(&analyst), &count_sql).await;
+        (rows[0]["n"] == 1).then_some(rows)
+    })
+    .await;
+    assert!(seen.is_some(), "{}", server.log());
+    let (_, rows) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT document_id, email, exam, score, total, source_topic FROM scores"}),
+        )
+        .await;
+    assert_eq!(rows[0]["document_id"], first["_id"]);
+    assert_eq!(rows[0]["email"], "a@example.com");
+    assert_eq!(rows[0]["score"], first["score"]);
+    assert_eq!(rows[0]["source_topic"], "embedded-outbox");
+    let (_, details) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT count(*) AS n FROM score_details"}),
+        )
+        .await;
+    assert_eq!(details[0]["n"].as_u64().unwrap() as usize, key.len());
+
+    // Restart: nothing is fed twice; a new result is added.
+    server.kill9();
+    let server = start(&data, None);
+    submit(&server, "b@example.com").await;
+    let seen = common::eventually(std::time::Duration::from_secs(5), || async {
+        let (_, rows) = server.post("/api/sql", Some(&analyst), &count_sql).await;
+        (rows[0]["docs"] == 2).then_some(rows)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{}", server.log()));
+    assert_eq!(seen[0]["n"], 2, "{seen}");
+    let (_, changes) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT count(*) AS n FROM score_changes"}),
+        )
+        .await;
+    assert_eq!(changes[0]["n"], 2, "each change event is stored once");
+}

@@ -1,11 +1,25 @@
 //! DataFusion over the lake: every table registered under its name, live (committed snapshot
 //! plus the in-memory tail) when asked, and the `scores` / `score_details` views.
+//!
+//! Two ways to be live: [`register_lake`] with `live` takes the snapshot and tail once, when
+//! the session is built (one session per query); [`register_lake_at_scan`] registers
+//! providers that take them anew each time a query scans the table (a long-lived session,
+//! such as the PostgreSQL interface's).
 
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use datafusion::catalog::TableProvider;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::{Lake, LakeTable};
@@ -92,13 +106,291 @@ pub async fn register_lake(ctx: &SessionContext, lake: &Lake, live: bool) -> Res
     for table in lake.tables() {
         register(ctx, table, live).await?;
     }
+    register_views(ctx).await
+}
+
+async fn register_views(ctx: &SessionContext) -> Result<()> {
     for view in [SCORES_VIEW, SCORE_DETAILS_VIEW] {
         ctx.sql(view).await?.collect().await?;
     }
     Ok(())
 }
 
+/// Registers all tables, each resolved when a query scans it (committed snapshot plus tail
+/// as they are then), and the views over them: a session that lives long still sees new
+/// rows. Two scans of one table in one query may see different moments.
+pub async fn register_lake_at_scan(ctx: &SessionContext, lake: &Lake) -> Result<()> {
+    for table in lake.tables() {
+        let provider = LiveLakeTable::new(ctx, table.clone()).await?;
+        ctx.register_table(table.name(), Arc::new(provider))?;
+    }
+    register_views(ctx).await
+}
+
+/// Filters given to `provider`'s scan: only those it can use.
+fn usable_filters(
+    provider: &dyn TableProvider,
+    filters: &[Expr],
+) -> datafusion::error::Result<Vec<Expr>> {
+    let refs: Vec<&Expr> = filters.iter().collect();
+    let support = provider.supports_filters_pushdown(&refs)?;
+    Ok(filters
+        .iter()
+        .zip(support)
+        .filter(|(_, s)| *s != TableProviderFilterPushDown::Unsupported)
+        .map(|(f, _)| f.clone())
+        .collect())
+}
+
+/// `plan` with its columns cast to the types of `target` where they differ (the Delta scan
+/// reads strings as `Utf8View`, the tail holds `Utf8`).
+fn conform(
+    plan: Arc<dyn ExecutionPlan>,
+    target: &SchemaRef,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    let schema = plan.schema();
+    let same = schema.fields().len() == target.fields().len()
+        && schema
+            .fields()
+            .iter()
+            .zip(target.fields())
+            .all(|(a, b)| a.data_type() == b.data_type());
+    if same {
+        return Ok(plan);
+    }
+    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
+    for (i, field) in target.fields().iter().enumerate() {
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(schema.field(i).name(), i));
+        let expr: Arc<dyn PhysicalExpr> = if schema.field(i).data_type() == field.data_type() {
+            column
+        } else {
+            Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+        };
+        exprs.push((expr, field.name().clone()));
+    }
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// A lake table whose scans read the committed snapshot and the tail current at scan time.
+pub struct LiveLakeTable {
+    table: Arc<LakeTable>,
+    /// The Delta provider's schema (what [`register_lake`] shows too); the tail is cast to it.
+    schema: SchemaRef,
+}
+
+impl LiveLakeTable {
+    pub async fn new(ctx: &SessionContext, table: Arc<LakeTable>) -> Result<Self> {
+        let committed = table.committed();
+        let schema = if committed.version().is_some() {
+            committed
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| {
+                    IngestError::LakeSetup(format!("registering the table's storage: {e}"))
+                })?;
+            committed
+                .table_provider()
+                .await
+                .map_err(IngestError::Query)?
+                .schema()
+        } else {
+            table.schema()
+        };
+        Ok(LiveLakeTable { table, schema })
+    }
+}
+
+impl std::fmt::Debug for LiveLakeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LiveLakeTable")
+            .field(&self.table.name())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for LiveLakeTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Filters may skip files of the committed snapshot; they are applied again above.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let target = match projection {
+            Some(columns) => Arc::new(self.schema.project(columns)?),
+            None => self.schema.clone(),
+        };
+        let (committed, tail) = self.table.live();
+        let mut plans = Vec::new();
+        if committed.version().is_some() {
+            committed
+                .update_datafusion_session(state)
+                .map_err(external)?;
+            let provider = committed.table_provider().await.map_err(external)?;
+            let filters = usable_filters(provider.as_ref(), filters)?;
+            let plan = provider.scan(state, projection, &filters, limit).await?;
+            plans.push(conform(plan, &target)?);
+        }
+        if !tail.is_empty() || plans.is_empty() {
+            let tail = MemTable::try_new(self.table.schema(), vec![tail])?;
+            let plan = tail.scan(state, projection, &[], limit).await?;
+            plans.push(conform(plan, &target)?);
+        }
+        UnionExec::try_new(plans)
+    }
+}
+
+/// Rows of a table that is read again each time a query scans it.
+#[async_trait]
+pub trait ScanTimeSource: std::fmt::Debug + Send + Sync + 'static {
+    fn schema(&self) -> SchemaRef;
+    async fn batches(&self) -> datafusion::error::Result<Vec<RecordBatch>>;
+}
+
+/// A table whose rows come from a [`ScanTimeSource`] when a query scans it.
+#[derive(Debug)]
+pub struct ScanTimeTable<S>(pub S);
+
+#[async_trait]
+impl<S: ScanTimeSource> TableProvider for ScanTimeTable<S> {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let table = MemTable::try_new(self.0.schema(), vec![self.0.batches().await?])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
 /// Runs one query to completion.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use arrow::array::{Array, Int64Array};
+
+    use super::*;
+    use crate::attempts::{Attempt, AttemptBatchBuilder, AttemptBatches};
+    use crate::source::SourcePosition;
+
+    fn batches(texts: &[String], first_offset: usize) -> AttemptBatches {
+        let mut builder = AttemptBatchBuilder::new();
+        for (i, text) in texts.iter().enumerate() {
+            let attempt = Attempt::parse(text.as_bytes()).unwrap();
+            let source = SourcePosition {
+                topic: "exams",
+                partition: 0,
+                offset: (first_offset + i) as i64,
+                ingested_at_us: 0,
+            };
+            builder.append(&attempt, &source);
+        }
+        builder.finish()
+    }
+
+    async fn number(ctx: &SessionContext, sql: &str) -> i64 {
+        let batches = run_sql(ctx, sql).await.unwrap();
+        let column = batches[0].column(0);
+        column
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap_or_else(|| panic!("{sql}: {:?}", column.data_type()))
+            .value(0)
+    }
+
+    /// What a long-lived session registered with [`register_lake_at_scan`] answers equals
+    /// what a session built now with [`register_lake`] answers, as rows arrive and commit.
+    #[tokio::test]
+    async fn scans_see_the_snapshot_and_tail_of_their_moment() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/attempts/sample-300.json");
+        let documents: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+        let texts: Vec<String> = documents.iter().take(120).map(|d| d.to_string()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).await.unwrap();
+        let long_lived = new_session();
+        register_lake_at_scan(&long_lived, &lake).await.unwrap();
+        let queries = [
+            "SELECT count(*) FROM attempts",
+            "SELECT count(*) FROM attempts WHERE keen_id IN (SELECT keen_id FROM attempts)",
+            "SELECT count(*) FROM attempt_questions q JOIN attempts a ON q.keen_id = a.keen_id",
+            "SELECT count(*) FROM attempt_questions WHERE options_checked IS NOT NULL",
+        ];
+        let agree = |expected_attempts: i64| {
+            let (long_lived, lake) = (&long_lived, &lake);
+            async move {
+                let now = new_session();
+                register_lake(&now, lake, true).await.unwrap();
+                for sql in queries {
+                    assert_eq!(
+                        number(long_lived, sql).await,
+                        number(&now, sql).await,
+                        "{sql}"
+                    );
+                }
+                assert_eq!(number(long_lived, queries[0]).await, expected_attempts);
+            }
+        };
+        agree(0).await;
+
+        // Rows in the tail only.
+        let first = batches(&texts[..80], 0);
+        let first_rows = first.attempts.num_rows() as i64;
+        lake.attempts.push_tail(first.attempts);
+        lake.attempt_questions.push_tail(first.questions);
+        agree(first_rows).await;
+
+        // Committed, then a newer tail on top.
+        let positions = BTreeMap::from([(("exams".to_string(), 0), 79)]);
+        lake.attempts
+            .commit_tail("app", &positions, 1)
+            .await
+            .unwrap();
+        lake.attempt_questions
+            .commit_tail("app", &positions, 1)
+            .await
+            .unwrap();
+        agree(first_rows).await;
+        let second = batches(&texts[80..], 80);
+        let second_rows = second.attempts.num_rows() as i64;
+        lake.attempts.push_tail(second.attempts);
+        lake.attempt_questions.push_tail(second.questions);
+        agree(first_rows + second_rows).await;
+    }
 }

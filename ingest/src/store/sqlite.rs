@@ -455,6 +455,25 @@ impl SqliteStore {
         .await
     }
 
+    /// Up to `limit` outbox events with a sequence number above `seq`, oldest first (the
+    /// lake's feed keeps its own position).
+    pub async fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
+        self.with(false, move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, key, value FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![seq, limit as i64], |r| {
+                Ok(OutboxEvent {
+                    seq: r.get(0)?,
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub async fn count_pending_outbox(&self, reader: OutboxReader) -> Result<i64> {
         let sql = format!(
             "SELECT count(*) FROM outbox WHERE {} IS NULL",

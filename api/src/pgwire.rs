@@ -1,0 +1,774 @@
+//! The PostgreSQL wire protocol (`[pgwire] listen`): `psql`, BI tools, psycopg and
+//! `polars.read_database` query the same tables as `POST /api/sql`, read-only.
+//!
+//! - Sign-in: cleartext password, where the password is an examflow bearer token (as
+//!   `examflow token --email x --role analyst` prints) and the user name is the token's
+//!   email. Analysts, educators and admins only. With `tls_cert_file` set, clients must use
+//!   TLS (`sslmode=require`), so tokens never cross the network in the clear.
+//! - Read-only: queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `SHOW`, `DESCRIBE`),
+//!   cursors over them, `BEGIN`/`COMMIT`/`ROLLBACK` (no effect) and `SET` of session
+//!   settings; every plan also passes DataFusion's check without DDL, DML or statements.
+//!   DataFusion's own settings (`SET datafusion.…`) are fixed: the session is shared.
+//! - Live: one long-lived DataFusion session serves every connection; its tables resolve
+//!   when a query scans them, so a connection sees rows that arrived after it connected.
+//! - Limits: `[sql] memory_limit_bytes` for all queries of this interface together (one
+//!   memory pool), `[sql] timeout_secs` per query (also while its rows stream).
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::{Sink, StreamExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::Response;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    METADATA_USER, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::TlsAcceptor;
+use pgwire::tokio::tokio_rustls::rustls;
+use pgwire::types::format::FormatOptions;
+use tokio::time::Instant;
+
+use crate::auth::{Identity, TokenKeys};
+use crate::config::PgwireConfig;
+use crate::server::AppState;
+
+/// The database name clients see (`current_database()`; `-d` is not checked).
+pub const DATABASE: &str = "examflow";
+
+fn error(severity: &str, code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        severity.to_string(),
+        code.to_string(),
+        message.into(),
+    )))
+}
+
+/// Binds `[pgwire] listen` and serves it in the background; `None` when it is unset.
+pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
+    let settings = state.config.pgwire.clone();
+    let Some(listen) = settings.listen else {
+        return Ok(None);
+    };
+    let tls = tls_acceptor(&settings)?;
+    let ctx = Arc::new(context(state).await?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding pgwire.listen {listen}"))?;
+    let addr = listener.local_addr()?;
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "pgwire listens on {addr} without TLS: tokens (the passwords) cross the network in the clear; set pgwire.tls_cert_file and pgwire.tls_key_file"
+        );
+    }
+    let handlers = Arc::new(Handlers::new(
+        ctx,
+        state.tokens.clone(),
+        Duration::from_secs(state.config.sql.timeout_secs.max(1)),
+        tls.is_some(),
+    ));
+    let permits = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pgwire: accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "pgwire: connection refused, max_connections reached");
+                continue;
+            };
+            let (handlers, tls) = (handlers.clone(), tls.clone());
+            tokio::spawn(async move {
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                    tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(Some(addr))
+}
+
+fn tls_acceptor(settings: &PgwireConfig) -> anyhow::Result<Option<TlsAcceptor>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => anyhow::bail!("pgwire: set both tls_cert_file and tls_key_file, or neither"),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading pgwire.tls_cert_file {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading pgwire.tls_key_file {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("pgwire: the TLS certificate and key do not fit")?;
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// The one session of this interface: the lake and the other tables resolved at scan time,
+/// and the `pg_catalog` that clients such as `psql` read.
+async fn context(state: &AppState) -> anyhow::Result<SessionContext> {
+    let ctx = examflow_ingest::lake::query::new_session_with_memory_limit(
+        state.config.sql.memory_limit_bytes,
+    )?;
+    examflow_ingest::lake::query::register_lake_at_scan(&ctx, &state.lake).await?;
+    crate::sql_tables::register_at_scan(&ctx, state)?;
+    setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
+        .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+    Ok(ctx)
+}
+
+struct Handlers {
+    service: Arc<Service>,
+    startup: Arc<TokenStartup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    fn new(ctx: Arc<SessionContext>, tokens: TokenKeys, timeout: Duration, tls: bool) -> Self {
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            // First, so a failed transaction block refuses everything until ROLLBACK.
+            Arc::new(TransactionStatementHook),
+            Arc::new(ReadOnly),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+        ];
+        let manager = Arc::new(ConnectionManager::new());
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.is_superuser = false;
+        parameters.default_transaction_read_only = true;
+        Handlers {
+            service: Arc::new(Service {
+                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                timeout,
+            }),
+            startup: Arc::new(TokenStartup {
+                tokens,
+                parameters,
+                manager: manager.clone(),
+                require_tls: tls,
+                pids: RandomPidSecretKeyGenerator::default(),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(manager)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Cleartext password sign-in where the password is an examflow token.
+struct TokenStartup {
+    tokens: TokenKeys,
+    parameters: DefaultServerParameterProvider,
+    manager: Arc<ConnectionManager>,
+    require_tls: bool,
+    pids: RandomPidSecretKeyGenerator,
+}
+
+impl TokenStartup {
+    /// The identity a password (token) and user name stand for, if it may use SQL.
+    fn check(&self, user: &str, password: &str) -> PgWireResult<Identity> {
+        let identity = self.tokens.verify(password.trim()).map_err(|e| {
+            error(
+                "FATAL",
+                "28P01",
+                format!(
+                    "password authentication failed for user \"{user}\": the password must be an examflow token (`examflow token --email {user} --role analyst`); {e}"
+                ),
+            )
+        })?;
+        if !identity.email.eq_ignore_ascii_case(user) {
+            return Err(error(
+                "FATAL",
+                "28000",
+                format!(
+                    "user \"{user}\" does not match the token, which is for \"{}\"; connect with that user name",
+                    identity.email
+                ),
+            ));
+        }
+        identity.require_analytics().map_err(|_| {
+            error(
+                "FATAL",
+                "42501",
+                format!(
+                    "\"{}\" signs in as a {}: SQL needs the analyst, educator or admin role",
+                    identity.email,
+                    serde_json::to_value(identity.role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            )
+        })?;
+        Ok(identity)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for TokenStartup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.require_tls && !client.is_secure() {
+                    return Err(error(
+                        "FATAL",
+                        "28000",
+                        "this server accepts only TLS connections (sslmode=require): the password is a token",
+                    ));
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::CleartextPassword,
+                    ))
+                    .await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                let password = password.into_password()?;
+                let user = client
+                    .metadata()
+                    .get(METADATA_USER)
+                    .cloned()
+                    .unwrap_or_default();
+                let peer = client.socket_addr();
+                let identity = match self.check(&user, &password.password) {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        tracing::info!(%peer, user, "pgwire sign-in refused: {e}");
+                        return Err(e);
+                    }
+                };
+                tracing::info!(%peer, email = identity.email, role = ?identity.role, "pgwire sign-in");
+                let (pid, secret) = self.pids.generate(client);
+                client.set_pid_and_secret_key(pid, secret.clone());
+                // Lets a cancel request (psql's Ctrl-C) stop the connection's query.
+                let (handle, guard) = self.manager.register(pid, secret);
+                client
+                    .session_extensions()
+                    .insert::<Arc<ConnectionHandle>>(handle);
+                client.session_extensions().insert::<ConnectionGuard>(guard);
+                finish_authentication(client, &self.parameters).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+const ALLOWED: &str = "SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE, cursors over queries, BEGIN/COMMIT/ROLLBACK and SET of session settings";
+
+fn read_only(message: impl std::fmt::Display) -> PgWireError {
+    error(
+        "ERROR",
+        "25006",
+        format!("examflow's PostgreSQL interface is read-only: {message}"),
+    )
+}
+
+/// What a statement is, in its first keyword(s), for error messages.
+fn kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER"
+            ) =>
+        {
+            format!(
+                "{} {}",
+                first.to_ascii_uppercase(),
+                second.to_ascii_uppercase()
+            )
+        }
+        [first, ..] => first.to_ascii_uppercase(),
+        [] => "this statement".to_string(),
+    }
+}
+
+/// The DataFusion settings a `SET` names, if any (they would change the shared session).
+fn datafusion_setting(set: &Set) -> Option<String> {
+    let names: Vec<String> = match set {
+        Set::SingleAssignment { variable, .. } => vec![variable.to_string()],
+        Set::ParenthesizedAssignments { variables, .. } => {
+            variables.iter().map(ToString::to_string).collect()
+        }
+        Set::MultipleAssignments { assignments } => {
+            assignments.iter().map(|a| a.name.to_string()).collect()
+        }
+        _ => vec![],
+    };
+    names
+        .into_iter()
+        .find(|n| n.to_ascii_lowercase().starts_with("datafusion."))
+}
+
+/// `SET timezone = …` (DataFusion would change the shared session's time zone): the zone,
+/// kept for this connection only.
+fn time_zone_setting(statement: &Statement) -> Option<String> {
+    let Statement::Set(Set::SingleAssignment {
+        variable, values, ..
+    }) = statement
+    else {
+        return None;
+    };
+    let name = variable.to_string().to_ascii_lowercase();
+    if name != "timezone" && name != "time.zone" {
+        return None;
+    }
+    let value = values.first()?.to_string();
+    Some(value.trim_matches('\'').trim_matches('"').to_string())
+}
+
+async fn set_time_zone(client: &mut dyn HookClient, zone: String) -> PgWireResult<Response> {
+    // The key datafusion-postgres reads the connection's time zone from.
+    client
+        .metadata_mut()
+        .insert("timezone".to_string(), zone.clone());
+    client
+        .send_message(PgWireBackendMessage::ParameterStatus(
+            pgwire::messages::startup::ParameterStatus::new("TimeZone".to_string(), zone),
+        ))
+        .await?;
+    Ok(Response::Execution(pgwire::api::results::Tag::new("SET")))
+}
+
+enum Check {
+    /// A query this hook plans (and runs, on the simple protocol).
+    Plan,
+    /// A statement the other hooks answer.
+    PassOn,
+}
+
+/// Which statements may run at all.
+fn check_statement(statement: &Statement) -> PgWireResult<Check> {
+    match statement {
+        Statement::Query(_)
+        | Statement::ExplainTable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. } => Ok(Check::Plan),
+        Statement::Explain { statement, .. } => match statement.as_ref() {
+            Statement::Query(_) => Ok(Check::Plan),
+            inner => Err(read_only(format!(
+                "EXPLAIN {} is not allowed (only {ALLOWED})",
+                kind(inner)
+            ))),
+        },
+        Statement::Set(set) => match datafusion_setting(set) {
+            Some(name) => Err(error(
+                "ERROR",
+                "55P02",
+                format!(
+                    "SET {name}: DataFusion settings are fixed by the server; only session settings (statement_timeout, search_path, DateStyle, TIME ZONE, …) may be set"
+                ),
+            )),
+            None => Ok(Check::PassOn),
+        },
+        Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowCatalogs { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. } => Ok(Check::PassOn),
+        // The cursor's query is checked by `declare`.
+        Statement::Declare { .. } => Ok(Check::PassOn),
+        other => Err(read_only(format!(
+            "{} is not allowed (only {ALLOWED})",
+            kind(other)
+        ))),
+    }
+}
+
+fn options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+fn verify(plan: &LogicalPlan) -> PgWireResult<()> {
+    options().verify_plan(plan).map_err(|e| {
+        let message = e.strip_backtrace();
+        read_only(format!("{message} (only {ALLOWED})"))
+    })
+}
+
+fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+/// Plans a statement the way datafusion-postgres does, and checks the plan.
+async fn plan(ctx: &SessionContext, statement: &Statement) -> PgWireResult<LogicalPlan> {
+    let plan = ctx
+        .state()
+        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+        .await
+        .map_err(api_error)?;
+    verify(&plan)?;
+    Ok(plan)
+}
+
+/// Runs a checked plan; its rows in text format.
+async fn run(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    client: &dyn HookClient,
+) -> PgWireResult<pgwire::api::results::QueryResponse> {
+    let frame = ctx.execute_logical_plan(plan).await.map_err(api_error)?;
+    let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+        frame,
+        &Format::UnifiedText,
+        Some(format),
+    )
+    .await
+}
+
+/// `DECLARE c CURSOR FOR <query>`: checks the query's plan and keeps it with the cursor, so
+/// a client can describe the cursor's columns (psycopg's server-side cursors do).
+async fn declare(
+    ctx: &SessionContext,
+    stmts: &[datafusion::sql::sqlparser::ast::Declare],
+    client: &mut dyn HookClient,
+) -> PgWireResult<Response> {
+    use datafusion::sql::sqlparser::ast::DeclareType;
+    use pgwire::api::stmt::StoredStatement;
+    for declare in stmts {
+        let (Some(DeclareType::Cursor), Some(name), Some(query)) = (
+            declare.declare_type.as_ref(),
+            declare.names.first(),
+            declare.for_query.as_ref(),
+        ) else {
+            return Err(error(
+                "ERROR",
+                "42601",
+                "DECLARE supports only `DECLARE name CURSOR FOR query`",
+            ));
+        };
+        if declare.binary == Some(true) {
+            return Err(error(
+                "ERROR",
+                "0A000",
+                "binary cursors are not supported; declare the cursor without BINARY",
+            ));
+        }
+        let statement = Statement::Query(query.clone());
+        let plan = plan(ctx, &statement).await?;
+        let response = run(ctx, plan.clone(), client).await?;
+        let stored = StoredStatement::new(
+            name.value.clone(),
+            (query.to_string(), Some((statement, plan))),
+            vec![],
+        );
+        let portal = Portal::new_cursor(name.value.clone(), Arc::new(stored));
+        portal.start(response).await;
+        client.portal_store().put_portal(Arc::new(portal));
+    }
+    Ok(Response::Execution(pgwire::api::results::Tag::new(
+        "DECLARE CURSOR",
+    )))
+}
+
+/// Refuses everything but queries and harmless session statements.
+#[derive(Debug)]
+struct ReadOnly;
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let result = async {
+            if let Statement::Declare { stmts } = statement {
+                return declare(ctx, stmts, client).await.map(Some);
+            }
+            if let Some(zone) = time_zone_setting(statement) {
+                return set_time_zone(client, zone).await.map(Some);
+            }
+            match check_statement(statement)? {
+                Check::PassOn => Ok(None),
+                Check::Plan => {
+                    // Runs the checked plan itself rather than the statement's text again.
+                    let plan = plan(ctx, statement).await?;
+                    Ok(Some(Response::Query(run(ctx, plan, client).await?)))
+                }
+            }
+        }
+        .await;
+        result.transpose()
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        match check_statement(statement) {
+            Err(e) => Some(Err(e)),
+            Ok(Check::Plan) => Some(plan(ctx, statement).await),
+            // The cursor hook plans DECLARE as an empty relation; `declare` checks it.
+            Ok(Check::PassOn) => None,
+        }
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        _params: &ParamValues,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Statement::Declare { stmts } = statement {
+            return Some(declare(ctx, stmts, client).await);
+        }
+        if let Some(zone) = time_zone_setting(statement) {
+            return Some(set_time_zone(client, zone).await);
+        }
+        verify(plan).err().map(Err)
+    }
+}
+
+/// datafusion-postgres's service with `[sql] timeout_secs` over each query, its rows
+/// included.
+struct Service {
+    inner: Arc<DfSessionService>,
+    timeout: Duration,
+}
+
+fn timeout_error(limit: Duration) -> PgWireError {
+    error(
+        "ERROR",
+        "57014",
+        format!(
+            "canceling statement: it ran longer than {} s ([sql] timeout_secs)",
+            limit.as_secs()
+        ),
+    )
+}
+
+/// Ends a response's rows with an error once the deadline passes.
+fn with_deadline(response: Response, deadline: Instant, limit: Duration) -> Response {
+    let Response::Query(mut query) = response else {
+        return response;
+    };
+    let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    query.data_rows = Box::pin(futures::stream::unfold(
+        Some(rows),
+        move |rows| async move {
+            let mut rows = rows?;
+            // `timeout_at` polls the stream first: a stream that is always ready never times
+            // out by itself.
+            if Instant::now() >= deadline {
+                return Some((Err(timeout_error(limit)), None));
+            }
+            match tokio::time::timeout_at(deadline, rows.next()).await {
+                Ok(Some(row)) => Some((row, Some(rows))),
+                Ok(None) => None,
+                Err(_) => Some((Err(timeout_error(limit)), None)),
+            }
+        },
+    ));
+    Response::Query(query)
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Service {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let responses = tokio::time::timeout_at(
+            deadline,
+            SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
+        )
+        .await
+        .map_err(|_| timeout_error(self.timeout))??;
+        Ok(responses
+            .into_iter()
+            .map(|r| with_deadline(r, deadline, self.timeout))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Service {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let response = tokio::time::timeout_at(
+            deadline,
+            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
+        )
+        .await
+        .map_err(|_| timeout_error(self.timeout))??;
+        Ok(with_deadline(response, deadline, self.timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn statement(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn allowed(sql: &str) -> bool {
+        check_statement(&statement(sql)).is_ok()
+    }
+
+    #[test]
+    fn only_queries_and_session_statements_pass() {
+        for sql in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+            "VALUES (1)",
+            "EXPLAIN SELECT 1",
+            "SHOW TABLES",
+            "SET statement_timeout = 1000",
+            "SET TIME ZONE 'UTC'",
+            "BEGIN",
+            "COMMIT",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "FETCH 10 FROM c",
+            "CLOSE c",
+        ] {
+            assert!(allowed(sql), "{sql}");
+        }
+        for sql in [
+            "DROP TABLE attempts",
+            "INSERT INTO attempts SELECT * FROM attempts",
+            "DELETE FROM attempts",
+            "CREATE TABLE t (a INT)",
+            "CREATE VIEW v AS SELECT 1",
+            "COPY attempts TO '/tmp/x.csv'",
+            "EXPLAIN DELETE FROM attempts",
+            "SET datafusion.runtime.memory_limit = '100G'",
+            "PREPARE p AS SELECT 1",
+        ] {
+            assert!(!allowed(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn time_zone_settings_stay_with_the_connection() {
+        assert_eq!(
+            time_zone_setting(&statement("SET timezone = 'Europe/Paris'")).as_deref(),
+            Some("Europe/Paris")
+        );
+        assert_eq!(time_zone_setting(&statement("SET search_path = x")), None);
+    }
+
+    #[tokio::test]
+    async fn plans_that_write_are_refused() {
+        let ctx = SessionContext::new();
+        let e = plan(&ctx, &statement("SELECT 1 AS a INTO t"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert!(plan(&ctx, &statement("SELECT 1 AS a")).await.is_ok());
+    }
+}
