@@ -60,10 +60,15 @@ pub fn new_session() -> SessionContext {
 }
 
 /// Like [`new_session`], with queries limited to `bytes` of memory for their operators
-/// (a query that needs more fails with DataFusion's resources-exhausted error).
+/// (a query that needs more fails with DataFusion's resources-exhausted error). Spilling
+/// to disk is off: a shared server must not fill its disk with one analyst's sort.
 pub fn new_session_with_memory_limit(bytes: usize) -> Result<SessionContext> {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_memory_limit(bytes, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
         .build_arc()?;
     Ok(SessionContext::new_with_config_rt(
         session_config(),
