@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::auth::Identity;
+use crate::calibration::exam_of;
 use crate::config::AdaptivePolicy;
 use crate::error::ApiError;
 use crate::server::{ApiJson, ApiPath, ApiQuery, AppState};
@@ -131,14 +132,6 @@ impl SessionCache {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.remove(id);
     }
-}
-
-fn exam_of(state: &AppState, name: &str) -> Result<Arc<Bank>, ApiError> {
-    state
-        .banks
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("exam {name:?}")))
 }
 
 /// The engine configuration of a new session: the exam's policy, narrowed by the request.
@@ -358,6 +351,23 @@ fn seed_from(id: &str) -> u64 {
     })
 }
 
+/// Session `id`, loaded and locked for this request (an unknown id is not cached).
+async fn locked(
+    app: &AppState,
+    id: &str,
+) -> Result<tokio::sync::OwnedMutexGuard<Option<Live>>, ApiError> {
+    let slot = app
+        .sessions
+        .slot(id, app.config.adaptive.max_cached_sessions);
+    let mut guard = slot.lock_owned().await;
+    if let Err(e) = load(app, id, &mut guard).await {
+        drop(guard);
+        app.sessions.forget(id);
+        return Err(e);
+    }
+    Ok(guard)
+}
+
 /// Loads session `id` into its slot when it is not in memory.
 async fn load(app: &AppState, id: &str, slot: &mut Option<Live>) -> Result<(), ApiError> {
     if slot.is_some() {
@@ -387,15 +397,7 @@ pub async fn answer(
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<AnswerRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let slot = app
-        .sessions
-        .slot(&id, app.config.adaptive.max_cached_sessions);
-    let mut guard = slot.lock().await;
-    if let Err(e) = load(&app, &id, &mut guard).await {
-        drop(guard);
-        app.sessions.forget(&id);
-        return Err(e);
-    }
+    let mut guard = locked(&app, &id).await?;
     let live = guard.as_mut().expect("loaded above");
     if live.row.email != identity.email {
         return Err(ApiError::Forbidden(
@@ -621,15 +623,7 @@ pub async fn get_session(
     identity: Identity,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let slot = app
-        .sessions
-        .slot(&id, app.config.adaptive.max_cached_sessions);
-    let mut guard = slot.lock().await;
-    if let Err(e) = load(&app, &id, &mut guard).await {
-        drop(guard);
-        app.sessions.forget(&id);
-        return Err(e);
-    }
+    let guard = locked(&app, &id).await?;
     let live = guard.as_ref().expect("loaded above");
     let staff = identity.role.sees_all_results();
     if !staff && live.row.email != identity.email {

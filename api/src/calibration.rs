@@ -156,15 +156,20 @@ fn cat_bank(exam: &Bank, items: &[CalibratedItem]) -> Result<CatBank, ApiError> 
     CatBank::new(cat_items).map_err(|e| ApiError::Invalid(format!("exam {:?}: {e}", exam.name)))
 }
 
-async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibration, ApiError> {
-    let results = state
+/// Every stored result of `exam` (fixed-form and adaptive), up to the calibration cap.
+async fn stored_results(state: &AppState, exam: &Bank) -> Result<Vec<ResultDocument>, ApiError> {
+    Ok(state
         .store
         .list_results(&ResultFilter {
             email: None,
             exam: Some(exam.name.clone()),
             limit: MAX_CALIBRATION_RESULTS,
         })
-        .await?;
+        .await?)
+}
+
+async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibration, ApiError> {
+    let results = stored_results(state, exam).await?;
     let previous: Vec<CalibratedItem> = match state.local.get_calibration(&exam.name, None).await? {
         Some(latest) => serde_json::from_str(&latest.params).unwrap_or_default(),
         None => Vec::new(),
@@ -353,7 +358,8 @@ pub fn calibration_json(stored: &StoredCalibration, with_items: bool) -> Value {
     v
 }
 
-fn exam_of(state: &AppState, name: &str) -> Result<Arc<Bank>, ApiError> {
+/// The exam named `name`, or 404.
+pub fn exam_of(state: &AppState, name: &str) -> Result<Arc<Bank>, ApiError> {
     state
         .banks
         .get(name)
@@ -430,14 +436,7 @@ pub async fn import_calibration(
         }
     }
     let _one = state.calibrations.running.lock().await;
-    let results = state
-        .store
-        .list_results(&ResultFilter {
-            email: None,
-            exam: Some(exam.name.clone()),
-            limit: MAX_CALIBRATION_RESULTS,
-        })
-        .await?;
+    let results = stored_results(&state, &exam).await?;
     // p-values and provisional parameters for the items not imported.
     let (mut items, _) = compute(
         &exam,
@@ -527,15 +526,7 @@ async fn recalibrate_if_new_results(state: &AppState, exam: &Bank) -> Result<(),
     let Some(latest) = state.local.get_calibration(&exam.name, None).await? else {
         return Ok(());
     };
-    let stored = state
-        .store
-        .list_results(&ResultFilter {
-            email: None,
-            exam: Some(exam.name.clone()),
-            limit: MAX_CALIBRATION_RESULTS,
-        })
-        .await?
-        .len() as i64;
+    let stored = stored_results(state, exam).await?.len() as i64;
     if stored > latest.responses {
         state.calibrations.recalibrate(state, exam).await?;
     }
