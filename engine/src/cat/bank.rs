@@ -16,6 +16,10 @@ pub const THETA_MIN: f64 = -6.0;
 pub const THETA_MAX: f64 = 6.0;
 /// Spacing of the θ grid.
 pub const GRID_STEP: f64 = (THETA_MAX - THETA_MIN) / (GRID_POINTS - 1) as f64;
+/// Zeros after the last row of each per-item table: a posterior-weighted sum may then read
+/// up to 3 values past the end of a row (into the next row, or into this tail) with zero
+/// weights, so it runs over whole 4-wide chunks without a scalar remainder loop.
+pub(crate) const ROW_OVERRUN: usize = 3;
 
 /// θ at grid node `k`.
 #[inline]
@@ -127,7 +131,10 @@ impl CatItem {
 
 /// A validated item bank. Construction precomputes, for every item and grid node θₖ,
 /// ln P, ln Q, the Fisher information and the running integrals ∫ ln P, ∫ ln Q (Simpson
-/// with midpoints), so a CAT step is table look-ups plus O(items) work.
+/// with midpoints), so a CAT step is table look-ups plus O(items) work. Each table is
+/// item-major, [`GRID_POINTS`] values per item, followed by [`ROW_OVERRUN`] zeros. (No
+/// padding inside rows: a power-of-two row length makes the same nodes of all items
+/// collide in the same cache sets.)
 ///
 /// Serialises as the list of [`CatItem`]s and deserialises through [`CatBank::new`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,14 +145,21 @@ pub struct CatBank {
     topics: Vec<String>,
     /// Topic index of each item (`u32::MAX` = no topic).
     pub(crate) topic_of: Vec<u32>,
+    /// `items[i].enabled`, packed: eligibility is recomputed on every step, and reading
+    /// the flags out of the item structs would pull every item into the cache.
+    pub(crate) enabled: Vec<bool>,
     pub(crate) a: Vec<f64>,
     pub(crate) b: Vec<f64>,
     pub(crate) c: Vec<f64>,
+    /// ln(1 − c), for ln Q at θ̂ in the KL criteria.
+    pub(crate) ln_1mc: Vec<f64>,
     pub(crate) ln_p: Vec<f64>,
     pub(crate) ln_q: Vec<f64>,
     pub(crate) info: Vec<f64>,
-    pub(crate) cum_ln_p: Vec<f64>,
-    pub(crate) cum_ln_q: Vec<f64>,
+    /// Per item and node: [∫ ln P from the grid start to the node, ln P, ∫ ln Q, ln Q],
+    /// what the KL window integral reads, side by side so that one item's look-ups at
+    /// a window end share one or two cache lines.
+    pub(crate) kl_nodes: Vec<[f64; 4]>,
     fingerprint: u64,
 }
 
@@ -233,11 +247,12 @@ impl CatBank {
             a: items.iter().map(|i| i.params.a).collect(),
             b: items.iter().map(|i| i.params.b).collect(),
             c: items.iter().map(|i| i.params.c).collect(),
-            ln_p: vec![0.0; n * g],
-            ln_q: vec![0.0; n * g],
-            info: vec![0.0; n * g],
-            cum_ln_p: vec![0.0; n * g],
-            cum_ln_q: vec![0.0; n * g],
+            ln_1mc: items.iter().map(|i| (-i.params.c).ln_1p()).collect(),
+            enabled: items.iter().map(|i| i.enabled).collect(),
+            ln_p: vec![0.0; n * g + ROW_OVERRUN],
+            ln_q: vec![0.0; n * g + ROW_OVERRUN],
+            info: vec![0.0; n * g + ROW_OVERRUN],
+            kl_nodes: vec![[0.0; 4]; n * g],
             items,
             index,
             topics,
@@ -258,11 +273,15 @@ impl CatBank {
                 lq[k] = q;
                 inf[k] = item_info(a, b, c, node(k));
             }
-            let (cp, cq) = (&mut bank.cum_ln_p[r.clone()], &mut bank.cum_ln_q[r]);
-            for k in 1..g {
-                let (mp, mq) = ln_pq(a, b, c, node(k - 1) + 0.5 * GRID_STEP);
-                cp[k] = cp[k - 1] + GRID_STEP / 6.0 * (lp[k - 1] + 4.0 * mp + lp[k]);
-                cq[k] = cq[k - 1] + GRID_STEP / 6.0 * (lq[k - 1] + 4.0 * mq + lq[k]);
+            let kl = &mut bank.kl_nodes[r];
+            let (mut cp, mut cq) = (0.0, 0.0);
+            for k in 0..g {
+                if k > 0 {
+                    let (mp, mq) = ln_pq(a, b, c, node(k - 1) + 0.5 * GRID_STEP);
+                    cp += GRID_STEP / 6.0 * (lp[k - 1] + 4.0 * mp + lp[k]);
+                    cq += GRID_STEP / 6.0 * (lq[k - 1] + 4.0 * mq + lq[k]);
+                }
+                kl[k] = [cp, lp[k], cq, lq[k]];
             }
         }
         Ok(bank)
@@ -310,12 +329,13 @@ impl CatBank {
             item: id.to_string(),
         })?;
         self.items[i].enabled = enabled;
+        self.enabled[i] = enabled;
         Ok(())
     }
 
     #[inline]
     pub(crate) fn enabled(&self, i: usize) -> bool {
-        self.items[i].enabled
+        self.enabled[i]
     }
 
     #[inline]
@@ -329,9 +349,31 @@ impl CatBank {
         self.fingerprint
     }
 
+    /// Item `i`'s values of a grid table, one per node.
     #[inline]
     pub(crate) fn row<'a>(&self, table: &'a [f64], i: usize) -> &'a [f64] {
         &table[i * GRID_POINTS..(i + 1) * GRID_POINTS]
+    }
+
+    /// Item `i`'s `kl_nodes`, one record per node.
+    #[inline]
+    pub(crate) fn kl_row(&self, i: usize) -> &[[f64; 4]] {
+        &self.kl_nodes[i * GRID_POINTS..(i + 1) * GRID_POINTS]
+    }
+
+    /// Nodes `k0..k1` of item `i`'s row, where `k1` may exceed [`GRID_POINTS`] by up to
+    /// [`ROW_OVERRUN`]: those values belong to the next row (or are the zero tail) and
+    /// must be given zero weight.
+    #[inline]
+    pub(crate) fn row_window<'a>(
+        &self,
+        table: &'a [f64],
+        i: usize,
+        k0: usize,
+        k1: usize,
+    ) -> &'a [f64] {
+        debug_assert!(k0 <= k1 && k1 <= GRID_POINTS + ROW_OVERRUN);
+        &table[i * GRID_POINTS + k0..i * GRID_POINTS + k1]
     }
 }
 
@@ -369,11 +411,15 @@ impl CumPos {
         }
     }
 
+    /// (∫ ln P, ∫ ln Q) from the grid start to x, from one item's `kl_nodes` row.
     #[inline]
-    pub fn eval(&self, cum: &[f64], f: &[f64]) -> f64 {
-        cum[self.k]
-            + GRID_STEP
-                * (self.w[0] * f[self.j0] + self.w[1] * f[self.j0 + 1] + self.w[2] * f[self.j0 + 2])
+    pub fn eval_pq(&self, row: &[[f64; 4]]) -> (f64, f64) {
+        let (c, f) = (&row[self.k], &row[self.j0..self.j0 + 3]);
+        let [w0, w1, w2] = self.w;
+        (
+            c[0] + GRID_STEP * (w0 * f[0][1] + w1 * f[1][1] + w2 * f[2][1]),
+            c[2] + GRID_STEP * (w0 * f[0][3] + w1 * f[1][3] + w2 * f[2][3]),
+        )
     }
 }
 

@@ -25,11 +25,6 @@ pub(crate) struct Resp {
 
 /// (logistic(z), logistic(−z)) with one exponential, both accurate.
 #[inline]
-pub(crate) fn sig2_pub(z: f64) -> (f64, f64) {
-    sig2(z)
-}
-
-#[inline]
 fn sig2(z: f64) -> (f64, f64) {
     let e = (-z.abs()).exp();
     let r = 1.0 / (1.0 + e);

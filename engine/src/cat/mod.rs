@@ -33,6 +33,7 @@ mod rng;
 mod select;
 mod session;
 mod simulate;
+mod vmath;
 
 use thiserror::Error;
 

@@ -1,9 +1,9 @@
 //! Item selection criteria and exposure control.
 
-use super::bank::{CatBank, CumPos, GRID_POINTS, THETA_MAX, THETA_MIN};
+use super::bank::{CatBank, CumPos, GRID_POINTS, ROW_OVERRUN, THETA_MAX, THETA_MIN, node};
 use super::config::{CatConfig, ExposureControl, SelectionRule};
-use super::estimate::{item_info, sig2_pub};
 use super::rng::CatRng;
+use super::vmath::{exp_nonpos, ln_normal};
 
 /// What the criteria need to know about the current state.
 pub(crate) struct SelectCtx<'a> {
@@ -16,44 +16,94 @@ pub(crate) struct SelectCtx<'a> {
     pub n_answered: usize,
 }
 
-/// (P, ln P, ln Q) at θ.
-#[inline]
-fn p_lnp_lnq(a: f64, b: f64, c: f64, theta: f64) -> (f64, f64, f64) {
+/// Fisher information at θ, as `super::estimate::item_info` but with [`exp_nonpos`] so that a
+/// loop over items is vectorised (both forms computed, then selected, for the same reason).
+#[inline(always)]
+fn fisher_info(a: f64, b: f64, c: f64, theta: f64) -> f64 {
     let z = a * (theta - b);
-    if c == 0.0 {
-        let e = (-z.abs()).exp();
-        // e ∈ (0, 1]: ln(1 + e) is accurate enough here and cheaper than ln_1p.
-        let l = (1.0 + e).ln();
-        let (p, lnp) = if z >= 0.0 {
-            (1.0 / (1.0 + e), -l)
-        } else {
-            (e / (1.0 + e), z - l)
-        };
-        (p, lnp, lnp - z)
-    } else {
-        let (s, sq) = sig2_pub(z);
-        let p = c + (1.0 - c) * s;
-        (p, p.ln(), ((1.0 - c) * sq).ln())
+    let e = exp_nonpos(-z.abs());
+    let r = 1.0 / (1.0 + e);
+    let (s, sq) = if z >= 0.0 { (r, e * r) } else { (e * r, r) };
+    let two_pl = a * a * s * sq;
+    let three_pl = a * a * (1.0 - c) * s * s * sq / (c + (1.0 - c) * s);
+    if c == 0.0 { two_pl } else { three_pl }
+}
+
+/// Items per block of the two-pass criteria (scratch arrays on the stack).
+const BLOCK: usize = 64;
+
+/// P and the negative entropy p ln p + q ln q (q = 1 − P) at θ for the items
+/// `i0..i0 + p.len()`: one loop without calls, so the compiler vectorises it. With
+/// z = a(θ − b), e = exp(−|z|) and l = ln(1 + e):
+/// * 2PL: ln P = min(z, 0) − l and ln Q = ln P − z;
+/// * 3PL: P·(1 + e) = 1 + c·e (z ≥ 0) or c + e (z < 0), so ln P = ln(that) − l, and
+///   ln Q = ln(1 − c) − l − max(z, 0) with ln(1 − c) precomputed per item.
+fn neg_entropy(bank: &CatBank, i0: usize, theta: f64, p: &mut [f64], h: &mut [f64]) {
+    let r = i0..i0 + p.len();
+    let items = bank.a[r.clone()]
+        .iter()
+        .zip(&bank.b[r.clone()])
+        .zip(&bank.c[r.clone()])
+        .zip(&bank.ln_1mc[r]);
+    for ((((&a, &b), &c), &ln_1mc), (p, h)) in items.zip(p.iter_mut().zip(h.iter_mut())) {
+        let z = a * (theta - b);
+        let e = exp_nonpos(-z.abs());
+        let l = ln_normal(1.0 + e);
+        let num = if z >= 0.0 { 1.0 + c * e } else { c + e };
+        let pr = num / (1.0 + e);
+        // Both forms, then a select: a branch here stops the vectorisation. num ≥ c > 0
+        // for 3PL (the clamp keeps the unused 2PL value, and a subnormal c, inside
+        // ln_normal's domain).
+        let lp3 = ln_normal(num.max(f64::MIN_POSITIVE)) - l;
+        let lq3 = ln_1mc - l - z.max(0.0);
+        let lp2 = z.min(0.0) - l;
+        let two_pl = c == 0.0;
+        let lp = if two_pl { lp2 } else { lp3 };
+        let lq = if two_pl { lp2 - z } else { lq3 };
+        *p = pr;
+        *h = pr * lp + (1.0 - pr) * lq;
     }
 }
 
-/// KL information of an item at θ̂ integrated over [lo, hi], from the bank's running
-/// integrals (exposed for tests).
-pub(crate) fn kl_window(
+/// `f(i, P, p ln p + q ln q)` for eligible items and −∞ for the others, the first two
+/// computed a block at a time by [`neg_entropy`] (blocks without eligible items skipped).
+#[inline]
+fn fill_entropy(
+    out: &mut [f64],
+    eligible: &[bool],
     bank: &CatBank,
-    i: usize,
     theta: f64,
-    lo: &CumPos,
-    hi: &CumPos,
-    len: f64,
-) -> f64 {
-    let (p, lp, lq) = p_lnp_lnq(bank.a[i], bank.b[i], bank.c[i], theta);
-    let q = 1.0 - p;
-    let (fp, fq) = (bank.row(&bank.ln_p, i), bank.row(&bank.ln_q, i));
-    let (cp, cq) = (bank.row(&bank.cum_ln_p, i), bank.row(&bank.cum_ln_q, i));
-    let ip = hi.eval(cp, fp) - lo.eval(cp, fp);
-    let iq = hi.eval(cq, fq) - lo.eval(cq, fq);
-    len * (p * lp + q * lq) - p * ip - q * iq
+    mut f: impl FnMut(usize, f64, f64) -> f64,
+) {
+    let (mut p, mut h) = ([0.0; BLOCK], [0.0; BLOCK]);
+    for (blk, (out, eligible)) in out
+        .chunks_mut(BLOCK)
+        .zip(eligible.chunks(BLOCK))
+        .enumerate()
+    {
+        let i0 = blk * BLOCK;
+        let n = out.len();
+        if eligible.contains(&true) {
+            neg_entropy(bank, i0, theta, &mut p[..n], &mut h[..n]);
+        }
+        for (j, (o, &e)) in out.iter_mut().zip(eligible).enumerate() {
+            *o = if e {
+                f(i0 + j, p[j], h[j])
+            } else {
+                f64::NEG_INFINITY
+            };
+        }
+    }
+}
+
+/// KL information of item `i` at θ̂ integrated over [lo, hi] (`len` = hi − lo), from
+/// the bank's running integrals: ∫ KL = len·(p ln p + q ln q) − p·∫ln P − q·∫ln Q, with
+/// `p` = P(θ̂) and `h` = p ln p + q ln q from [`neg_entropy`].
+#[inline]
+fn kl_window(bank: &CatBank, i: usize, p: f64, h: f64, lo: &CumPos, hi: &CumPos, len: f64) -> f64 {
+    let row = bank.kl_row(i);
+    let ((p_hi, q_hi), (p_lo, q_lo)) = (hi.eval_pq(row), lo.eval_pq(row));
+    len * h - p * (p_hi - p_lo) - (1.0 - p) * (q_hi - q_lo)
 }
 
 /// The KL window [θ̂ − δ, θ̂ + δ] ∩ grid range with δ = max(z·SE, 0.05).
@@ -62,26 +112,52 @@ pub(crate) fn kl_bounds(theta: f64, se: f64, z: f64) -> (f64, f64) {
     ((theta - d).max(THETA_MIN), (theta + d).min(THETA_MAX))
 }
 
+/// Writes `f(i)` for eligible items and −∞ for the others. Generic (not `dyn`) so each
+/// rule's criterion is inlined into its own loop.
+#[inline]
+fn fill(out: &mut [f64], eligible: &[bool], mut f: impl FnMut(usize) -> f64) {
+    for (i, (o, &e)) in out.iter_mut().zip(eligible).enumerate() {
+        *o = if e { f(i) } else { f64::NEG_INFINITY };
+    }
+}
+
 /// Criterion value of every eligible item (higher is better), −∞ for the others.
-pub(crate) fn scores(ctx: &SelectCtx, eligible: &[bool], rng: &mut CatRng, out: &mut [f64]) {
+pub(crate) fn scores<'a>(
+    ctx: &SelectCtx<'a>,
+    eligible: &[bool],
+    rng: &mut CatRng,
+    out: &mut [f64],
+) {
     let bank = ctx.bank;
     let t = ctx.theta;
-    let each = |out: &mut [f64], f: &mut dyn FnMut(usize) -> f64| {
-        for (i, (o, &e)) in out.iter_mut().zip(eligible).enumerate() {
-            *o = if e { f(i) } else { f64::NEG_INFINITY };
-        }
-    };
     match ctx.config.rule {
-        SelectionRule::Mfi => each(out, &mut |i| item_info(bank.a[i], bank.b[i], bank.c[i], t)),
-        SelectionRule::BMatching => each(out, &mut |i| -(bank.b[i] - t).abs()),
-        SelectionRule::Random => each(out, &mut |_| rng.uniform()),
+        SelectionRule::Mfi => {
+            // Every item in one call-free loop (vectorised), then the ineligible masked.
+            let items = bank.a.iter().zip(&bank.b).zip(&bank.c);
+            for (o, ((&a, &b), &c)) in out.iter_mut().zip(items) {
+                *o = fisher_info(a, b, c, t);
+            }
+            for (o, &e) in out.iter_mut().zip(eligible) {
+                if !e {
+                    *o = f64::NEG_INFINITY;
+                }
+            }
+        }
+        SelectionRule::BMatching => fill(out, eligible, |i| -(bank.b[i] - t).abs()),
+        SelectionRule::Random => fill(out, eligible, |_| rng.uniform()),
         SelectionRule::Kl => {
             let (lo, hi) = kl_bounds(t, ctx.se, ctx.config.kl_window_z);
             let (plo, phi) = (CumPos::at(lo), CumPos::at(hi));
-            let len = hi - lo;
-            each(out, &mut |i| kl_window(bank, i, t, &plo, &phi, len))
+            fill_entropy(out, eligible, bank, t, |i, p, h| {
+                kl_window(bank, i, p, h, &plo, &phi, hi - lo)
+            })
         }
         SelectionRule::Klp | SelectionRule::Mpwi => {
+            // Nodes with a posterior weight ≤ 1e−13 are skipped (their share of any
+            // criterion is below the tables' rounding). The window [k0, k1) is lengthened
+            // to whole 4-chunks [k0, c1) with zero weights past k1 (possibly reading into
+            // the next row, see `CatBank::row_window`), so the dot products need no
+            // remainder loop; zero weight × finite table value adds nothing.
             let post = ctx.post;
             let k0 = post.iter().position(|&w| w > 1e-13).unwrap_or(0);
             let k1 = post
@@ -89,53 +165,63 @@ pub(crate) fn scores(ctx: &SelectCtx, eligible: &[bool], rng: &mut CatRng, out: 
                 .rposition(|&w| w > 1e-13)
                 .unwrap_or(GRID_POINTS - 1)
                 + 1;
-            let w = &post[k0..k1];
-            let wsum: f64 = w.iter().sum();
-            let dot = |row: &[f64]| dot4(&row[k0..k1], w);
+            let c1 = k0 + (k1 - k0).next_multiple_of(4);
+            let mut wpad = [0.0; GRID_POINTS + ROW_OVERRUN];
+            wpad[k0..k1].copy_from_slice(&post[k0..k1]);
+            let w = &wpad[k0..c1];
+            let cols = |table: &'a [f64], i: usize| bank.row_window(table, i, k0, c1);
             if ctx.config.rule == SelectionRule::Mpwi {
-                each(out, &mut |i| dot(bank.row(&bank.info, i)))
+                fill(out, eligible, |i| dot(cols(&bank.info, i), w))
             } else {
-                each(out, &mut |i| {
-                    let (p, lp, lq) = p_lnp_lnq(bank.a[i], bank.b[i], bank.c[i], t);
-                    let q = 1.0 - p;
-                    wsum * (p * lp + q * lq)
-                        - p * dot(bank.row(&bank.ln_p, i))
-                        - q * dot(bank.row(&bank.ln_q, i))
+                let wsum: f64 = w.iter().sum();
+                // Σ wₖθₖ, for the 2PL shortcut Σ w ln Q = Σ w ln P − a(Σ wθ − b·Σ w).
+                let wt: f64 = (k0..k1).map(|k| post[k] * node(k)).sum();
+                fill_entropy(out, eligible, bank, t, |i, p, h| {
+                    let (a, b, c) = (bank.a[i], bank.b[i], bank.c[i]);
+                    let dp = dot(cols(&bank.ln_p, i), w);
+                    let dq = if c == 0.0 {
+                        dp - a * (wt - b * wsum)
+                    } else {
+                        dot(cols(&bank.ln_q, i), w)
+                    };
+                    wsum * h - p * dp - (1.0 - p) * dq
                 })
             }
         }
     }
 }
 
-/// Dot product with four independent accumulators (vectorises).
+/// Σ xₖwₖ with four independent accumulators over fixed-size chunks, so the loop is
+/// unrolled and vectorised (the window is at most 64 long, so loop overhead matters).
 #[inline]
-fn dot4(x: &[f64], y: &[f64]) -> f64 {
+fn dot(x: &[f64], w: &[f64]) -> f64 {
+    let n = x.len().min(w.len());
+    let (xc, xr) = x[..n].as_chunks::<4>();
+    let (wc, wr) = w[..n].as_chunks::<4>();
     let mut acc = [0.0; 4];
-    let (xc, yc) = (x.chunks_exact(4), y.chunks_exact(4));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (a, b) in xc.zip(yc) {
-        for ((s, &p), &q) in acc.iter_mut().zip(a).zip(b) {
-            *s += p * q;
+    for (a, b) in xc.iter().zip(wc) {
+        for j in 0..4 {
+            acc[j] += a[j] * b[j];
         }
     }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (a, b) in xr.iter().zip(yr) {
+    // Pairs (0, 2) and (1, 3): lanes of the same SIMD register, so this is one vector add.
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (a, b) in xr.iter().zip(wr) {
         s += a * b;
     }
     s
 }
 
+/// First eligible (score ≠ −∞, not skipped) item with the highest score.
 fn argmax(scores: &[f64], skip: impl Fn(usize) -> bool) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
+    let (mut best, mut top) = (None, f64::NEG_INFINITY);
     for (i, &s) in scores.iter().enumerate() {
-        if s == f64::NEG_INFINITY || skip(i) {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| s > b) {
-            best = Some((i, s));
+        // `best.is_none()`: the first candidate is taken even if its score is NaN.
+        if s != f64::NEG_INFINITY && (s > top || best.is_none()) && !skip(i) {
+            (best, top) = (Some(i), s);
         }
     }
-    best.map(|b| b.0)
+    best
 }
 
 /// The `k` best eligible items, best first.

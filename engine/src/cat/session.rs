@@ -495,9 +495,7 @@ impl CatSession {
         let n_answered = self.trace.len();
         let max_length = self.config.stop.max_length;
         let rt = self.rt.as_mut().expect("runtime");
-        for (i, e) in rt.eligible.iter_mut().enumerate() {
-            *e = bank.enabled(i) && !rt.used[i] && !rt.blocked_mask[i];
-        }
+        base_eligible(bank, &rt.used, &rt.blocked_mask, &mut rt.eligible);
         if let Some(c) = &rt.content {
             c.restrict(
                 bank,
@@ -514,9 +512,7 @@ impl CatSession {
         let Some(c) = &rt.content else {
             return true;
         };
-        for (i, e) in rt.eligible.iter_mut().enumerate() {
-            *e = bank.enabled(i) && !rt.used[i] && !rt.blocked_mask[i];
-        }
+        base_eligible(bank, &rt.used, &rt.blocked_mask, &mut rt.eligible);
         c.open_unmet(bank, &rt.topic_counts, &rt.eligible) == 0
     }
 
@@ -544,6 +540,13 @@ impl CatSession {
             self.blocked.push(bank.id(j).to_string());
         }
         pick
+    }
+}
+
+/// Enabled, unused and not blocked (one pass over zipped slices: no bounds checks).
+fn base_eligible(bank: &CatBank, used: &[bool], blocked: &[bool], out: &mut [bool]) {
+    for (((e, &on), &u), &b) in out.iter_mut().zip(&bank.enabled).zip(used).zip(blocked) {
+        *e = on && !u && !b;
     }
 }
 
