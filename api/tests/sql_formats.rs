@@ -296,4 +296,51 @@ async fn embedded_results_reach_the_scores_view_once() {
         )
         .await;
     assert_eq!(changes[0]["n"], 2, "each change event is stored once");
+
+    // The views out of the box.
+    let (status, summary) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT exam, results, takers, pass_rate, mean_percentage FROM exam_summary"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary[0]["exam"], "rust-basics");
+    assert_eq!(summary[0]["results"], 2);
+    assert_eq!(summary[0]["takers"], 2);
+    assert_eq!(summary[0]["pass_rate"], 1.0);
+    assert_eq!(summary[0]["mean_percentage"], 100.0);
+    let (status, items) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT count(*) AS n, min(p_value) AS low, max(responses) AS most FROM question_difficulty"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{items}");
+    assert_eq!(items[0]["n"].as_u64().unwrap() as usize, key.len());
+    assert_eq!(items[0]["low"], 1.0);
+    assert_eq!(items[0]["most"], 2);
+    let (status, history) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT email, attempt, percentage FROM student_history ORDER BY email"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history,
+        json!([{"email": "a@example.com", "attempt": 1, "percentage": 100},
+               {"email": "b@example.com", "attempt": 1, "percentage": 100}])
+    );
+    let (status, _) = server
+        .post(
+            "/api/sql",
+            Some(&analyst),
+            &json!({"sql": "SELECT count(*) AS n FROM attempt_question_difficulty"}),
+        )
+        .await;
+    assert_eq!(status, 200);
 }

@@ -114,8 +114,47 @@ pub async fn register_lake(ctx: &SessionContext, lake: &Lake, live: bool) -> Res
     register_views(ctx).await
 }
 
+/// `exam_summary`: one row per exam over the current results (deleted ones left out).
+const EXAM_SUMMARY_VIEW: &str = "CREATE VIEW exam_summary AS
+SELECT exam, count(*) AS results, count(DISTINCT email) AS takers,
+       avg(percentage) AS mean_percentage, median(percentage) AS median_percentage,
+       stddev(percentage) AS sd_percentage,
+       avg(CASE WHEN result = 'passed' THEN 1.0 ELSE 0.0 END) AS pass_rate,
+       min(submitted_at) AS first_submitted_at, max(submitted_at) AS last_submitted_at
+FROM scores WHERE NOT deleted
+GROUP BY exam";
+
+/// `question_difficulty`: per exam and item, the share of right answers (p-value) over
+/// the current results.
+const QUESTION_DIFFICULTY_VIEW: &str = "CREATE VIEW question_difficulty AS
+SELECT exam, item, min(question) AS question, count(*) AS responses,
+       avg(CASE WHEN is_correct THEN 1.0 ELSE 0.0 END) AS p_value
+FROM score_details
+GROUP BY exam, item";
+
+/// `attempt_question_difficulty`: the same for the ingested attempts (answered questions).
+const ATTEMPT_QUESTION_DIFFICULTY_VIEW: &str = "CREATE VIEW attempt_question_difficulty AS
+SELECT exam_name, question_id, count(*) AS responses,
+       avg(CASE WHEN user_correct THEN 1.0 ELSE 0.0 END) AS p_value
+FROM attempt_questions WHERE user_correct IS NOT NULL
+GROUP BY exam_name, question_id";
+
+/// `student_history`: each student's results in order, numbered per exam.
+const STUDENT_HISTORY_VIEW: &str = "CREATE VIEW student_history AS
+SELECT email, exam, submitted_at,
+       row_number() OVER (PARTITION BY email, exam ORDER BY submitted_at, document_id) AS attempt,
+       score, total, percentage, result, document_id
+FROM scores WHERE NOT deleted";
+
 async fn register_views(ctx: &SessionContext) -> Result<()> {
-    for view in [SCORES_VIEW, SCORE_DETAILS_VIEW] {
+    for view in [
+        SCORES_VIEW,
+        SCORE_DETAILS_VIEW,
+        EXAM_SUMMARY_VIEW,
+        QUESTION_DIFFICULTY_VIEW,
+        ATTEMPT_QUESTION_DIFFICULTY_VIEW,
+        STUDENT_HISTORY_VIEW,
+    ] {
         ctx.sql(view).await?.collect().await?;
     }
     Ok(())
