@@ -16,7 +16,7 @@ pub const THETA_MIN: f64 = -6.0;
 pub const THETA_MAX: f64 = 6.0;
 /// Spacing of the θ grid.
 pub const GRID_STEP: f64 = (THETA_MAX - THETA_MIN) / (GRID_POINTS - 1) as f64;
-/// Zeros after the last row of each per-item table: a posterior-weighted sum may then read
+/// Zeros after the last row of an item-major table: a posterior-weighted sum may then read
 /// up to 3 values past the end of a row (into the next row, or into this tail) with zero
 /// weights, so it runs over whole 4-wide chunks without a scalar remainder loop.
 pub(crate) const ROW_OVERRUN: usize = 3;
@@ -131,10 +131,10 @@ impl CatItem {
 
 /// A validated item bank. Construction precomputes, for every item and grid node θₖ,
 /// ln P, ln Q, the Fisher information and the running integrals ∫ ln P, ∫ ln Q (Simpson
-/// with midpoints), so a CAT step is table look-ups plus O(items) work. Each table is
-/// item-major, [`GRID_POINTS`] values per item, followed by [`ROW_OVERRUN`] zeros. (No
+/// with midpoints), so a CAT step is table look-ups plus O(items) work. The layout of each
+/// table follows the criterion that reads it (see the fields). Item-major tables have no
 /// padding inside rows: a power-of-two row length makes the same nodes of all items
-/// collide in the same cache sets.)
+/// collide in the same cache sets.
 ///
 /// Serialises as the list of [`CatItem`]s and deserialises through [`CatBank::new`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,9 +153,15 @@ pub struct CatBank {
     pub(crate) c: Vec<f64>,
     /// ln(1 − c), for ln Q at θ̂ in the KL criteria.
     pub(crate) ln_1mc: Vec<f64>,
+    /// ln P and ln Q, node-major (`[k * len + i]`): the posterior-weighted sums of KLP
+    /// read one window of nodes for every item, which is then one contiguous stretch of
+    /// memory (streamed, and vectorised over items) instead of a short piece of each row.
     pub(crate) ln_p: Vec<f64>,
     pub(crate) ln_q: Vec<f64>,
+    /// Fisher information, item-major ([`CatBank::row`]).
     pub(crate) info: Vec<f64>,
+    /// Whether every item has c = 0 (then KLP needs only the ln P sums).
+    pub(crate) all_2pl: bool,
     /// Per item and node: [∫ ln P from the grid start to the node, ln P, ∫ ln Q, ln Q],
     /// what the KL window integral reads, side by side so that one item's look-ups at
     /// a window end share one or two cache lines.
@@ -249,9 +255,10 @@ impl CatBank {
             c: items.iter().map(|i| i.params.c).collect(),
             ln_1mc: items.iter().map(|i| (-i.params.c).ln_1p()).collect(),
             enabled: items.iter().map(|i| i.enabled).collect(),
-            ln_p: vec![0.0; n * g + ROW_OVERRUN],
-            ln_q: vec![0.0; n * g + ROW_OVERRUN],
+            ln_p: vec![0.0; n * g],
+            ln_q: vec![0.0; n * g],
             info: vec![0.0; n * g + ROW_OVERRUN],
+            all_2pl: items.iter().all(|i| i.params.c == 0.0),
             kl_nodes: vec![[0.0; 4]; n * g],
             items,
             index,
@@ -262,16 +269,12 @@ impl CatBank {
         for i in 0..n {
             let (a, b, c) = (bank.a[i], bank.b[i], bank.c[i]);
             let r = i * g..(i + 1) * g;
-            let (lp, lq, inf) = (
-                &mut bank.ln_p[r.clone()],
-                &mut bank.ln_q[r.clone()],
-                &mut bank.info[r.clone()],
-            );
+            let (mut lp, mut lq) = ([0.0; GRID_POINTS], [0.0; GRID_POINTS]);
             for k in 0..g {
-                let (p, q) = ln_pq(a, b, c, node(k));
-                lp[k] = p;
-                lq[k] = q;
-                inf[k] = item_info(a, b, c, node(k));
+                (lp[k], lq[k]) = ln_pq(a, b, c, node(k));
+                bank.ln_p[k * n + i] = lp[k];
+                bank.ln_q[k * n + i] = lq[k];
+                bank.info[i * g + k] = item_info(a, b, c, node(k));
             }
             let kl = &mut bank.kl_nodes[r];
             let (mut cp, mut cq) = (0.0, 0.0);
@@ -349,10 +352,17 @@ impl CatBank {
         self.fingerprint
     }
 
-    /// Item `i`'s values of a grid table, one per node.
+    /// Item `i`'s values of an item-major grid table (`info`), one per node.
     #[inline]
     pub(crate) fn row<'a>(&self, table: &'a [f64], i: usize) -> &'a [f64] {
         &table[i * GRID_POINTS..(i + 1) * GRID_POINTS]
+    }
+
+    /// Node `k`'s values of all items in a node-major table (`ln_p`, `ln_q`).
+    #[inline]
+    pub(crate) fn column<'a>(&self, table: &'a [f64], k: usize) -> &'a [f64] {
+        let n = self.len();
+        &table[k * n..(k + 1) * n]
     }
 
     /// Item `i`'s `kl_nodes`, one record per node.
@@ -361,9 +371,9 @@ impl CatBank {
         &self.kl_nodes[i * GRID_POINTS..(i + 1) * GRID_POINTS]
     }
 
-    /// Nodes `k0..k1` of item `i`'s row, where `k1` may exceed [`GRID_POINTS`] by up to
-    /// [`ROW_OVERRUN`]: those values belong to the next row (or are the zero tail) and
-    /// must be given zero weight.
+    /// Nodes `k0..k1` of item `i`'s row of an item-major table with [`ROW_OVERRUN`]
+    /// (`info`), where `k1` may exceed [`GRID_POINTS`] by up to [`ROW_OVERRUN`]: those values
+    /// belong to the next row (or are the zero tail) and must be given zero weight.
     #[inline]
     pub(crate) fn row_window<'a>(
         &self,

@@ -38,7 +38,15 @@ const BLOCK: usize = 64;
 /// * 2PL: ln P = min(z, 0) − l and ln Q = ln P − z;
 /// * 3PL: P·(1 + e) = 1 + c·e (z ≥ 0) or c + e (z < 0), so ln P = ln(that) − l, and
 ///   ln Q = ln(1 − c) − l − max(z, 0) with ln(1 − c) precomputed per item.
-fn neg_entropy(bank: &CatBank, i0: usize, theta: f64, p: &mut [f64], h: &mut [f64]) {
+///
+/// `MIXED = false` when every item is 2PL (skips the 3PL logarithm).
+fn neg_entropy<const MIXED: bool>(
+    bank: &CatBank,
+    i0: usize,
+    theta: f64,
+    p: &mut [f64],
+    h: &mut [f64],
+) {
     let r = i0..i0 + p.len();
     let items = bank.a[r.clone()]
         .iter()
@@ -51,15 +59,21 @@ fn neg_entropy(bank: &CatBank, i0: usize, theta: f64, p: &mut [f64], h: &mut [f6
         let l = ln_normal(1.0 + e);
         let num = if z >= 0.0 { 1.0 + c * e } else { c + e };
         let pr = num / (1.0 + e);
-        // Both forms, then a select: a branch here stops the vectorisation. num ≥ c > 0
-        // for 3PL (the clamp keeps the unused 2PL value, and a subnormal c, inside
-        // ln_normal's domain).
-        let lp3 = ln_normal(num.max(f64::MIN_POSITIVE)) - l;
-        let lq3 = ln_1mc - l - z.max(0.0);
         let lp2 = z.min(0.0) - l;
-        let two_pl = c == 0.0;
-        let lp = if two_pl { lp2 } else { lp3 };
-        let lq = if two_pl { lp2 - z } else { lq3 };
+        let (lp, lq) = if MIXED {
+            // Both forms, then a select: a branch here stops the vectorisation. num ≥ c > 0
+            // for 3PL (the clamp keeps the unused 2PL value, and a subnormal c, inside
+            // ln_normal's domain).
+            let lp3 = ln_normal(num.max(f64::MIN_POSITIVE)) - l;
+            let lq3 = ln_1mc - l - z.max(0.0);
+            let two_pl = c == 0.0;
+            (
+                if two_pl { lp2 } else { lp3 },
+                if two_pl { lp2 - z } else { lq3 },
+            )
+        } else {
+            (lp2, lp2 - z)
+        };
         *p = pr;
         *h = pr * lp + (1.0 - pr) * lq;
     }
@@ -84,7 +98,12 @@ fn fill_entropy(
         let i0 = blk * BLOCK;
         let n = out.len();
         if eligible.contains(&true) {
-            neg_entropy(bank, i0, theta, &mut p[..n], &mut h[..n]);
+            let (p, h) = (&mut p[..n], &mut h[..n]);
+            if bank.all_2pl {
+                neg_entropy::<false>(bank, i0, theta, p, h);
+            } else {
+                neg_entropy::<true>(bank, i0, theta, p, h);
+            }
         }
         for (j, (o, &e)) in out.iter_mut().zip(eligible).enumerate() {
             *o = if e {
@@ -122,11 +141,13 @@ fn fill(out: &mut [f64], eligible: &[bool], mut f: impl FnMut(usize) -> f64) {
 }
 
 /// Criterion value of every eligible item (higher is better), −∞ for the others.
-pub(crate) fn scores<'a>(
-    ctx: &SelectCtx<'a>,
+/// `scratch` is work space of at least 2 × bank length.
+pub(crate) fn scores(
+    ctx: &SelectCtx,
     eligible: &[bool],
     rng: &mut CatRng,
     out: &mut [f64],
+    scratch: &mut [f64],
 ) {
     let bank = ctx.bank;
     let t = ctx.theta;
@@ -154,10 +175,7 @@ pub(crate) fn scores<'a>(
         }
         SelectionRule::Klp | SelectionRule::Mpwi => {
             // Nodes with a posterior weight ≤ 1e−13 are skipped (their share of any
-            // criterion is below the tables' rounding). The window [k0, k1) is lengthened
-            // to whole 4-chunks [k0, c1) with zero weights past k1 (possibly reading into
-            // the next row, see `CatBank::row_window`), so the dot products need no
-            // remainder loop; zero weight × finite table value adds nothing.
+            // criterion is below the tables' rounding).
             let post = ctx.post;
             let k0 = post.iter().position(|&w| w > 1e-13).unwrap_or(0);
             let k1 = post
@@ -165,29 +183,67 @@ pub(crate) fn scores<'a>(
                 .rposition(|&w| w > 1e-13)
                 .unwrap_or(GRID_POINTS - 1)
                 + 1;
-            let c1 = k0 + (k1 - k0).next_multiple_of(4);
-            let mut wpad = [0.0; GRID_POINTS + ROW_OVERRUN];
-            wpad[k0..k1].copy_from_slice(&post[k0..k1]);
-            let w = &wpad[k0..c1];
-            let cols = |table: &'a [f64], i: usize| bank.row_window(table, i, k0, c1);
             if ctx.config.rule == SelectionRule::Mpwi {
-                fill(out, eligible, |i| dot(cols(&bank.info, i), w))
+                // The window is lengthened to whole 4-chunks [k0, c1) with zero weights
+                // past k1 (possibly reading into the next row, see `CatBank::row_window`),
+                // so the dot products need no remainder loop; zero weight × finite table
+                // value adds nothing.
+                let c1 = k0 + (k1 - k0).next_multiple_of(4);
+                let mut wpad = [0.0; GRID_POINTS + ROW_OVERRUN];
+                wpad[k0..k1].copy_from_slice(&post[k0..k1]);
+                let w = &wpad[k0..c1];
+                fill(out, eligible, |i| {
+                    dot(bank.row_window(&bank.info, i, k0, c1), w)
+                })
             } else {
+                // KLP = Σ w·KL = Σw·(p ln p + q ln q) − p·Σ w ln P − q·Σ w ln Q.
+                let w = &post[k0..k1];
                 let wsum: f64 = w.iter().sum();
-                // Σ wₖθₖ, for the 2PL shortcut Σ w ln Q = Σ w ln P − a(Σ wθ − b·Σ w).
-                let wt: f64 = (k0..k1).map(|k| post[k] * node(k)).sum();
+                let (dp, rest) = scratch.split_at_mut(bank.len());
+                let dq = &mut rest[..bank.len()];
+                weighted_sums(bank, &bank.ln_p, k0, w, dp);
+                if bank.all_2pl {
+                    // ln Q = ln P − a(θ − b) for every item: Σ w ln Q from Σ w ln P.
+                    let wt: f64 = (k0..k1).map(|k| post[k] * node(k)).sum();
+                    let items = dp.iter().zip(&bank.a).zip(&bank.b);
+                    for (q, ((&p, &a), &b)) in dq.iter_mut().zip(items) {
+                        *q = p - a * (wt - b * wsum);
+                    }
+                } else {
+                    weighted_sums(bank, &bank.ln_q, k0, w, dq);
+                }
                 fill_entropy(out, eligible, bank, t, |i, p, h| {
-                    let (a, b, c) = (bank.a[i], bank.b[i], bank.c[i]);
-                    let dp = dot(cols(&bank.ln_p, i), w);
-                    let dq = if c == 0.0 {
-                        dp - a * (wt - b * wsum)
-                    } else {
-                        dot(cols(&bank.ln_q, i), w)
-                    };
-                    wsum * h - p * dp - (1.0 - p) * dq
+                    wsum * h - p * dp[i] - (1.0 - p) * dq[i]
                 })
             }
         }
+    }
+}
+
+/// `sums[i] = Σⱼ w[j]·table[k0 + j][i]` for every item i of a node-major table: each node's
+/// values of all items are contiguous, so this streams through the window's part of the
+/// table and vectorises over items; four nodes per pass.
+fn weighted_sums(bank: &CatBank, table: &[f64], k0: usize, w: &[f64], sums: &mut [f64]) {
+    sums.fill(0.0);
+    let (quads, rest) = w.as_chunks::<4>();
+    let mut k = k0;
+    for q in quads {
+        let cols = bank
+            .column(table, k)
+            .iter()
+            .zip(bank.column(table, k + 1))
+            .zip(bank.column(table, k + 2))
+            .zip(bank.column(table, k + 3));
+        for (s, (((&x0, &x1), &x2), &x3)) in sums.iter_mut().zip(cols) {
+            *s += (q[0] * x0 + q[1] * x1) + (q[2] * x2 + q[3] * x3);
+        }
+        k += 4;
+    }
+    for &wk in rest {
+        for (s, &x) in sums.iter_mut().zip(bank.column(table, k)) {
+            *s += wk * x;
+        }
+        k += 1;
     }
 }
 

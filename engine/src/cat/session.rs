@@ -117,6 +117,8 @@ struct Runtime {
     content: Option<ContentIx>,
     eligible: Vec<bool>,
     scores: Vec<f64>,
+    /// Work space of the selection criteria (2 × bank length).
+    scratch: Vec<f64>,
     post: Vec<f64>,
 }
 
@@ -223,10 +225,11 @@ impl CatSession {
         let rt = self.rt.as_mut().expect("runtime");
         let i = rt.pending_idx.expect("pending index");
         let (a, b, c) = (bank.a[i], bank.b[i], bank.c[i]);
-        // Grid updates from the bank tables: O(nodes).
-        let row = bank.row(if correct { &bank.ln_p } else { &bank.ln_q }, i);
-        for (l, v) in self.loglik.iter_mut().zip(row) {
-            *l += v;
+        // Grid updates from the bank tables: O(nodes). ln P / ln Q from the item's
+        // `kl_nodes` records (item-major, so one item's values are contiguous).
+        let j = if correct { 1 } else { 3 };
+        for (l, v) in self.loglik.iter_mut().zip(bank.kl_row(i)) {
+            *l += v[j];
         }
         for (t, v) in self.tinfo.iter_mut().zip(bank.row(&bank.info, i)) {
             *t += v;
@@ -411,7 +414,13 @@ impl CatSession {
             post: &rt.post,
             n_answered: s.trace.len(),
         };
-        scores(&ctx, &rt.eligible, &mut s.rng, &mut rt.scores);
+        scores(
+            &ctx,
+            &rt.eligible,
+            &mut s.rng,
+            &mut rt.scores,
+            &mut rt.scratch,
+        );
         Ok(rt
             .scores
             .iter()
@@ -456,6 +465,7 @@ impl CatSession {
             },
             eligible: vec![false; n],
             scores: vec![0.0; n],
+            scratch: vec![0.0; 2 * n],
             post: vec![0.0; GRID_POINTS],
         };
         for t in &self.trace {
@@ -527,7 +537,13 @@ impl CatSession {
             post: &rt.post,
             n_answered: self.trace.len(),
         };
-        scores(&ctx, &rt.eligible, &mut self.rng, &mut rt.scores);
+        scores(
+            &ctx,
+            &rt.eligible,
+            &mut self.rng,
+            &mut rt.scores,
+            &mut rt.scratch,
+        );
         let before = rt.blocked_idx.len();
         let pick = choose(
             &ctx,
