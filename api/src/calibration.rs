@@ -1,5 +1,7 @@
 //! Item parameters of the adaptive exams: computing a calibration from every stored
-//! response, keeping each version (a running session keeps the one it started with), and
+//! response (fixed-form and adaptive results in the store, plus the ingested attempts whose
+//! question ids are items of the bank: one response set per attempt, `user_correct` as the
+//! answer's score, read from the lake's live `attempt_questions`), keeping each version (a running session keeps the one it started with), and
 //! the CAT banks built from them.
 //!
 //! Cold start: an item with fewer than `adaptive.min_item_responses` responses, or one the
@@ -168,8 +170,91 @@ async fn stored_results(state: &AppState, exam: &Bank) -> Result<Vec<ResultDocum
         .await?)
 }
 
+/// One ingested attempt's scored answers to items of a bank: (attempt `keen_id`, item
+/// index, correct).
+pub struct AttemptResponses {
+    pub attempt: String,
+    pub answers: Vec<(usize, bool)>,
+}
+
+/// The ingested attempts (committed and live rows of `attempt_questions`) that answered
+/// items of `exam`, matched by question id; questions without `user_correct` are skipped.
+async fn attempt_responses(
+    state: &AppState,
+    exam: &Bank,
+) -> Result<Vec<AttemptResponses>, ApiError> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::DataType;
+    if exam.items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let index: HashMap<&str, usize> = exam
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    let ids: Vec<String> = exam
+        .items
+        .iter()
+        .map(|it| format!("'{}'", it.id.replace('\'', "''")))
+        .collect();
+    let ctx = examflow_ingest::lake::query::new_session();
+    examflow_ingest::lake::query::register_lake(&ctx, &state.lake, true).await?;
+    let sql = format!(
+        "SELECT CAST(keen_id AS VARCHAR), CAST(question_id AS VARCHAR), user_correct \
+         FROM attempt_questions \
+         WHERE user_correct IS NOT NULL AND keen_id IS NOT NULL AND question_id IN ({})",
+        ids.join(", ")
+    );
+    let batches = examflow_ingest::lake::query::run_sql(&ctx, &sql).await?;
+    let mut by_attempt: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<AttemptResponses> = Vec::new();
+    for batch in &batches {
+        let cast = |i: usize, to: &DataType| {
+            datafusion::arrow::compute::cast(batch.column(i), to)
+                .map_err(|e| ApiError::Invalid(format!("reading attempt_questions: {e}")))
+        };
+        let (keys, questions, correct) = (
+            cast(0, &DataType::Utf8)?,
+            cast(1, &DataType::Utf8)?,
+            cast(2, &DataType::Boolean)?,
+        );
+        let (keys, questions, correct) = (
+            keys.as_string::<i32>(),
+            questions.as_string::<i32>(),
+            correct.as_boolean(),
+        );
+        for row in 0..batch.num_rows() {
+            if keys.is_null(row) || questions.is_null(row) || correct.is_null(row) {
+                continue;
+            }
+            let Some(&item) = index.get(questions.value(row)) else {
+                continue;
+            };
+            let slot = match by_attempt.get(keys.value(row)) {
+                Some(&slot) => slot,
+                None => {
+                    if out.len() >= MAX_CALIBRATION_RESULTS {
+                        continue;
+                    }
+                    by_attempt.insert(keys.value(row).to_string(), out.len());
+                    out.push(AttemptResponses {
+                        attempt: keys.value(row).to_string(),
+                        answers: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            out[slot].answers.push((item, correct.value(row)));
+        }
+    }
+    Ok(out)
+}
+
 async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibration, ApiError> {
     let results = stored_results(state, exam).await?;
+    let attempts = attempt_responses(state, exam).await?;
     let previous: Vec<CalibratedItem> = match state.local.get_calibration(&exam.name, None).await? {
         Some(latest) => serde_json::from_str(&latest.params).unwrap_or_default(),
         None => Vec::new(),
@@ -180,6 +265,7 @@ async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibr
         let (mut items, summary) = compute(
             &exam_owned,
             &results,
+            &attempts,
             adaptive.calibration_model,
             adaptive.min_item_responses,
         )?;
@@ -226,10 +312,12 @@ fn keep_known_parameters(items: &mut [CalibratedItem], previous: &[CalibratedIte
 }
 
 /// Item parameters for `exam` from `results` (fixed-form and adaptive alike: every
-/// answered item of every result is one response; unanswered items are missing).
+/// answered item of every result is one response; unanswered items are missing) and from
+/// ingested `attempts` (one response set each).
 pub fn compute(
     exam: &Bank,
     results: &[ResultDocument],
+    attempts: &[AttemptResponses],
     model: examflow_engine::irt::Model,
     min_item_responses: usize,
 ) -> Result<(Vec<CalibratedItem>, Value), ApiError> {
@@ -253,6 +341,19 @@ pub fn compute(
         if any {
             rows.push(row);
             person_ids.push(doc.id.clone());
+        }
+    }
+    let from_results = rows.len();
+    for attempt in attempts {
+        let mut row = vec![None; exam.items.len()];
+        for &(i, right) in &attempt.answers {
+            if i < row.len() {
+                row[i] = Some(u8::from(right));
+            }
+        }
+        if row.iter().any(Option::is_some) {
+            rows.push(row);
+            person_ids.push(format!("attempt:{}", attempt.attempt));
         }
     }
     let n = exam.items.len();
@@ -329,6 +430,8 @@ pub fn compute(
     }
     let summary = json!({
         "results": rows.len(),
+        "stored_results": from_results,
+        "ingested_attempts": rows.len() - from_results,
         "model": model.as_str(),
         "min_item_responses": min_item_responses,
         "items_calibrated": items.iter().filter(|i| !i.provisional).count(),
@@ -441,6 +544,7 @@ pub async fn import_calibration(
     let (mut items, _) = compute(
         &exam,
         &results,
+        &[],
         state.config.adaptive.calibration_model,
         usize::MAX,
     )?;
@@ -504,7 +608,8 @@ pub async fn get_calibration(
 }
 
 /// The schedule: every `calibrate_interval_secs`, recalibrate each exam that has a
-/// version and more stored results than its latest version used.
+/// version and more response sets (stored results and ingested attempts) than its latest
+/// version used.
 pub async fn run_schedule(state: AppState) {
     let every = state.config.adaptive.calibrate_interval_secs;
     if every == 0 {
@@ -526,8 +631,15 @@ async fn recalibrate_if_new_results(state: &AppState, exam: &Bank) -> Result<(),
     let Some(latest) = state.local.get_calibration(&exam.name, None).await? else {
         return Ok(());
     };
-    let stored = stored_results(state, exam).await?.len() as i64;
-    if stored > latest.responses {
+    let items: std::collections::HashSet<&str> =
+        exam.items.iter().map(|it| it.id.as_str()).collect();
+    let results = stored_results(state, exam)
+        .await?
+        .iter()
+        .filter(|doc| doc.details.iter().any(|d| items.contains(d.item.as_str())))
+        .count();
+    let attempts = attempt_responses(state, exam).await?.len();
+    if (results + attempts) as i64 > latest.responses {
         state.calibrations.recalibrate(state, exam).await?;
     }
     Ok(())
@@ -562,7 +674,7 @@ mod tests {
     #[test]
     fn no_responses_give_provisional_parameters_from_p_half() {
         let b = bank(3);
-        let (items, summary) = compute(&b, &[], Model::TwoPl, 30).unwrap();
+        let (items, summary) = compute(&b, &[], &[], Model::TwoPl, 30).unwrap();
         assert!(
             items
                 .iter()
@@ -594,14 +706,14 @@ mod tests {
                 .collect();
             results.push(result(&b, &row));
         }
-        let (items, summary) = compute(&b, &results, Model::TwoPl, 30).unwrap();
+        let (items, summary) = compute(&b, &results, &[], Model::TwoPl, 30).unwrap();
         assert_eq!(summary["items_calibrated"], 4, "{summary}");
         assert!(items.iter().all(|i| !i.provisional && i.responses == 400));
         for w in items.windows(2) {
             assert!(w[0].b < w[1].b, "{items:?}");
         }
         // Too few responses per item: provisional again, from the observed p-values.
-        let (items, _) = compute(&b, &results[..20], Model::TwoPl, 30).unwrap();
+        let (items, _) = compute(&b, &results[..20], &[], Model::TwoPl, 30).unwrap();
         assert!(items.iter().all(|i| i.provisional && i.p_value.is_some()));
     }
 }

@@ -585,3 +585,112 @@ async fn imported_parameters_become_a_version_and_survive_recalibration_without_
     assert_eq!(again["items"][2]["provisional"], false);
     assert_eq!(again["items"][4]["provisional"], true);
 }
+
+/// Ingested attempts whose question ids are items of the bank (given by the bank's `id`
+/// field) count as responses: with no stored result at all, 300 attempts in the lake
+/// calibrate every item.
+#[tokio::test]
+async fn calibration_uses_ingested_attempts_whose_questions_are_bank_items() {
+    use std::collections::BTreeMap;
+
+    use examflow_ingest::attempts::{Attempt, AttemptBatchBuilder};
+    use examflow_ingest::lake::Lake;
+    use examflow_ingest::source::SourcePosition;
+
+    let dir = tempfile::tempdir().unwrap();
+    let banks: PathBuf = dir.path().join("banks");
+    std::fs::create_dir_all(&banks).unwrap();
+    let n = 6;
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("9f1c0e2a-0000-4000-8000-00000000000{i}"))
+        .collect();
+    let questions: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            json!({"id": id, "question": format!("Question {i}?"),
+                   "options": ["right", "wrong"], "correct_answer": "right"})
+        })
+        .collect();
+    std::fs::write(
+        banks.join("algebra.json"),
+        Value::Array(questions).to_string(),
+    )
+    .unwrap();
+    // 300 attempts answering the bank's questions (2PL, a = 1.5, b from -2 to 2, θ ~ N(0, 1)),
+    // plus questions of another exam that must be ignored.
+    let mut stream = 0x9e37_79b9_7f4a_7c15u64;
+    let mut uniform = move || {
+        stream ^= stream << 13;
+        stream ^= stream >> 7;
+        stream ^= stream << 17;
+        (stream >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let data = dir.path().join("data");
+    {
+        let lake = Lake::open(&data).await.unwrap();
+        let mut builder = AttemptBatchBuilder::new();
+        for s in 0..300usize {
+            let theta =
+                (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+            let mut asked: Vec<Value> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let b = -2.0 + 4.0 * i as f64 / (n - 1) as f64;
+                    let right = uniform() < 1.0 / (1.0 + (-1.5 * (theta - b)).exp());
+                    json!({"id": id, "user_correct": right,
+                           "user_result": if right { "correct" } else { "incorrect" },
+                           "options": []})
+                })
+                .collect();
+            asked.push(json!({"id": "not-in-the-bank", "user_correct": true, "options": []}));
+            let document = json!({
+                "keen_id": format!("attempt-{s}"),
+                "user_exam_id": format!("user-exam-{s}"),
+                "exam_name": "Algebra",
+                "started_at": "2026-11-20T10:00:00.000Z",
+                "sequences": {"questions": asked},
+            });
+            let text = document.to_string();
+            let attempt = Attempt::parse(text.as_bytes()).unwrap();
+            let source = SourcePosition {
+                topic: "exams",
+                partition: 0,
+                offset: s as i64,
+                ingested_at_us: 0,
+            };
+            builder.append(&attempt, &source);
+        }
+        let batches = builder.finish();
+        lake.attempt_questions.push_tail(batches.questions);
+        let positions = BTreeMap::from([(("exams".to_string(), 0), 299)]);
+        lake.attempt_questions
+            .commit_tail("test", &positions, 1)
+            .await
+            .unwrap();
+    }
+    let server = start(&data, &banks, Some("[adaptive]\nmin_item_responses = 20\n"));
+    let educator = server.token("ed@example.com", "educator");
+    let (status, calibration) = server
+        .post("/api/exams/algebra/calibrate", Some(&educator), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{calibration}");
+    assert_eq!(
+        calibration["summary"]["ingested_attempts"], 300,
+        "{calibration}"
+    );
+    assert_eq!(calibration["summary"]["stored_results"], 0, "{calibration}");
+    let items = calibration["items"].as_array().unwrap();
+    assert_eq!(items.len(), n);
+    assert!(items.iter().all(|i| i["responses"] == 300), "{calibration}");
+    assert!(
+        items.iter().all(|i| i["provisional"] == false),
+        "{calibration}"
+    );
+    let by_id: Vec<&str> = items.iter().map(|i| i["item"].as_str().unwrap()).collect();
+    assert_eq!(by_id, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let b: Vec<f64> = items.iter().map(|i| i["b"].as_f64().unwrap()).collect();
+    assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+    assert!(b[0] < -1.0 && b[n - 1] > 1.0, "{b:?}");
+}

@@ -18,8 +18,10 @@ pub const MAX_BANK_BYTES: usize = 16 * 1024 * 1024;
 /// One multiple-choice question of a bank, with its stable id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
-    /// Stable id: a hash of the exam name, the question text and, for repeated texts,
-    /// the occurrence number of that text within the bank.
+    /// Stable id: the question's own `id` when the bank gives one (e.g. the platform's
+    /// question id, so ingested attempts' answers match the item), otherwise a hash of the
+    /// exam name, the question text and, for repeated texts, the occurrence number of that
+    /// text within the bank.
     pub id: String,
     pub question: String,
     pub options: Vec<String>,
@@ -50,6 +52,7 @@ pub struct Bank {
 /// a precise error instead of serde's generic message.
 #[derive(Deserialize)]
 struct RawQuestion {
+    id: Option<serde_json::Value>,
     question: Option<serde_json::Value>,
     options: Option<serde_json::Value>,
     correct_answer: Option<serde_json::Value>,
@@ -74,6 +77,9 @@ pub fn validate_exam_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Longest explicit item id a bank may give.
+pub const MAX_ITEM_ID_BYTES: usize = 200;
 
 /// Stable item id: 16 hex digits of SHA-256 over (exam, question text, occurrence).
 pub fn item_id(exam: &str, question: &str, occurrence: usize) -> String {
@@ -122,6 +128,7 @@ impl Bank {
             return Err(at(None, "the bank has no questions".into()));
         }
         let mut occurrences: HashMap<String, usize> = HashMap::new();
+        let mut ids: HashSet<String> = HashSet::new();
         let mut items = Vec::with_capacity(raw.len());
         for (index, q) in raw.into_iter().enumerate() {
             let err = |m: String| at(Some(index), m);
@@ -174,8 +181,24 @@ impl Bank {
                 Some(_) => return Err(err("\"topic\" must be a non-empty string".into())),
             };
             let occurrence = occurrences.entry(question.clone()).or_default();
-            let id = item_id(exam, &question, *occurrence);
+            let id = match q.id {
+                None | Some(serde_json::Value::Null) => item_id(exam, &question, *occurrence),
+                Some(serde_json::Value::String(s))
+                    if !s.trim().is_empty() && s.len() <= MAX_ITEM_ID_BYTES =>
+                {
+                    s
+                }
+                Some(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+                Some(_) => {
+                    return Err(err(format!(
+                        "\"id\" must be a non-empty string of at most {MAX_ITEM_ID_BYTES} bytes or an integer"
+                    )));
+                }
+            };
             *occurrence += 1;
+            if !ids.insert(id.clone()) {
+                return Err(err(format!("id {id:?} is used by an earlier question")));
+            }
             items.push(Item {
                 id,
                 question,
@@ -235,6 +258,33 @@ mod tests {
         )
         .unwrap();
         assert_ne!(bank.items[0].id, bank.items[1].id);
+    }
+
+    #[test]
+    fn explicit_ids_are_kept_checked_and_unique() {
+        let bank = parse(
+            r#"[{"id": "7a2ed6d3-f492", "question": "Q1", "options": ["a", "b"], "correct_answer": "a"},
+                {"id": 42, "question": "Q2", "options": ["a", "b"], "correct_answer": "a"},
+                {"question": "Q3", "options": ["a", "b"], "correct_answer": "a"}]"#,
+        )
+        .unwrap();
+        assert_eq!(bank.items[0].id, "7a2ed6d3-f492");
+        assert_eq!(bank.items[1].id, "42");
+        assert_eq!(bank.items[2].id, item_id("demo", "Q3", 0));
+        let twice = error_of(
+            r#"[{"id": "x", "question": "Q1", "options": ["a", "b"], "correct_answer": "a"},
+                {"id": "x", "question": "Q2", "options": ["a", "b"], "correct_answer": "a"}]"#,
+        );
+        assert_eq!(twice.index, Some(1));
+        assert!(twice.message.contains("earlier question"), "{twice}");
+        let empty = error_of(
+            r#"[{"id": " ", "question": "Q1", "options": ["a", "b"], "correct_answer": "a"}]"#,
+        );
+        assert!(empty.message.contains("\"id\""), "{empty}");
+        let float = error_of(
+            r#"[{"id": 1.5, "question": "Q1", "options": ["a", "b"], "correct_answer": "a"}]"#,
+        );
+        assert_eq!(float.index, Some(0));
     }
 
     fn error_of(json: &str) -> BankError {

@@ -218,7 +218,6 @@ impl ConsumerContext for IngestContext {
 
 /// First copy of each attempt key: (partition, offset) of the message that is stored.
 struct DedupIndex {
-    key: DedupKey,
     first: HashMap<String, (i32, i64)>,
     /// The `attempts` version the index has read up to.
     version: Option<u64>,
@@ -226,57 +225,22 @@ struct DedupIndex {
 
 impl DedupIndex {
     async fn load(table: &LakeTable, key: DedupKey) -> Result<Self> {
-        let mut index = DedupIndex {
-            key,
-            first: HashMap::new(),
-            version: None,
-        };
-        index.reload(table).await?;
-        Ok(index)
+        let committed = CommittedKeys::read(table, key).await?;
+        Ok(DedupIndex {
+            first: committed.first,
+            version: committed.version,
+        })
     }
 
-    /// Reads every committed key (after another writer committed attempts).
-    async fn reload(&mut self, table: &LakeTable) -> Result<()> {
-        let committed = table.committed();
-        self.version = committed.version();
-        if committed.version().is_none() {
-            return Ok(());
+    /// Learns keys another writer committed (the earliest position of a key wins).
+    fn merge(&mut self, committed: CommittedKeys) {
+        for (key, position) in committed.first {
+            self.first
+                .entry(key)
+                .and_modify(|p| *p = (*p).min(position))
+                .or_insert(position);
         }
-        let ctx = new_session();
-        committed
-            .update_datafusion_session(&ctx.state())
-            .map_err(|e| IngestError::LakeSetup(e.to_string()))?;
-        ctx.register_table(
-            "attempts",
-            committed
-                .table_provider()
-                .await
-                .map_err(IngestError::Query)?,
-        )?;
-        let column = dedup_column(self.key);
-        let batches = run_sql(
-            &ctx,
-            &format!("SELECT {column}, source_partition, source_offset FROM attempts"),
-        )
-        .await?;
-        for batch in batches {
-            let keys = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
-                .map_err(|e| IngestError::LakeSetup(e.to_string()))?;
-            let keys = keys.as_string::<i32>();
-            let partitions = batch.column(1).as_primitive::<Int32Type>();
-            let offsets = batch.column(2).as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                if keys.is_null(row) {
-                    continue;
-                }
-                let position = (partitions.value(row), offsets.value(row));
-                self.first
-                    .entry(keys.value(row).to_string())
-                    .and_modify(|p| *p = (*p).min(position))
-                    .or_insert(position);
-            }
-        }
-        Ok(())
+        self.version = committed.version;
     }
 
     /// True when this message is the stored copy of its key (first seen, or seen at this very
@@ -289,6 +253,60 @@ impl DedupIndex {
                 true
             }
         }
+    }
+}
+
+/// Every key committed to `attempts`, read in the background after another writer's commit.
+struct CommittedKeys {
+    version: Option<u64>,
+    first: HashMap<String, (i32, i64)>,
+}
+
+impl CommittedKeys {
+    async fn read(table: &LakeTable, key: DedupKey) -> Result<Self> {
+        let committed = table.committed();
+        let mut keys = CommittedKeys {
+            version: committed.version(),
+            first: HashMap::new(),
+        };
+        if committed.version().is_none() {
+            return Ok(keys);
+        }
+        let ctx = new_session();
+        committed
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| IngestError::LakeSetup(e.to_string()))?;
+        ctx.register_table(
+            "attempts",
+            committed
+                .table_provider()
+                .await
+                .map_err(IngestError::Query)?,
+        )?;
+        let column = dedup_column(key);
+        let batches = run_sql(
+            &ctx,
+            &format!("SELECT {column}, source_partition, source_offset FROM attempts"),
+        )
+        .await?;
+        for batch in batches {
+            let values = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| IngestError::LakeSetup(e.to_string()))?;
+            let values = values.as_string::<i32>();
+            let partitions = batch.column(1).as_primitive::<Int32Type>();
+            let offsets = batch.column(2).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                if values.is_null(row) {
+                    continue;
+                }
+                let position = (partitions.value(row), offsets.value(row));
+                keys.first
+                    .entry(values.value(row).to_string())
+                    .and_modify(|p| *p = (*p).min(position))
+                    .or_insert(position);
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -409,7 +427,17 @@ impl LakeIngest {
     }
 
     /// Runs until `shutdown` turns true; commits what it has before returning.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    ///
+    /// Delta commits (and housekeeping) run as a background task, one at a time, while this
+    /// loop keeps receiving and flushing into the tails: a commit takes hundreds of
+    /// milliseconds, and rows arriving meanwhile must still become visible within the flush
+    /// interval. Each commit covers a snapshot taken at a flush, so the first `n` tail batches
+    /// of every table are exactly the messages up to the snapshot's positions.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<()> {
+        Arc::new(self).run_shared(shutdown).await
+    }
+
+    async fn run_shared(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         self.lake_metrics
             .abilities
             .set(self.lake.abilities.len() as i64);
@@ -462,18 +490,29 @@ impl LakeIngest {
         let mut positions: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         let mut pending_dlq: Vec<PendingDlq> = Vec::new();
         let mut unflushed_times: Vec<(String, i64)> = Vec::new();
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<CommitOutcome>>> = None;
         let mut next_flush = Instant::now() + self.settings.flush_interval;
         let mut next_commit = Instant::now() + self.settings.commit_interval;
         let mut next_housekeeping = (!self.settings.housekeeping_interval.is_zero())
             .then(|| Instant::now() + self.settings.housekeeping_interval);
         info!(topics = ?topics, group = %self.settings.group_id, lake = %self.lake.root().display(), "lake ingest started");
         loop {
-            let deadline = next_flush.min(next_commit);
+            // While a commit runs, only flushes are due (another commit waits for it).
+            let deadline = if in_flight.is_some() {
+                next_flush
+            } else {
+                next_flush.min(next_commit)
+            };
             tokio::select! {
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
                     }
+                }
+                joined = async { in_flight.as_mut().expect("guarded by the condition").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    self.finish_commit(joined, &consumer, &mut dedup, &starts)?;
+                    next_commit = Instant::now() + self.settings.commit_interval;
                 }
                 received = tokio::time::timeout_at(deadline.into(), consumer.recv()) => {
                     match received {
@@ -497,36 +536,37 @@ impl LakeIngest {
                 self.flush(&mut builders, &mut unflushed_times);
                 next_flush = now + self.settings.flush_interval;
             }
-            if now >= next_commit {
+            if in_flight.is_none() && now >= next_commit {
                 self.flush(&mut builders, &mut unflushed_times);
-                self.commit(
-                    &consumer,
+                let housekeeping = next_housekeeping.is_some_and(|at| now >= at);
+                if housekeeping {
+                    next_housekeeping = Some(now + self.settings.housekeeping_interval);
+                }
+                let job = self.commit_job(
                     &positions,
                     &known_partitions,
                     &mut pending_dlq,
-                    &mut dedup,
-                    &starts,
-                )
-                .await?;
-                next_commit = Instant::now() + self.settings.commit_interval;
-            }
-            if let Some(at) = next_housekeeping
-                && Instant::now() >= at
-            {
-                crate::lake::housekeeping::run(&self.lake, self.settings.vacuum_retention).await;
-                next_housekeeping = Some(Instant::now() + self.settings.housekeeping_interval);
+                    &dedup,
+                    housekeeping,
+                );
+                let this = Arc::clone(&self);
+                in_flight = Some(tokio::spawn(async move { this.commit(job).await }));
             }
         }
+        if let Some(handle) = in_flight.take() {
+            let joined = handle.await;
+            self.finish_commit(joined, &consumer, &mut dedup, &starts)?;
+        }
         self.flush(&mut builders, &mut unflushed_times);
-        self.commit(
-            &consumer,
+        let job = self.commit_job(
             &positions,
             &known_partitions,
             &mut pending_dlq,
-            &mut dedup,
-            &starts,
-        )
-        .await?;
+            &dedup,
+            false,
+        );
+        let outcome = self.commit(job).await;
+        self.finish_commit(Ok(outcome), &consumer, &mut dedup, &starts)?;
         info!("lake ingest stopped after a final commit");
         Ok(())
     }
@@ -646,49 +686,83 @@ impl LakeIngest {
         }
     }
 
-    /// Commits every table's tail, then the Kafka offsets.
-    async fn commit(
+    /// The tables in the order a commit writes them, each with the topic whose positions
+    /// its transaction actions record (`None`: every topic).
+    fn commit_order(&self) -> [(&Arc<LakeTable>, Option<&str>); 6] {
+        let attempts = Some(self.settings.attempts_topic.as_str());
+        let changes = Some(self.settings.changes_topic.as_str());
+        [
+            (&self.lake.attempts, attempts),
+            (&self.lake.attempt_questions, attempts),
+            (&self.lake.attempt_options, attempts),
+            (&self.lake.score_changes, changes),
+            (&self.lake.score_detail_changes, changes),
+            (&self.lake.dead_letters, None),
+        ]
+    }
+
+    /// Snapshot for the next commit; call right after a flush.
+    fn commit_job(
         &self,
-        consumer: &StreamConsumer<IngestContext>,
         positions: &BTreeMap<TopicPartition, i64>,
         known_partitions: &[TopicPartition],
         pending_dlq: &mut Vec<PendingDlq>,
-        dedup: &mut DedupIndex,
-        starts: &StartOffsets,
-    ) -> Result<()> {
-        if positions.is_empty() {
-            return Ok(());
+        dedup: &DedupIndex,
+        housekeeping: bool,
+    ) -> CommitJob {
+        CommitJob {
+            positions: positions.clone(),
+            tail_batches: self
+                .commit_order()
+                .map(|(table, _)| table.tail_batches())
+                .to_vec(),
+            pending_dlq: std::mem::take(pending_dlq),
+            known_partitions: known_partitions.to_vec(),
+            dedup_version: dedup.version,
+            housekeeping,
         }
+    }
+
+    /// Commits the snapshot's tail batches of every table (runs beside the receive loop).
+    async fn commit(&self, job: CommitJob) -> Result<CommitOutcome> {
+        let CommitJob {
+            positions,
+            tail_batches,
+            pending_dlq,
+            known_partitions,
+            dedup_version,
+            housekeeping,
+        } = job;
+        let mut outcome = CommitOutcome {
+            positions,
+            lake_starts: HashMap::new(),
+            dedup: None,
+        };
+        if outcome.positions.is_empty() {
+            if housekeeping {
+                crate::lake::housekeeping::run(&self.lake, self.settings.vacuum_retention).await;
+            }
+            return Ok(outcome);
+        }
+        let positions = &outcome.positions;
         // Dead letters reach their topic before the offsets that covered them are committed.
-        for handle in pending_dlq.drain(..) {
+        for handle in pending_dlq {
             let _ = handle.await;
         }
-        let of_topic = |topic: &str| -> BTreeMap<TopicPartition, i64> {
-            positions
-                .iter()
-                .filter(|((t, _), _)| t == topic)
-                .map(|(k, v)| (k.clone(), *v))
-                .collect()
-        };
-        let attempts_positions = of_topic(&self.settings.attempts_topic);
-        let changes_positions = of_topic(&self.settings.changes_topic);
         let mut own_attempts_version = None;
-        for (table, table_positions) in [
-            (&self.lake.attempts, &attempts_positions),
-            (&self.lake.attempt_questions, &attempts_positions),
-            (&self.lake.attempt_options, &attempts_positions),
-            (&self.lake.score_changes, &changes_positions),
-            (&self.lake.score_detail_changes, &changes_positions),
-            (&self.lake.dead_letters, positions),
-        ] {
+        for ((table, topic), batches) in self.commit_order().into_iter().zip(tail_batches) {
+            let table_positions: BTreeMap<TopicPartition, i64> = positions
+                .iter()
+                .filter(|((t, _), _)| topic.is_none_or(|topic| t == topic))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
             if table_positions.is_empty() {
                 continue;
             }
-            let batches = table.tail_batches();
             let report = table
-                .commit_tail(&self.settings.transaction_app_id, table_positions, batches)
+                .commit_tail(&self.settings.transaction_app_id, &table_positions, batches)
                 .await?;
-            if std::ptr::eq(table, &self.lake.attempts) {
+            if Arc::ptr_eq(table, &self.lake.attempts) {
                 own_attempts_version = report.version;
             }
             if let Some(version) = report.version {
@@ -720,34 +794,65 @@ impl LakeIngest {
         // only at start-up made a process taking over a partition re-read everything the
         // previous owner wrote since). Read before the de-duplication keys below, so the
         // index knows every key stored under these starts.
-        let mut partitions: Vec<TopicPartition> = known_partitions.to_vec();
-        partitions.extend(
-            positions
-                .keys()
-                .filter(|tp| !known_partitions.contains(tp))
-                .cloned(),
-        );
-        let lake_starts = self.lake_starts(&partitions).await?;
+        let mut partitions = known_partitions;
+        for tp in positions.keys() {
+            if !partitions.contains(tp) {
+                partitions.push(tp.clone());
+            }
+        }
+        outcome.lake_starts = self.lake_starts(&partitions).await?;
         // This commit's own version adds only keys this process admitted; any other version
         // since the index was read is another writer's: learn its keys. (Comparing against
         // "before + 1" missed a single foreign commit whenever this process committed no
         // new `attempts` version itself.)
+        let mut known_version = dedup_version;
         if let Some(own) = own_attempts_version
-            && dedup.version == Some(own - 1)
+            && dedup_version == Some(own - 1)
         {
-            dedup.version = Some(own);
+            known_version = Some(own);
         }
-        if self.lake.attempts.committed().version() != dedup.version {
-            dedup.reload(&self.lake.attempts).await?;
+        outcome.dedup = Some(
+            if self.lake.attempts.committed().version() != known_version {
+                CommittedKeys::read(&self.lake.attempts, self.settings.dedup_key).await?
+            } else {
+                CommittedKeys {
+                    version: known_version,
+                    first: HashMap::new(),
+                }
+            },
+        );
+        if housekeeping {
+            crate::lake::housekeeping::run(&self.lake, self.settings.vacuum_retention).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Applies a finished commit: learns other writers' keys, then commits the Kafka offsets.
+    fn finish_commit(
+        &self,
+        joined: std::result::Result<Result<CommitOutcome>, tokio::task::JoinError>,
+        consumer: &StreamConsumer<IngestContext>,
+        dedup: &mut DedupIndex,
+        starts: &StartOffsets,
+    ) -> Result<()> {
+        let outcome = joined.map_err(|e| IngestError::Task(format!("lake commit: {e}")))??;
+        if let Some(keys) = outcome.dedup {
+            dedup.merge(keys);
+        }
+        if outcome.positions.is_empty() {
+            return Ok(());
         }
         let mut offsets = TopicPartitionList::new();
         {
             let mut starts = starts.lock().expect("start offsets lock");
-            for ((topic, partition), offset) in positions {
+            for ((topic, partition), offset) in &outcome.positions {
                 let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
-                starts.insert((topic.clone(), *partition), offset + 1);
+                let entry = starts
+                    .entry((topic.clone(), *partition))
+                    .or_insert(offset + 1);
+                *entry = (*entry).max(offset + 1);
             }
-            for (tp, start) in lake_starts {
+            for (tp, start) in outcome.lake_starts {
                 let entry = starts.entry(tp).or_insert(start);
                 *entry = (*entry).max(start);
             }
@@ -758,6 +863,27 @@ impl LakeIngest {
         }
         Ok(())
     }
+}
+
+/// What one background commit covers.
+struct CommitJob {
+    /// Last offset handled per partition when the snapshot was taken.
+    positions: BTreeMap<TopicPartition, i64>,
+    /// How many leading tail batches of each table (in `commit_order`) hold those messages.
+    tail_batches: Vec<usize>,
+    pending_dlq: Vec<PendingDlq>,
+    known_partitions: Vec<TopicPartition>,
+    /// The `attempts` version the de-duplication index had read up to.
+    dedup_version: Option<u64>,
+    /// Also compact and vacuum after the commit.
+    housekeeping: bool,
+}
+
+/// What a finished commit tells the receive loop.
+struct CommitOutcome {
+    positions: BTreeMap<TopicPartition, i64>,
+    lake_starts: HashMap<TopicPartition, i64>,
+    dedup: Option<CommittedKeys>,
 }
 
 /// The `attempts` column holding a de-duplication key.
