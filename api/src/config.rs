@@ -389,6 +389,7 @@ mod tests {
         let c = Config::parse(
             Path::new("x.toml"),
             "[server]\nlisten = \"0.0.0.0:9000\"\n[auth]\ndev_login = false\n[kafka]\nbrokers = \"b:9092\"\n\
+             [kafka.properties]\n\"fetch.wait.max.ms\" = \"50\"\n\"security.protocol\" = \"SASL_SSL\"\n\
              [pgwire]\nlisten = \"127.0.0.1:5433\"\n",
         )
         .unwrap();
@@ -396,6 +397,8 @@ mod tests {
         assert_eq!(c.pgwire.listen.map(|a| a.port()), Some(5433));
         assert!(!c.auth.dev_login);
         assert!(c.kafka.enabled());
+        assert_eq!(c.kafka.properties["fetch.wait.max.ms"], "50");
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Kafka session timeout (ms) of examflow's consumers.
     pub session_timeout_ms: u32,
+    /// Extra librdkafka properties for every client examflow creates (TLS and SASL
+    /// settings, `fetch.wait.max.ms`, `client.id`, ...). Settings examflow needs for
+    /// correctness (`group.id`, `enable.auto.commit`, `acks`, ...) still win. Default: none.
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaSettings {
@@ -48,6 +52,7 @@ impl Default for KafkaSettings {
             score_card_group: "examflow-score-cards".into(),
             partitions: 2,
             session_timeout_ms: 10_000,
+            properties: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -69,9 +74,11 @@ impl KafkaSettings {
 
     pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.brokers)
-            .set("socket.keepalive.enable", "true");
+        config.set("socket.keepalive.enable", "true");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config.set("bootstrap.servers", &self.brokers);
         config
     }
 
