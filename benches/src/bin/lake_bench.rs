@@ -1314,9 +1314,7 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
             &fresh.bare,
         ),
         (
-            format!(
-                "information: the same with fetch.wait.max.ms = {FAST_FETCH_WAIT_MS}"
-            ),
+            format!("information: the same with fetch.wait.max.ms = {FAST_FETCH_WAIT_MS}"),
             &fresh.bare_fast,
         ),
     ] {

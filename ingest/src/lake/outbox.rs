@@ -65,38 +65,47 @@ impl FeedPosition {
     }
 }
 
-/// Moves outbox events after the last committed one into the lake; returns how many.
-pub async fn feed_once(store: &SqliteStore, lake: &Lake, at: &mut FeedPosition) -> Result<usize> {
-    if at.pending.is_none() {
-        let events = store.outbox_after(at.committed.unwrap_or(0), BATCH).await?;
-        let Some(last) = events.last().map(|e| e.seq) else {
-            return Ok(0);
+/// Most time between a result's arrival in the tail and its Delta commit: results are
+/// visible to live queries at once; commits are batched so a busy server does not write two
+/// small Parquet files per result.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Moves outbox events after the ones already in the tails into the tails (visible to live
+/// queries from then on); returns how many.
+pub async fn read_new(store: &SqliteStore, lake: &Lake, at: &mut FeedPosition) -> Result<usize> {
+    let after = at.pending.or(at.committed).unwrap_or(0);
+    let events = store.outbox_after(after, BATCH).await?;
+    let Some(last) = events.last().map(|e| e.seq) else {
+        return Ok(0);
+    };
+    let mut builder = ScoreChangeBuilder::new();
+    let now_us = chrono::Utc::now().timestamp_micros();
+    for event in &events {
+        let source = SourcePosition {
+            topic: OUTBOX_SOURCE,
+            partition: 0,
+            offset: event.seq,
+            ingested_at_us: now_us,
         };
-        let mut builder = ScoreChangeBuilder::new();
-        let now_us = chrono::Utc::now().timestamp_micros();
-        for event in &events {
-            let source = SourcePosition {
-                topic: OUTBOX_SOURCE,
-                partition: 0,
-                offset: event.seq,
-                ingested_at_us: now_us,
-            };
-            match parse_change_event(Some(&event.key), Some(&event.value)) {
-                Ok(change) => {
-                    if let ChangeOutcome::Rejected(reason) = builder.append(&change, None, &source)
-                    {
-                        warn!(seq = event.seq, %reason, "outbox event not applied to the lake");
-                    }
+        match parse_change_event(Some(&event.key), Some(&event.value)) {
+            Ok(change) => {
+                if let ChangeOutcome::Rejected(reason) = builder.append(&change, None, &source) {
+                    warn!(seq = event.seq, %reason, "outbox event not applied to the lake");
                 }
-                Err(e) => warn!(seq = event.seq, error = %e, "outbox event is not a change event"),
             }
+            Err(e) => warn!(seq = event.seq, error = %e, "outbox event is not a change event"),
         }
-        let (changes, details) = builder.finish();
-        // Visible to live queries from here on.
-        lake.score_changes.push_tail(changes);
-        lake.score_detail_changes.push_tail(details);
-        at.pending = Some(last);
     }
+    let (changes, details) = builder.finish();
+    lake.score_changes.push_tail(changes);
+    lake.score_detail_changes.push_tail(details);
+    at.pending = Some(last);
+    Ok(events.len())
+}
+
+/// Commits what the tails hold (a failed commit is retried with the same rows); returns
+/// how many outbox events the commit covered.
+pub async fn commit(lake: &Lake, at: &mut FeedPosition) -> Result<usize> {
     let Some(last) = at.pending else {
         return Ok(0);
     };
@@ -112,23 +121,42 @@ pub async fn feed_once(store: &SqliteStore, lake: &Lake, at: &mut FeedPosition) 
     Ok(moved)
 }
 
-/// Runs the feed until the process ends: waits for new results, commits them.
+/// Reads what is new and commits everything in the tails; returns how many events the
+/// commit covered.
+pub async fn feed_once(store: &SqliteStore, lake: &Lake, at: &mut FeedPosition) -> Result<usize> {
+    read_new(store, lake, at).await?;
+    commit(lake, at).await
+}
+
+/// Runs the feed until the process ends: new results go to the tails as they are stored
+/// and are committed every [`COMMIT_INTERVAL`] at most.
 pub async fn run(store: Arc<SqliteStore>, lake: Arc<Lake>) -> Result<()> {
     let mut at = FeedPosition::resume(&lake).await?;
+    let mut last_commit = tokio::time::Instant::now();
     loop {
-        match feed_once(&store, &lake, &mut at).await {
-            Ok(0) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    store.outbox_notify.notified(),
-                )
-                .await;
-            }
-            Ok(_) => {}
+        let read = match read_new(&store, &lake, &mut at).await {
+            Ok(n) => n,
             Err(e) => {
-                warn!(error = %e, "feeding the outbox into the lake failed; retrying");
+                warn!(error = %e, "reading the outbox for the lake failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if at.pending.is_some() && last_commit.elapsed() >= COMMIT_INTERVAL {
+            if let Err(e) = commit(&lake, &mut at).await {
+                warn!(error = %e, "committing the outbox feed to the lake failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            last_commit = tokio::time::Instant::now();
+        }
+        if read < BATCH {
+            // Woken by the next stored result, or in time for the next due commit.
+            let wait = if at.pending.is_some() {
+                COMMIT_INTERVAL.saturating_sub(last_commit.elapsed())
+            } else {
+                Duration::from_millis(500)
+            };
+            let _ = tokio::time::timeout(wait, store.outbox_notify.notified()).await;
         }
     }
 }
