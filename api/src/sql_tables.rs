@@ -8,7 +8,6 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use examflow_ingest::lake::query::{ScanTimeSource, ScanTimeTable};
@@ -69,18 +68,6 @@ impl Table {
     }
 }
 
-/// Registers `abilities`, `adaptive_sessions` (one row per session; θ, SE and the outcome
-/// when finished) and `calibrations` (one row per exam, version and item) as read now.
-pub async fn register(ctx: &SessionContext, state: &AppState) -> Result<(), ApiError> {
-    for table in Table::ALL {
-        let batch = table.batch(state).await?;
-        let provider = MemTable::try_new(table.schema(), vec![vec![batch]]).map_err(fail)?;
-        ctx.register_table(table.name(), Arc::new(provider))
-            .map_err(fail)?;
-    }
-    Ok(())
-}
-
 /// A table of this module read each time a query scans it.
 struct AtScan {
     table: Table,
@@ -109,8 +96,10 @@ impl ScanTimeSource for AtScan {
     }
 }
 
-/// Registers the same tables, each read anew whenever a query scans it (for a session that
-/// lives longer than one query).
+/// Registers `abilities`, `adaptive_sessions` (one row per session; θ, SE and the outcome
+/// when finished) and `calibrations` (one row per exam, version and item), each read anew
+/// whenever a query scans it: a query pays only for the tables it reads, and a session that
+/// lives longer than one query (pgwire) sees current rows.
 pub fn register_at_scan(ctx: &SessionContext, state: &AppState) -> Result<(), ApiError> {
     for table in Table::ALL {
         let source = AtScan {
