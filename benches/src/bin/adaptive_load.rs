@@ -17,12 +17,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use examflow_benches::{Rng, examflow_binary};
 use serde_json::{Value, json};
 
 const ITEMS: usize = 500;
@@ -33,32 +33,6 @@ fn arg(name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-}
-
-fn examflow_binary() -> Result<PathBuf> {
-    let candidate = std::env::current_exe()?.with_file_name("examflow");
-    if candidate.exists() {
-        return Ok(candidate);
-    }
-    bail!(
-        "build it first: cargo build --release --workspace --bins (looked for {})",
-        candidate.display()
-    )
-}
-
-/// xorshift64*: a small deterministic stream for the simulated students.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * (1.0 - self.next()).ln()).sqrt() * (std::f64::consts::TAU * self.next()).cos()
-    }
 }
 
 /// One simulated student with an open session.

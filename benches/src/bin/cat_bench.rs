@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use examflow_benches::{cpu_line, loadavg};
 use examflow_engine::cat::{
     CatBank, CatConfig, CatRng, CatSession, Estimator, Prior, SelectionRule, Step, StopRule,
     estimate_ability,
@@ -290,29 +291,6 @@ fn py_timing(v: &Value) -> Option<(Timing, u64)> {
 
 // ---------------------------------------------------------------- environment
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu() -> String {
-    let s = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    format!(
-        "{}, {} logical CPUs, {} MHz",
-        field("model name"),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        field("cpu MHz")
-    )
-}
-
 // ---------------------------------------------------------------- main
 
 fn f2(x: f64) -> String {
@@ -346,7 +324,7 @@ fn main() -> Result<()> {
         out,
         "## cat-bench{}\n\n- CPU: {}\n- load average at start: {}\n- build: {} profile",
         if args.quick { " (--quick)" } else { "" },
-        cpu(),
+        cpu_line(),
         loadavg(),
         if cfg!(debug_assertions) {
             "debug (numbers meaningless)"

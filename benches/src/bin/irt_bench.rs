@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use examflow_benches::loadavg;
 use examflow_engine::irt::{
     Calibration, CalibrationOptions, ItemParams, MISSING, Model, Quadrature, ResponseMatrix,
     SeMethod, SplitMix64, calibrate, eap_batch, simulate_2pl, simulate_responses,
@@ -109,12 +110,6 @@ fn read_status_kb(key: &str) -> Option<u64> {
 /// Resets the process's peak-RSS mark (Linux ≥ 4.0); returns false if not possible.
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {

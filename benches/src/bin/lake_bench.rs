@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::json::{LineDelimitedWriter, ReaderBuilder};
+use examflow_benches::{cpu_line, loadavg, repo_root};
 use examflow_ingest::attempts::{
     Attempt, AttemptBatchBuilder, AttemptBatches, attempt_options_schema, attempt_questions_schema,
     attempts_schema,
@@ -117,36 +118,6 @@ fn parse_args() -> Result<Args> {
 }
 
 // ---------------------------------------------------------------- small utilities
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("benches/ has a parent")
-        .to_path_buf()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_line() -> String {
-    let s = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    format!(
-        "{}, {} logical CPUs, {} MHz",
-        field("model name"),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        field("cpu MHz")
-    )
-}
 
 /// A name no earlier run used (topics and consumer groups).
 fn unique(prefix: &str) -> String {

@@ -45,6 +45,7 @@ use arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::file_format::options::ReadOptions;
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use examflow_benches::{Rng, examflow_binary, loadavg};
 use examflow_ingest::attempts::attempt_questions_schema;
 use examflow_ingest::lake::{Lake, TopicPartition};
 use serde_json::{Value, json};
@@ -116,21 +117,8 @@ fn parse_args() -> Result<Args> {
 
 // ---------------------------------------------------------------- small utilities
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
+/// The shared machine line plus the installed memory.
 fn cpu_line() -> String {
-    let s = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
     let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -139,10 +127,8 @@ fn cpu_line() -> String {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     format!(
-        "{}, {} logical CPUs, {} MHz, {:.1} GB RAM",
-        field("model name"),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        field("cpu MHz"),
+        "{}, {:.1} GB RAM",
+        examflow_benches::cpu_line(),
         mem_kb as f64 / 1e6
     )
 }
@@ -176,35 +162,6 @@ fn secs(d: Duration) -> String {
         format!("{:.4}", s)
     } else {
         format!("{:.3}", s)
-    }
-}
-
-fn examflow_binary() -> Result<PathBuf> {
-    let candidate = std::env::current_exe()?.with_file_name("examflow");
-    if candidate.exists() {
-        return Ok(candidate);
-    }
-    bail!(
-        "build it first: cargo build --release --workspace --bins (looked for {})",
-        candidate.display()
-    )
-}
-
-/// xorshift64*: a small deterministic stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() * n as f64) as usize).min(n - 1)
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * (1.0 - self.next()).ln()).sqrt() * (std::f64::consts::TAU * self.next()).cos()
     }
 }
 

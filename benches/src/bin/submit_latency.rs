@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use examflow_benches::examflow_binary;
 use serde_json::{Value, json};
 
 struct Stats {
@@ -40,18 +41,6 @@ fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn examflow_binary() -> Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let candidate = me.with_file_name("examflow");
-    if candidate.exists() {
-        return Ok(candidate);
-    }
-    bail!(
-        "build it first: cargo build --release -p examflow (looked for {})",
-        candidate.display()
-    )
 }
 
 async fn timed_requests(
