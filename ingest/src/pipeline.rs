@@ -235,10 +235,7 @@ impl DedupIndex {
     /// Learns keys another writer committed (the earliest position of a key wins).
     fn merge(&mut self, committed: CommittedKeys) {
         for (key, position) in committed.first {
-            self.first
-                .entry(key)
-                .and_modify(|p| *p = (*p).min(position))
-                .or_insert(position);
+            keep_earliest(&mut self.first, key, position);
         }
         self.version = committed.version;
     }
@@ -254,6 +251,15 @@ impl DedupIndex {
             }
         }
     }
+}
+
+/// Records `position` for `key` unless an earlier one is known (the stored copy of a key is
+/// its first message).
+fn keep_earliest(first: &mut HashMap<String, (i32, i64)>, key: String, position: (i32, i64)) {
+    first
+        .entry(key)
+        .and_modify(|p| *p = (*p).min(position))
+        .or_insert(position);
 }
 
 /// Every key committed to `attempts`, read in the background after another writer's commit.
@@ -300,10 +306,7 @@ impl CommittedKeys {
                     continue;
                 }
                 let position = (partitions.value(row), offsets.value(row));
-                keys.first
-                    .entry(values.value(row).to_string())
-                    .and_modify(|p| *p = (*p).min(position))
-                    .or_insert(position);
+                keep_earliest(&mut keys.first, values.value(row).to_string(), position);
             }
         }
         Ok(keys)
