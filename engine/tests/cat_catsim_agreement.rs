@@ -74,30 +74,27 @@ mod cat_catsim_agreement {
         assert!(fx["mle_cases"].as_array().unwrap().len() >= 50);
     }
 
-    #[test]
-    fn mfi_choice_equals_catsim_max_info_selector() {
+    /// In every fixture case, `rule` picks the item catsim's selector chose (`key`).
+    fn assert_choices_match(rule: SelectionRule, key: &str) {
         let fx = fixture();
         let params = params(&fx);
         for case in fx["select_cases"].as_array().unwrap() {
             let theta = case["theta"].as_f64().unwrap();
             let adm = indices(&case["administered"]);
-            let want = &params[case["max_info_choice"].as_u64().unwrap() as usize].item;
-            let got = choice(&params, SelectionRule::Mfi, theta, &adm);
+            let want = &params[case[key].as_u64().unwrap() as usize].item;
+            let got = choice(&params, rule, theta, &adm);
             assert_eq!(&got, want, "θ = {theta}, administered {adm:?}");
         }
     }
 
     #[test]
+    fn mfi_choice_equals_catsim_max_info_selector() {
+        assert_choices_match(SelectionRule::Mfi, "max_info_choice");
+    }
+
+    #[test]
     fn b_matching_choice_equals_catsim_urry_selector() {
-        let fx = fixture();
-        let params = params(&fx);
-        for case in fx["select_cases"].as_array().unwrap() {
-            let theta = case["theta"].as_f64().unwrap();
-            let adm = indices(&case["administered"]);
-            let want = &params[case["urry_choice"].as_u64().unwrap() as usize].item;
-            let got = choice(&params, SelectionRule::BMatching, theta, &adm);
-            assert_eq!(&got, want, "θ = {theta}, administered {adm:?}");
-        }
+        assert_choices_match(SelectionRule::BMatching, "urry_choice");
     }
 
     /// Information agrees to 1e−9 relative wherever catsim's own arithmetic is that
