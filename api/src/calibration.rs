@@ -111,6 +111,34 @@ impl CalibrationCache {
         compute_and_store(state, exam).await
     }
 
+    /// Runs a new calibration of `exam` when it has more response sets (stored results and
+    /// ingested attempts that answered its items) than its latest version used; returns the
+    /// new version, if any. The responses are read once, for the check and the fit.
+    pub async fn recalibrate_if_new_responses(
+        &self,
+        state: &AppState,
+        exam: &Bank,
+    ) -> Result<Option<StoredCalibration>, ApiError> {
+        let _one = self.running.lock().await;
+        let Some(latest) = state.local.get_calibration(&exam.name, None).await? else {
+            return Ok(None);
+        };
+        let results = stored_results(state, exam).await?;
+        let attempts = attempt_responses(state, exam).await?;
+        let items: std::collections::HashSet<&str> =
+            exam.items.iter().map(|it| it.id.as_str()).collect();
+        let answering = results
+            .iter()
+            .filter(|doc| doc.details.iter().any(|d| items.contains(d.item.as_str())))
+            .count();
+        if (answering + attempts.len()) as i64 <= latest.responses {
+            return Ok(None);
+        }
+        store_calibration(state, exam, results, attempts)
+            .await
+            .map(Some)
+    }
+
     fn cached(&self, exam: &str, version: i64) -> Option<Arc<CatBank>> {
         let banks = self.banks.lock().unwrap_or_else(|p| p.into_inner());
         banks.get(&(exam.to_string(), version)).cloned()
@@ -255,6 +283,16 @@ async fn attempt_responses(
 async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibration, ApiError> {
     let results = stored_results(state, exam).await?;
     let attempts = attempt_responses(state, exam).await?;
+    store_calibration(state, exam, results, attempts).await
+}
+
+/// Fits `exam` on the given responses and stores the result as the next version.
+async fn store_calibration(
+    state: &AppState,
+    exam: &Bank,
+    results: Vec<ResultDocument>,
+    attempts: Vec<AttemptResponses>,
+) -> Result<StoredCalibration, ApiError> {
     let previous: Vec<CalibratedItem> = match state.local.get_calibration(&exam.name, None).await? {
         Some(latest) => serde_json::from_str(&latest.params).unwrap_or_default(),
         None => Vec::new(),
@@ -620,29 +658,15 @@ pub async fn run_schedule(state: AppState) {
     loop {
         ticker.tick().await;
         for exam in state.banks.exams.values() {
-            if let Err(e) = recalibrate_if_new_results(&state, exam).await {
+            if let Err(e) = state
+                .calibrations
+                .recalibrate_if_new_responses(&state, exam)
+                .await
+            {
                 tracing::warn!(exam = %exam.name, error = %e, "scheduled calibration failed");
             }
         }
     }
-}
-
-async fn recalibrate_if_new_results(state: &AppState, exam: &Bank) -> Result<(), ApiError> {
-    let Some(latest) = state.local.get_calibration(&exam.name, None).await? else {
-        return Ok(());
-    };
-    let items: std::collections::HashSet<&str> =
-        exam.items.iter().map(|it| it.id.as_str()).collect();
-    let results = stored_results(state, exam)
-        .await?
-        .iter()
-        .filter(|doc| doc.details.iter().any(|d| items.contains(d.item.as_str())))
-        .count();
-    let attempts = attempt_responses(state, exam).await?.len();
-    if (results + attempts) as i64 > latest.responses {
-        state.calibrations.recalibrate(state, exam).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

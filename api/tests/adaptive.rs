@@ -694,3 +694,55 @@ async fn calibration_uses_ingested_attempts_whose_questions_are_bank_items() {
     assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
     assert!(b[0] < -1.0 && b[n - 1] > 1.0, "{b:?}");
 }
+
+/// The schedule recalibrates an exam once it has responses its latest version did not
+/// use, and leaves it alone while nothing new arrives.
+#[tokio::test]
+async fn the_schedule_recalibrates_only_when_new_responses_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks: PathBuf = dir.path().join("banks");
+    write_bank(&banks, "algebra", 6);
+    let server = start(
+        &dir.path().join("data"),
+        &banks,
+        Some("[adaptive]\ncalibrate_interval_secs = 1\n"),
+    );
+    let educator = server.token("ed@example.com", "educator");
+    let versions = || async {
+        let (status, list) = server
+            .get("/api/exams/algebra/calibrations", Some(&educator))
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list.as_array().unwrap().len()
+    };
+    // Version 1 comes with the first session.
+    let student = server.token("s0@example.com", "student");
+    let (status, started) = server
+        .post("/api/adaptive/algebra/sessions", Some(&student), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(versions().await, 1);
+    // Nothing new: ticks pass without a version.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(versions().await, 1);
+    // A submission answering the bank's items is new: the next tick makes version 2.
+    let (status, body) = server
+        .post(
+            "/api/exams/algebra/submissions",
+            Some(&student),
+            &json!({"answers": ["right", "wrong", "right", "wrong", "right", "wrong"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while versions().await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled calibration after a new result"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // And then no more while nothing new arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(versions().await, 2);
+}
