@@ -11,6 +11,7 @@ mod item_stats;
 mod lake_cmd;
 mod metrics;
 mod pgwire;
+mod reports;
 mod server;
 mod simulate_cmd;
 mod sql;
@@ -61,6 +62,8 @@ enum Command {
     Ingest(lake_cmd::IngestArgs),
     /// Query the lake's tables with SQL (committed data; safe while ingest runs).
     Sql(lake_cmd::SqlArgs),
+    /// Write an exam's score report (HTML with charts, JSON, or CSV tables) from the data dir.
+    Report(reports::ReportArgs),
     /// Produce an attempts file (JSON array or JSON lines) to Kafka, one message per attempt.
     ProduceAttempts(lake_cmd::ProduceArgs),
 }
@@ -183,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ProduceAttempts(args) => {
             runtime()?.block_on(lake_cmd::produce_attempts(config, args))
         }
+        Command::Report(args) => runtime()?.block_on(reports::report_command(config, args)),
         Command::Calibrate(args) => {
             let output = calibrate_cmd::run(&args)?;
             std::io::stdout().write_all(output.as_bytes())?;
@@ -269,12 +273,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     // Without the Kafka ingest, results reach the lake's `scores` from the outbox directly.
     if embedded && !(config.kafka.enabled() && config.ingest.enabled) {
+        // On a thread and runtime of its own: its Delta commits encode Parquet for tens of
+        // milliseconds, which on a request worker would hold up the answers queued there.
         let (local2, lake2) = (local.clone(), lake.clone());
-        tokio::spawn(async move {
-            if let Err(e) = examflow_ingest::lake::outbox::run(local2, lake2).await {
-                tracing::error!(error = %e, "the outbox feed into the lake stopped");
-            }
-        });
+        std::thread::Builder::new()
+            .name("lake-outbox-feed".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the outbox feed into the lake did not start");
+                        return;
+                    }
+                };
+                if let Err(e) = runtime.block_on(examflow_ingest::lake::outbox::run(local2, lake2))
+                {
+                    tracing::error!(error = %e, "the outbox feed into the lake stopped");
+                }
+            })?;
     }
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)

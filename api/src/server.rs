@@ -126,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/admin/banks", get(admin_banks))
         .route("/api/sql", post(crate::sql::post_sql))
+        .route("/api/reports/exams", get(crate::reports::list_reports))
+        .route("/api/reports/exams/{name}", get(crate::reports::get_report))
         .route(
             "/api/exams/{name}/calibrate",
             post(crate::calibration::post_calibrate),

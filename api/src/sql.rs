@@ -223,6 +223,26 @@ pub async fn post_sql(
     Ok(response)
 }
 
+/// Batches as JSON row objects (for small results the API reshapes).
+pub fn rows_as_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut out);
+        for batch in batches {
+            writer
+                .write(batch)
+                .map_err(|e| ApiError::Invalid(format!("encoding rows: {e}")))?;
+        }
+        writer
+            .finish()
+            .map_err(|e| ApiError::Invalid(format!("encoding rows: {e}")))?;
+    }
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&out).map_err(|e| ApiError::Invalid(format!("encoding rows: {e}")))
+}
+
 fn json_response(batches: &[RecordBatch]) -> Result<Response, ApiError> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
     let truncated = total > MAX_JSON_ROWS;

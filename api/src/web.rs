@@ -1,4 +1,5 @@
-//! The student web page (plain HTML/JS/CSS, no build step) and the API documents.
+//! The web page (plain HTML/JS/CSS, no build step: students take exams, educators open
+//! score reports) and the API documents.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
@@ -70,6 +71,8 @@ mod tests {
             ("/api/exams/{name}/calibrate", "post"),
             ("/api/exams/{name}/calibrations", "get"),
             ("/api/exams/{name}/calibrations/{version}", "get"),
+            ("/api/reports/exams", "get"),
+            ("/api/reports/exams/{name}", "get"),
         ] {
             let op = &paths[route][method];
             assert!(op.is_object(), "{method} {route} missing from openapi.json");

@@ -162,6 +162,15 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
 }
 
+/// The p99 of the answers that finished a session, or "none finished" (no NaN in tables).
+fn finished_p99(sorted: &[Duration]) -> String {
+    if sorted.is_empty() {
+        "– (none finished)".to_string()
+    } else {
+        format!("{:.2}", quantile(sorted, 0.99))
+    }
+}
+
 /// Open loop at `rate` answers/s for `seconds` (or until `max` answers were sent).
 async fn open_loop(
     shared: &Arc<Shared>,
@@ -482,12 +491,12 @@ async fn main() -> Result<()> {
         s.next.sort();
         s.finished.sort();
         println!(
-            "| open loop {rate:.0} answers/s | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}x | {} | {} |",
+            "| open loop {rate:.0} answers/s | {} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.1}x | {} | {} |",
             s.next.len() + s.finished.len(),
             quantile(&s.next, 0.5),
             quantile(&s.next, 0.99),
             quantile(&s.next, 1.0),
-            quantile(&s.finished, 0.99),
+            finished_p99(&s.finished),
             quantile(&floor, 0.99),
             quantile(&s.next, 0.99) / quantile(&floor, 0.99),
             s.skipped,
@@ -499,12 +508,12 @@ async fn main() -> Result<()> {
     s.finished.sort();
     let n = s.next.len() + s.finished.len();
     println!(
-        "| closed loop, all {sessions} sessions at once ({:.0} answers/s) | {n} | {:.2} | {:.2} | {:.2} | {:.2} | – | – | – | {} |",
+        "| closed loop, all {sessions} sessions at once ({:.0} answers/s) | {n} | {:.2} | {:.2} | {:.2} | {} | – | – | – | {} |",
         n as f64 / wall,
         quantile(&s.next, 0.5),
         quantile(&s.next, 0.99),
         quantile(&s.next, 1.0),
-        quantile(&s.finished, 0.99),
+        finished_p99(&s.finished),
         s.errors
     );
     let _ = child.kill();

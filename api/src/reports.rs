@@ -1,0 +1,511 @@
+//! Score reports for educators: `GET /api/reports/exams`, `GET /api/reports/exams/{name}`
+//! and `examflow report`.
+//!
+//! DataFusion reads the exam's rows from the lake (the live tables over HTTP, the committed
+//! ones offline); the record batches go to polars through the Arrow C Data Interface
+//! (`examflow_reports::ffi`, zero copy) and `examflow_reports` computes and renders the report.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use datafusion::prelude::{SessionContext, cast, col, lit};
+use examflow_engine::Bank;
+use examflow_ingest::store::{SqliteStore, StoredCalibration};
+use examflow_reports::{CalibrationRef, ExamReport, ItemInfo, ReportInput, render};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Identity;
+use crate::calibration::CalibratedItem;
+use crate::error::ApiError;
+use crate::server::{ApiPath, ApiQuery, AppState};
+
+/// A report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+    Html,
+}
+
+/// The batches an exam's report is computed from.
+struct ReportData {
+    results: (SchemaRef, Vec<RecordBatch>),
+    answers: (SchemaRef, Vec<RecordBatch>),
+    durations: (SchemaRef, Vec<RecordBatch>),
+}
+
+fn query_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Invalid(format!("reading the report's data: {e}"))
+}
+
+async fn collect(
+    frame: datafusion::dataframe::DataFrame,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ApiError> {
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(query_error)?;
+    Ok((schema, batches))
+}
+
+/// Reads the exam's results, question-level answers and attempt durations.
+async fn read_data(ctx: &SessionContext, exam: &str) -> Result<ReportData, ApiError> {
+    let results = ctx
+        .table("scores")
+        .await
+        .map_err(query_error)?
+        .filter(col("exam").eq(lit(exam)).and(col("deleted").eq(lit(false))))
+        .map_err(query_error)?
+        .select(vec![
+            col("document_id"),
+            col("email"),
+            col("score"),
+            col("total"),
+            col("percentage"),
+            col("result"),
+            cast(col("submitted_at"), DataType::Int64).alias("submitted_at_us"),
+        ])
+        .map_err(query_error)?;
+    let answers = ctx
+        .table("score_details")
+        .await
+        .map_err(query_error)?
+        .filter(col("exam").eq(lit(exam)))
+        .map_err(query_error)?
+        .select_columns(&[
+            "document_id",
+            "item",
+            "question",
+            "user_answer",
+            "correct_answer",
+            "is_correct",
+        ])
+        .map_err(query_error)?;
+    let durations = ctx
+        .table("attempts")
+        .await
+        .map_err(query_error)?
+        .filter(col("exam_name").eq(lit(exam)))
+        .map_err(query_error)?
+        .select_columns(&["duration_seconds"])
+        .map_err(query_error)?;
+    let (results, answers, durations) =
+        tokio::try_join!(collect(results), collect(answers), collect(durations))?;
+    Ok(ReportData {
+        results,
+        answers,
+        durations,
+    })
+}
+
+/// The bank's questions with the IRT parameters of `calibration`.
+fn item_infos(bank: Option<&Bank>, calibration: Option<&StoredCalibration>) -> Vec<ItemInfo> {
+    let Some(bank) = bank else {
+        return Vec::new();
+    };
+    let params: Vec<CalibratedItem> = calibration
+        .and_then(|c| serde_json::from_str(&c.params).ok())
+        .unwrap_or_default();
+    let by_id: BTreeMap<&str, &CalibratedItem> =
+        params.iter().map(|p| (p.item.as_str(), p)).collect();
+    bank.items
+        .iter()
+        .map(|item| {
+            let p = by_id.get(item.id.as_str());
+            ItemInfo {
+                item: item.id.clone(),
+                question: item.question.clone(),
+                options: item.options.clone(),
+                topic: item.topic.clone(),
+                a: p.map(|p| p.a),
+                b: p.map(|p| p.b),
+                c: p.map(|p| p.c),
+                provisional: p.is_some_and(|p| p.provisional),
+            }
+        })
+        .collect()
+}
+
+fn no_such_exam(exam: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "exam {exam:?} (no question bank, stored result or ingested attempt has that name)"
+    ))
+}
+
+/// Reads the data and computes the report (the polars work runs off the async workers).
+async fn compute(
+    ctx: &SessionContext,
+    exam: &str,
+    bank: Option<Arc<Bank>>,
+    calibration: Option<StoredCalibration>,
+) -> Result<ExamReport, ApiError> {
+    let data = read_data(ctx, exam).await?;
+    let rows = |d: &(SchemaRef, Vec<RecordBatch>)| -> usize {
+        d.1.iter().map(RecordBatch::num_rows).sum()
+    };
+    if bank.is_none() && rows(&data.results) == 0 && rows(&data.durations) == 0 {
+        return Err(no_such_exam(exam));
+    }
+    let exam = exam.to_string();
+    tokio::task::spawn_blocking(move || {
+        let frame = |(schema, batches): &(SchemaRef, Vec<RecordBatch>)| {
+            examflow_reports::ffi::to_polars(schema, batches)
+        };
+        let input = ReportInput {
+            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            results: frame(&data.results)?,
+            answers: frame(&data.answers)?,
+            durations: frame(&data.durations)?,
+            items: item_infos(bank.as_deref(), calibration.as_ref()),
+            calibration: calibration.map(|c| CalibrationRef {
+                version: c.version,
+                source: c.source,
+                created_at: c.created_at,
+            }),
+            exam,
+        };
+        examflow_reports::build_report(input)
+    })
+    .await
+    .map_err(|e| ApiError::Invalid(format!("the report task failed: {e}")))?
+    .map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    format: Option<String>,
+    table: Option<String>,
+}
+
+const FORMATS: &str = "json, csv (a zip of all tables, or one with &table=), html";
+
+/// `?format=` wins; else the first supported type of `Accept` by quality; else JSON.
+fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Result<ReportFormat, ApiError> {
+    if let Some(name) = query {
+        return match name.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(ReportFormat::Json),
+            "csv" | "zip" => Ok(ReportFormat::Csv),
+            "html" => Ok(ReportFormat::Html),
+            _ => Err(ApiError::bad_request(
+                "unsupported_format",
+                format!("format {name:?} is not supported; use {FORMATS}"),
+            )),
+        };
+    }
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(ReportFormat::Json);
+    };
+    let mut offered: Vec<(f32, String)> = accept
+        .split(',')
+        .map(|part| {
+            let mut pieces = part.split(';');
+            let media = pieces
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            let quality = pieces
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (quality, media)
+        })
+        .filter(|(q, m)| *q > 0.0 && !m.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(ReportFormat::Json);
+    }
+    offered.sort_by(|a, b| b.0.total_cmp(&a.0));
+    offered
+        .iter()
+        .find_map(|(_, media)| match media.as_str() {
+            "application/json" | "application/*" | "*/*" => Some(ReportFormat::Json),
+            "text/csv" | "application/zip" => Some(ReportFormat::Csv),
+            "text/html" | "application/xhtml+xml" | "text/*" => Some(ReportFormat::Html),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ApiError::NotAcceptable(format!(
+                "Accept: {accept} offers no format this endpoint writes; use {FORMATS}"
+            ))
+        })
+}
+
+/// A file name safe in a header: the exam name with anything but [A-Za-z0-9._-] as `_`.
+fn file_stem(exam: &str) -> String {
+    exam.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn check_table(table: &str) -> Result<(), ApiError> {
+    if render::TABLES.contains(&table) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "unknown_table",
+            format!(
+                "no report table {table:?}; the tables are {}",
+                render::TABLES.join(", ")
+            ),
+        ))
+    }
+}
+
+fn render_error(e: examflow_reports::ReportError) -> ApiError {
+    ApiError::Invalid(e.to_string())
+}
+
+/// `GET /api/reports/exams/{name}`.
+pub async fn get_report(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiPath(exam): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    identity.require_staff()?;
+    let format = negotiate(query.format.as_deref(), &headers)?;
+    if let Some(table) = &query.table {
+        if format != ReportFormat::Csv {
+            return Err(ApiError::bad_request(
+                "table_needs_csv",
+                "?table= selects one CSV table; add format=csv (JSON and HTML hold every table)",
+            ));
+        }
+        check_table(table)?;
+    }
+    let bank = state.banks.get(&exam).cloned();
+    let calibration = state.local.get_calibration(&exam, None).await?;
+    let ctx = crate::sql::session(&state).await?;
+    let timeout = Duration::from_secs(state.config.sql.timeout_secs.max(1));
+    let report = tokio::time::timeout(timeout, compute(&ctx, &exam, bank, calibration))
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(
+                "report_timeout",
+                format!("the report took longer than {} s", timeout.as_secs()),
+            )
+        })??;
+    let stem = file_stem(&exam);
+    let attachment = |name: String| {
+        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+            .unwrap_or(HeaderValue::from_static("attachment"))
+    };
+    Ok(match (format, query.table) {
+        (ReportFormat::Json, _) => axum::Json(report).into_response(),
+        (ReportFormat::Html, _) => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            render::html(&report),
+        )
+            .into_response(),
+        (ReportFormat::Csv, Some(table)) => {
+            let text = render::csv_table(&report, &table).map_err(render_error)?;
+            let mut response =
+                ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                attachment(format!("{stem}-{table}.csv")),
+            );
+            response
+        }
+        (ReportFormat::Csv, None) => {
+            let zip = render::csv_zip(&report).map_err(render_error)?;
+            let mut response = ([(header::CONTENT_TYPE, "application/zip")], zip).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                attachment(format!("{stem}-report.zip")),
+            );
+            response
+        }
+    })
+}
+
+/// `GET /api/reports/exams`: every exam with a bank, results or attempts, with headline
+/// numbers.
+pub async fn list_reports(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> Result<Response, ApiError> {
+    identity.require_staff()?;
+    let ctx = crate::sql::session(&state).await?;
+    let results = ctx
+        .sql(
+            "SELECT exam, count(*) AS results, count(DISTINCT email) AS takers,
+                    avg(CAST(percentage AS DOUBLE)) AS mean_percentage,
+                    sum(CASE WHEN result = 'passed' THEN 1 ELSE 0 END) AS passed,
+                    sum(CASE WHEN result = 'failed' THEN 1 ELSE 0 END) AS failed
+             FROM scores WHERE NOT deleted AND exam IS NOT NULL GROUP BY exam",
+        )
+        .await
+        .map_err(query_error)?
+        .collect()
+        .await
+        .map_err(query_error)?;
+    let attempts = ctx
+        .sql(
+            "SELECT exam_name AS exam, count(*) AS attempts FROM attempts
+             WHERE exam_name IS NOT NULL GROUP BY exam_name",
+        )
+        .await
+        .map_err(query_error)?
+        .collect()
+        .await
+        .map_err(query_error)?;
+    let mut exams: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let blank = |exam: &str, has_bank: bool| {
+        json!({"exam": exam, "has_bank": has_bank, "results": 0, "takers": 0,
+               "mean_percentage": null, "pass_rate": null, "attempts": 0})
+    };
+    for name in state.banks.exams.keys() {
+        exams.insert(name.clone(), blank(name, true));
+    }
+    for row in crate::sql::rows_as_json(&results)? {
+        let Some(exam) = row["exam"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let entry = exams
+            .entry(exam.clone())
+            .or_insert_with(|| blank(&exam, false));
+        let passed = row["passed"].as_f64().unwrap_or(0.0);
+        let failed = row["failed"].as_f64().unwrap_or(0.0);
+        entry["results"] = row["results"].clone();
+        entry["takers"] = row["takers"].clone();
+        entry["mean_percentage"] = row["mean_percentage"].clone();
+        entry["pass_rate"] = if passed + failed > 0.0 {
+            json!(passed / (passed + failed))
+        } else {
+            serde_json::Value::Null
+        };
+    }
+    for row in crate::sql::rows_as_json(&attempts)? {
+        let Some(exam) = row["exam"].as_str().map(str::to_string) else {
+            continue;
+        };
+        exams
+            .entry(exam.clone())
+            .or_insert_with(|| blank(&exam, false))["attempts"] = row["attempts"].clone();
+    }
+    Ok(axum::Json(json!({"exams": exams.into_values().collect::<Vec<_>>()})).into_response())
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The exam's name (its bank's `name`, or the exam of its results and attempts).
+    #[arg(long)]
+    pub exam: String,
+    /// html (one page with charts), json, or csv (a zip of all tables, or one with --table).
+    #[arg(long, default_value = "html")]
+    pub format: ReportFormat,
+    /// With --format csv: write only this table (summary, histogram, items, distractors,
+    /// trend or students) as plain CSV.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Output file ("-" for standard output).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Data directory holding `lake/` and the embedded store [default: examflow-data].
+    #[arg(long, env = "EXAMFLOW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of question banks [default: data/question_banks].
+    #[arg(long, env = "EXAMFLOW_BANKS")]
+    pub banks: Option<PathBuf>,
+}
+
+/// `examflow report`: a report from the committed data in the data dir (safe while a
+/// server or ingest runs), with a progress bar on standard error.
+pub async fn report_command(config: crate::config::Config, args: ReportArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(table) = &args.table {
+        anyhow::ensure!(
+            args.format == ReportFormat::Csv,
+            "--table selects one CSV table; add --format csv"
+        );
+        check_table(table).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
+    }
+    let data_dir = args.data_dir.unwrap_or(config.storage.data_dir);
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "data directory {} does not exist (give --data-dir, or run examflow serve or ingest first)",
+        data_dir.display()
+    );
+    let banks_dir = args.banks.unwrap_or(config.storage.banks_dir);
+    let progress = indicatif::ProgressBar::new(4);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:20}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(Duration::from_millis(120));
+    progress.set_message("opening the lake and the store");
+    let lake = examflow_ingest::lake::Lake::open(&data_dir)
+        .await
+        .with_context(|| format!("opening the lake in {}", data_dir.display()))?;
+    let ctx = examflow_ingest::lake::query::new_session();
+    examflow_ingest::lake::query::register_lake(&ctx, &lake, false).await?;
+    let bank = if banks_dir.is_dir() {
+        crate::banks::BankRegistry::load(&banks_dir)
+            .get(&args.exam)
+            .cloned()
+    } else {
+        None
+    };
+    let calibration = if data_dir.join("examflow.db").exists() {
+        SqliteStore::open(&data_dir)?
+            .get_calibration(&args.exam, None)
+            .await?
+    } else {
+        None
+    };
+    progress.inc(1);
+    progress.set_message(format!(
+        "reading and computing the report of {:?}",
+        args.exam
+    ));
+    let report = compute(&ctx, &args.exam, bank, calibration)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    progress.inc(1);
+    progress.set_message("rendering");
+    let bytes = match (args.format, &args.table) {
+        (ReportFormat::Json, _) => serde_json::to_vec_pretty(&report)?,
+        (ReportFormat::Html, _) => render::html(&report).into_bytes(),
+        (ReportFormat::Csv, Some(table)) => render::csv_table(&report, table)?.into_bytes(),
+        (ReportFormat::Csv, None) => render::csv_zip(&report)?,
+    };
+    progress.inc(1);
+    progress.set_message(format!("writing {}", args.output.display()));
+    if args.output.as_os_str() == "-" {
+        std::io::stdout().write_all(&bytes)?;
+    } else {
+        std::fs::write(&args.output, &bytes)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+    }
+    progress.inc(1);
+    progress.finish_and_clear();
+    eprintln!(
+        "report of {:?}: {} results, {} questions → {} ({} bytes)",
+        args.exam,
+        report.summary.results,
+        report.items.len(),
+        args.output.display(),
+        bytes.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,624 @@
+//! The report's statistics, computed with polars' lazy API.
+
+use std::collections::HashMap;
+
+use polars::prelude::*;
+
+use crate::{
+    DistractorRow, ExamReport, HistogramBin, ItemFlag, ItemInfo, ItemRow, Reliability, ReportError,
+    ReportInput, StudentRow, Summary, TimeOnTask, TrendPoint, thresholds,
+};
+
+type Result<T> = std::result::Result<T, ReportError>;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Share of persons in each of the upper and lower groups.
+const GROUP_SHARE: f64 = 0.27;
+/// Shown for a response without an answer in the distractor table.
+pub(crate) const NO_ANSWER: &str = "(no answer)";
+
+fn fail(part: &'static str) -> impl Fn(PolarsError) -> ReportError {
+    move |e| ReportError::Compute {
+        part,
+        message: e.to_string(),
+    }
+}
+
+fn require(df: &DataFrame, frame: &'static str, columns: &[&'static str]) -> Result<()> {
+    for &column in columns {
+        if df.column(column).is_err() {
+            return Err(ReportError::MissingColumn { frame, column });
+        }
+    }
+    Ok(())
+}
+
+/// A column as `f64` values (NaN as null).
+fn f64s(df: &DataFrame, name: &str, part: &'static str) -> Result<Vec<Option<f64>>> {
+    let column = df.column(name).map_err(fail(part))?;
+    let cast = column.cast(&DataType::Float64).map_err(fail(part))?;
+    let values = cast.f64().map_err(fail(part))?;
+    Ok(values.iter().map(|v| v.filter(|x| x.is_finite())).collect())
+}
+
+fn u64s(df: &DataFrame, name: &str, part: &'static str) -> Result<Vec<u64>> {
+    Ok(f64s(df, name, part)?
+        .into_iter()
+        .map(|v| v.unwrap_or(0.0) as u64)
+        .collect())
+}
+
+fn i64s(df: &DataFrame, name: &str, part: &'static str) -> Result<Vec<Option<i64>>> {
+    let column = df.column(name).map_err(fail(part))?;
+    let cast = column.cast(&DataType::Int64).map_err(fail(part))?;
+    Ok(cast.i64().map_err(fail(part))?.iter().collect())
+}
+
+fn strings(df: &DataFrame, name: &str, part: &'static str) -> Result<Vec<Option<String>>> {
+    let column = df.column(name).map_err(fail(part))?;
+    let cast = column.cast(&DataType::String).map_err(fail(part))?;
+    Ok(cast
+        .str()
+        .map_err(fail(part))?
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect())
+}
+
+fn first_f64(df: &DataFrame, name: &str, part: &'static str) -> Result<Option<f64>> {
+    Ok(f64s(df, name, part)?.first().copied().flatten())
+}
+
+fn timestamp(micros: Option<i64>) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(micros?)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn day(days: i64) -> String {
+    chrono::DateTime::from_timestamp(days * 86_400, 0)
+        .map(|t| t.date_naive().to_string())
+        .unwrap_or_default()
+}
+
+/// Days since the epoch, rounded down also before 1970 (polars' floor division needs a
+/// feature that is not built; `/` on integers truncates).
+fn floor_day(micros: Expr) -> Expr {
+    let rem = (micros.clone() % lit(MICROS_PER_DAY) + lit(MICROS_PER_DAY)) % lit(MICROS_PER_DAY);
+    (micros - rem) / lit(MICROS_PER_DAY)
+}
+
+fn f(name: &str) -> Expr {
+    col(name).cast(DataType::Float64)
+}
+
+/// Builds the report of `input` (see [`ReportInput`] for the columns it needs).
+pub fn build_report(input: ReportInput) -> Result<ExamReport> {
+    require(
+        &input.results,
+        "results",
+        &[
+            "document_id",
+            "email",
+            "score",
+            "total",
+            "percentage",
+            "result",
+            "submitted_at_us",
+        ],
+    )?;
+    require(
+        &input.answers,
+        "answers",
+        &[
+            "document_id",
+            "item",
+            "question",
+            "user_answer",
+            "correct_answer",
+            "is_correct",
+        ],
+    )?;
+    require(&input.durations, "durations", &["duration_seconds"])?;
+    let results = input.results.lazy();
+    let summary = summary(results.clone())?;
+    let histogram = histogram(results.clone())?;
+    let trend = trend(results.clone())?;
+    let students = students(results)?;
+    let analysis = item_analysis(input.answers.lazy(), &input.items)?;
+    let time_on_task = time_on_task(input.durations.lazy())?;
+    Ok(ExamReport {
+        exam: input.exam,
+        generated_at: input.generated_at,
+        summary,
+        reliability: analysis.reliability,
+        histogram,
+        items: analysis.items,
+        distractors: analysis.distractors,
+        time_on_task,
+        trend,
+        students,
+        calibration: input.calibration,
+    })
+}
+
+fn summary(results: LazyFrame) -> Result<Summary> {
+    const PART: &str = "summary";
+    let df = results
+        .select([
+            len().alias("results"),
+            col("email").n_unique().alias("takers"),
+            f("percentage").mean().alias("mean"),
+            f("percentage").median().alias("median"),
+            f("percentage").std(1).alias("sd"),
+            f("percentage").min().alias("min"),
+            f("percentage").max().alias("max"),
+            f("score").mean().alias("mean_score"),
+            col("result")
+                .eq(lit("passed"))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("passed"),
+            col("result")
+                .eq(lit("failed"))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("failed"),
+            col("submitted_at_us")
+                .cast(DataType::Int64)
+                .min()
+                .alias("first"),
+            col("submitted_at_us")
+                .cast(DataType::Int64)
+                .max()
+                .alias("last"),
+        ])
+        .collect()
+        .map_err(fail(PART))?;
+    let results = u64s(&df, "results", PART)?[0];
+    let passed = u64s(&df, "passed", PART)?[0];
+    let failed = u64s(&df, "failed", PART)?[0];
+    Ok(Summary {
+        results,
+        takers: if results == 0 {
+            0
+        } else {
+            u64s(&df, "takers", PART)?[0]
+        },
+        mean_percentage: first_f64(&df, "mean", PART)?,
+        median_percentage: first_f64(&df, "median", PART)?,
+        sd_percentage: first_f64(&df, "sd", PART)?,
+        min_percentage: first_f64(&df, "min", PART)?,
+        max_percentage: first_f64(&df, "max", PART)?,
+        mean_score: first_f64(&df, "mean_score", PART)?,
+        passed,
+        failed,
+        pass_rate: (passed + failed > 0).then(|| passed as f64 / (passed + failed) as f64),
+        first_submitted_at: timestamp(i64s(&df, "first", PART)?[0]),
+        last_submitted_at: timestamp(i64s(&df, "last", PART)?[0]),
+    })
+}
+
+fn histogram(results: LazyFrame) -> Result<Vec<HistogramBin>> {
+    const PART: &str = "histogram";
+    // Truncation is the floor here: percentages below 0 are clamped to the first bin anyway.
+    let bin = (f("percentage") / lit(10.0)).cast(DataType::Int64);
+    let df = results
+        .filter(col("percentage").is_not_null())
+        .select([when(bin.clone().gt(lit(9i64)))
+            .then(lit(9i64))
+            .otherwise(
+                when(bin.clone().lt(lit(0i64)))
+                    .then(lit(0i64))
+                    .otherwise(bin),
+            )
+            .alias("bin")])
+        .group_by([col("bin")])
+        .agg([len().alias("count")])
+        .collect()
+        .map_err(fail(PART))?;
+    let mut counts = [0u64; 10];
+    for (bin, count) in i64s(&df, "bin", PART)?
+        .into_iter()
+        .zip(u64s(&df, "count", PART)?)
+    {
+        if let Some(bin) = bin {
+            counts[bin.clamp(0, 9) as usize] += count;
+        }
+    }
+    Ok(counts
+        .iter()
+        .enumerate()
+        .map(|(i, &count)| HistogramBin {
+            from: i as u32 * 10,
+            to: i as u32 * 10 + 10,
+            count,
+        })
+        .collect())
+}
+
+fn trend(results: LazyFrame) -> Result<Vec<TrendPoint>> {
+    const PART: &str = "trend";
+    let df = results
+        .filter(col("submitted_at_us").is_not_null())
+        .group_by([floor_day(col("submitted_at_us").cast(DataType::Int64)).alias("day")])
+        .agg([
+            len().alias("results"),
+            f("percentage").mean().alias("mean"),
+            col("result")
+                .eq(lit("passed"))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("passed"),
+            col("result")
+                .eq(lit("failed"))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("failed"),
+        ])
+        .sort(["day"], SortMultipleOptions::default())
+        .collect()
+        .map_err(fail(PART))?;
+    let days = i64s(&df, "day", PART)?;
+    let counts = u64s(&df, "results", PART)?;
+    let means = f64s(&df, "mean", PART)?;
+    let passed = u64s(&df, "passed", PART)?;
+    let failed = u64s(&df, "failed", PART)?;
+    Ok((0..df.height())
+        .map(|i| TrendPoint {
+            day: day(days[i].unwrap_or_default()),
+            results: counts[i],
+            mean_percentage: means[i],
+            pass_rate: (passed[i] + failed[i] > 0)
+                .then(|| passed[i] as f64 / (passed[i] + failed[i]) as f64),
+        })
+        .collect())
+}
+
+fn students(results: LazyFrame) -> Result<Vec<StudentRow>> {
+    const PART: &str = "student table";
+    let df = results
+        .sort(
+            ["email", "submitted_at_us", "document_id"],
+            SortMultipleOptions::default().with_nulls_last(true),
+        )
+        .collect()
+        .map_err(fail(PART))?;
+    let ids = strings(&df, "document_id", PART)?;
+    let emails = strings(&df, "email", PART)?;
+    let scores = f64s(&df, "score", PART)?;
+    let totals = f64s(&df, "total", PART)?;
+    let percentages = f64s(&df, "percentage", PART)?;
+    let outcomes = strings(&df, "result", PART)?;
+    let submitted = i64s(&df, "submitted_at_us", PART)?;
+    Ok((0..df.height())
+        .map(|i| StudentRow {
+            document_id: ids[i].clone().unwrap_or_default(),
+            email: emails[i].clone().unwrap_or_default(),
+            score: scores[i],
+            total: totals[i],
+            percentage: percentages[i],
+            result: outcomes[i].clone(),
+            submitted_at: timestamp(submitted[i]),
+        })
+        .collect())
+}
+
+fn time_on_task(durations: LazyFrame) -> Result<TimeOnTask> {
+    const PART: &str = "time on task";
+    let seconds = || f("duration_seconds");
+    let df = durations
+        .filter(col("duration_seconds").is_not_null())
+        .select([
+            len().alias("n"),
+            seconds().mean().alias("mean"),
+            seconds().median().alias("median"),
+            seconds()
+                .quantile(lit(0.9), QuantileMethod::Linear)
+                .alias("p90"),
+            seconds().min().alias("min"),
+            seconds().max().alias("max"),
+        ])
+        .collect()
+        .map_err(fail(PART))?;
+    Ok(TimeOnTask {
+        attempts: u64s(&df, "n", PART)?[0],
+        mean_seconds: first_f64(&df, "mean", PART)?,
+        median_seconds: first_f64(&df, "median", PART)?,
+        p90_seconds: first_f64(&df, "p90", PART)?,
+        min_seconds: first_f64(&df, "min", PART)?,
+        max_seconds: first_f64(&df, "max", PART)?,
+    })
+}
+
+struct ItemAnalysis {
+    reliability: Reliability,
+    items: Vec<ItemRow>,
+    distractors: Vec<DistractorRow>,
+}
+
+/// Reliability, the item table and the distractor table, from the question-level rows.
+fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> {
+    const PART: &str = "item analysis";
+    let answers = answers.with_column(
+        col("is_correct")
+            .cast(DataType::Float64)
+            .fill_null(lit(0.0))
+            .alias("x"),
+    );
+    // Number correct per result; 0 = lower 27%, 1 = middle, 2 = upper (ties by id).
+    let totals = answers
+        .clone()
+        .group_by([col("document_id")])
+        .agg([col("x").sum().alias("raw")])
+        .sort(["raw", "document_id"], SortMultipleOptions::default())
+        .collect()
+        .map_err(fail(PART))?;
+    let persons = totals.height();
+    let group_size = (GROUP_SHARE * persons as f64 + 0.5).floor() as u32;
+    let totals = totals.lazy().with_row_index("rank", None).with_column(
+        when(col("rank").lt(lit(group_size)))
+            .then(lit(0i32))
+            .otherwise(
+                when(col("rank").gt_eq(lit(persons as u32 - group_size.min(persons as u32))))
+                    .then(lit(2i32))
+                    .otherwise(lit(1i32)),
+            )
+            .alias("group"),
+    );
+    let raw_stats = totals
+        .clone()
+        .select([
+            col("raw").mean().alias("mean"),
+            col("raw").var(1).alias("var"),
+        ])
+        .collect()
+        .map_err(fail(PART))?;
+    // Materialised once: both the item table and the distractor table read it.
+    let joined = answers
+        .inner_join(totals, col("document_id"), col("document_id"))
+        .collect()
+        .map_err(fail(PART))?
+        .lazy();
+    let x = || col("x");
+    let in_group = |g: i32| col("group").eq(lit(g));
+    let items = joined
+        .clone()
+        .group_by([col("item")])
+        .agg([
+            len().alias("responses"),
+            col("question").first().alias("question"),
+            x().mean().alias("p"),
+            x().sum().alias("correct"),
+            pearson_corr(x(), col("raw")).alias("pbis"),
+            pearson_corr(x(), col("raw") - x()).alias("cit"),
+            x().filter(in_group(2)).mean().alias("p_upper"),
+            x().filter(in_group(0)).mean().alias("p_lower"),
+            in_group(2).cast(DataType::Int64).sum().alias("n_upper"),
+            in_group(0).cast(DataType::Int64).sum().alias("n_lower"),
+        ])
+        .collect()
+        .map_err(fail(PART))?;
+    let options = joined
+        .group_by([col("item"), col("user_answer")])
+        .agg([
+            len().alias("count"),
+            col("correct_answer").first().alias("key"),
+            col("raw").mean().alias("mean_raw"),
+            in_group(2).cast(DataType::Int64).sum().alias("upper"),
+            in_group(0).cast(DataType::Int64).sum().alias("lower"),
+        ])
+        .collect()
+        .map_err(fail(PART))?;
+
+    // Reliability: item variances with missing = 0 over all persons (n − 1 denominator).
+    let n = persons as f64;
+    let correct = f64s(&items, "correct", PART)?;
+    let k = items.height() as f64;
+    let item_variance: f64 = correct
+        .iter()
+        .map(|c| {
+            let m = c.unwrap_or(0.0) / n;
+            n / (n - 1.0) * m * (1.0 - m)
+        })
+        .sum();
+    let total_variance = first_f64(&raw_stats, "var", PART)?;
+    let alpha = total_variance
+        .filter(|v| *v > 0.0 && k > 1.0)
+        .map(|v| k / (k - 1.0) * (1.0 - item_variance / v));
+    let sd = total_variance.map(f64::sqrt);
+    let reliability = Reliability {
+        persons: persons as u64,
+        items: items.height() as u64,
+        alpha,
+        sem: alpha.zip(sd).map(|(a, sd)| sd * (1.0 - a).max(0.0).sqrt()),
+        mean_correct: first_f64(&raw_stats, "mean", PART)?,
+        sd_correct: sd,
+    };
+
+    // The item table, in bank order, then any other question by id.
+    let ids = strings(&items, "item", PART)?;
+    let questions = strings(&items, "question", PART)?;
+    let responses = u64s(&items, "responses", PART)?;
+    let p = f64s(&items, "p", PART)?;
+    let pbis = f64s(&items, "pbis", PART)?;
+    let cit = f64s(&items, "cit", PART)?;
+    let p_upper = f64s(&items, "p_upper", PART)?;
+    let p_lower = f64s(&items, "p_lower", PART)?;
+    let n_upper = u64s(&items, "n_upper", PART)?;
+    let n_lower = u64s(&items, "n_lower", PART)?;
+    let bank_index: HashMap<&str, &ItemInfo> = bank.iter().map(|i| (i.item.as_str(), i)).collect();
+    let mut rows: Vec<ItemRow> = Vec::with_capacity(items.height().max(bank.len()));
+    let mut group_sizes: HashMap<String, (u64, u64, u64)> = HashMap::new();
+    for i in 0..items.height() {
+        let id = ids[i].clone().unwrap_or_default();
+        let info = bank_index.get(id.as_str());
+        group_sizes.insert(id.clone(), (responses[i], n_lower[i], n_upper[i]));
+        let discrimination = p_upper[i].zip(p_lower[i]).map(|(u, l)| u - l);
+        rows.push(ItemRow {
+            question: info
+                .map(|i| i.question.clone())
+                .or_else(|| questions[i].clone())
+                .unwrap_or_default(),
+            topic: info.and_then(|i| i.topic.clone()),
+            responses: responses[i],
+            p_value: p[i],
+            point_biserial: pbis[i],
+            corrected_item_total: cit[i],
+            discrimination_index: discrimination,
+            irt_a: info.and_then(|i| i.a),
+            irt_b: info.and_then(|i| i.b),
+            irt_c: info.and_then(|i| i.c),
+            flags: flags(p[i], cit[i]),
+            item: id,
+        });
+    }
+    for info in bank {
+        if !group_sizes.contains_key(&info.item) {
+            rows.push(ItemRow {
+                item: info.item.clone(),
+                question: info.question.clone(),
+                topic: info.topic.clone(),
+                responses: 0,
+                p_value: None,
+                point_biserial: None,
+                corrected_item_total: None,
+                discrimination_index: None,
+                irt_a: info.a,
+                irt_b: info.b,
+                irt_c: info.c,
+                flags: Vec::new(),
+            });
+        }
+    }
+    let bank_order: HashMap<&str, usize> = bank
+        .iter()
+        .enumerate()
+        .map(|(i, info)| (info.item.as_str(), i))
+        .collect();
+    let order_of = |item: &str| {
+        (
+            bank_order.get(item).copied().unwrap_or(usize::MAX),
+            item.to_string(),
+        )
+    };
+    rows.sort_by_key(|r| order_of(&r.item));
+
+    // The distractor table: every answer given, plus bank options nobody chose.
+    let option_items = strings(&options, "item", PART)?;
+    let answers_given = strings(&options, "user_answer", PART)?;
+    let counts = u64s(&options, "count", PART)?;
+    let keys = strings(&options, "key", PART)?;
+    let mean_raw = f64s(&options, "mean_raw", PART)?;
+    let upper = u64s(&options, "upper", PART)?;
+    let lower = u64s(&options, "lower", PART)?;
+    let share = |count: u64, of: u64| (of > 0).then(|| count as f64 / of as f64);
+    let mut distractors = Vec::with_capacity(options.height());
+    let mut seen: HashMap<(String, String), ()> = HashMap::new();
+    for i in 0..options.height() {
+        let item = option_items[i].clone().unwrap_or_default();
+        let (responses, n_lower, n_upper) = group_sizes.get(&item).copied().unwrap_or_default();
+        let option = answers_given[i].clone();
+        let is_key = option.is_some() && option == keys[i];
+        let option = option.unwrap_or_else(|| NO_ANSWER.to_string());
+        seen.insert((item.clone(), option.clone()), ());
+        distractors.push(DistractorRow {
+            item,
+            option,
+            is_key,
+            count: counts[i],
+            share: share(counts[i], responses),
+            lower_share: share(lower[i], n_lower),
+            upper_share: share(upper[i], n_upper),
+            mean_correct: mean_raw[i],
+        });
+    }
+    let key_of: HashMap<&str, &str> = (0..options.height())
+        .filter_map(|i| Some((option_items[i].as_deref()?, keys[i].as_deref()?)))
+        .collect();
+    for info in bank {
+        let Some(&(responses, n_lower, n_upper)) = group_sizes.get(&info.item) else {
+            continue;
+        };
+        for option in &info.options {
+            if seen.contains_key(&(info.item.clone(), option.clone())) {
+                continue;
+            }
+            distractors.push(DistractorRow {
+                item: info.item.clone(),
+                option: option.clone(),
+                is_key: key_of.get(info.item.as_str()) == Some(&option.as_str()),
+                count: 0,
+                share: share(0, responses),
+                lower_share: share(0, n_lower),
+                upper_share: share(0, n_upper),
+                mean_correct: None,
+            });
+        }
+    }
+    // By item (bank order), then the bank's option order, then the answer text.
+    let option_order = |item: &str, option: &str| {
+        bank_index
+            .get(item)
+            .and_then(|info| info.options.iter().position(|o| o == option))
+            .unwrap_or(usize::MAX)
+    };
+    distractors.sort_by_key(|d| {
+        (
+            order_of(&d.item),
+            option_order(&d.item, &d.option),
+            d.option.clone(),
+        )
+    });
+    Ok(ItemAnalysis {
+        reliability,
+        items: rows,
+        distractors,
+    })
+}
+
+/// The flags of a question from its p-value and corrected item–total correlation.
+fn flags(p_value: Option<f64>, corrected: Option<f64>) -> Vec<ItemFlag> {
+    let mut flags = Vec::new();
+    if let Some(p) = p_value {
+        if p > thresholds::TOO_EASY {
+            flags.push(ItemFlag {
+                flag: "too_easy",
+                reason: format!(
+                    "{:.0}% answer it right (above {:.0}%): it separates few students",
+                    p * 100.0,
+                    thresholds::TOO_EASY * 100.0
+                ),
+            });
+        } else if p < thresholds::TOO_HARD {
+            flags.push(ItemFlag {
+                flag: "too_hard",
+                reason: format!(
+                    "only {:.0}% answer it right (below {:.0}%): check the key and the wording",
+                    p * 100.0,
+                    thresholds::TOO_HARD * 100.0
+                ),
+            });
+        }
+    }
+    if let Some(r) = corrected {
+        if r < 0.0 {
+            flags.push(ItemFlag {
+                flag: "negative_discrimination",
+                reason: format!(
+                    "correlation with the rest of the test is {r:.2}: students who do well \
+                     elsewhere get it wrong more often; check the key"
+                ),
+            });
+        } else if r < thresholds::LOW_DISCRIMINATION {
+            flags.push(ItemFlag {
+                flag: "low_discrimination",
+                reason: format!(
+                    "correlation with the rest of the test is {r:.2} (below {:.2}): it tells \
+                     strong and weak students apart poorly",
+                    thresholds::LOW_DISCRIMINATION
+                ),
+            });
+        }
+    }
+    flags
+}

@@ -1,0 +1,546 @@
+//! A report as CSV tables (one per request, or all in a zip) and as one HTML page whose
+//! charts are inline SVG drawn here, readable without JavaScript.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{ExamReport, ReportError};
+
+/// The CSV tables of a report, by name (`?table=` and the zip's file names).
+pub const TABLES: [&str; 6] = [
+    "summary",
+    "histogram",
+    "items",
+    "distractors",
+    "trend",
+    "students",
+];
+
+/// Most student rows the HTML page lists (the CSV and JSON have them all).
+pub const HTML_STUDENT_ROWS: usize = 500;
+
+fn render_error(what: &str) -> impl Fn(String) -> ReportError + '_ {
+    move |message| ReportError::Render {
+        what: what.to_string(),
+        message,
+    }
+}
+
+fn write_rows<T: Serialize>(rows: &[T], header: &[&str]) -> Result<String, ReportError> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(true)
+        .from_writer(Vec::new());
+    if rows.is_empty() {
+        writer
+            .write_record(header)
+            .map_err(|e| render_error("csv")(e.to_string()))?;
+    }
+    for row in rows {
+        writer
+            .serialize(row)
+            .map_err(|e| render_error("csv")(e.to_string()))?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| render_error("csv")(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| render_error("csv")(e.to_string()))
+}
+
+/// The `summary` table: one `metric,value` row per number of the summary, reliability and
+/// time on task.
+fn summary_rows(report: &ExamReport) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut add = |section: &str, value: serde_json::Value| {
+        if let serde_json::Value::Object(map) = value {
+            for (key, v) in map {
+                let text = match v {
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                rows.push((format!("{section}{key}"), text));
+            }
+        }
+    };
+    add(
+        "",
+        serde_json::json!({"exam": report.exam, "generated_at": report.generated_at}),
+    );
+    add(
+        "",
+        serde_json::to_value(&report.summary).unwrap_or_default(),
+    );
+    add(
+        "reliability_",
+        serde_json::to_value(&report.reliability).unwrap_or_default(),
+    );
+    add(
+        "time_on_task_",
+        serde_json::to_value(&report.time_on_task).unwrap_or_default(),
+    );
+    if let Some(c) = &report.calibration {
+        add("calibration_", serde_json::to_value(c).unwrap_or_default());
+    }
+    rows
+}
+
+#[derive(Serialize)]
+struct ItemCsvRow<'a> {
+    item: &'a str,
+    question: &'a str,
+    topic: Option<&'a str>,
+    responses: u64,
+    p_value: Option<f64>,
+    point_biserial: Option<f64>,
+    corrected_item_total: Option<f64>,
+    discrimination_index: Option<f64>,
+    irt_a: Option<f64>,
+    irt_b: Option<f64>,
+    irt_c: Option<f64>,
+    flags: String,
+}
+
+/// One table of the report as CSV (header line first).
+pub fn csv_table(report: &ExamReport, table: &str) -> Result<String, ReportError> {
+    match table {
+        "summary" => {
+            let rows = summary_rows(report);
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            let mut put = |record: [&str; 2]| {
+                writer
+                    .write_record(record)
+                    .map_err(|e| render_error("csv")(e.to_string()))
+            };
+            put(["metric", "value"])?;
+            for (metric, value) in &rows {
+                put([metric, value])?;
+            }
+            let bytes = writer
+                .into_inner()
+                .map_err(|e| render_error("csv")(e.to_string()))?;
+            String::from_utf8(bytes).map_err(|e| render_error("csv")(e.to_string()))
+        }
+        "histogram" => write_rows(&report.histogram, &["from", "to", "count"]),
+        "items" => {
+            let rows: Vec<ItemCsvRow> = report
+                .items
+                .iter()
+                .map(|i| ItemCsvRow {
+                    item: &i.item,
+                    question: &i.question,
+                    topic: i.topic.as_deref(),
+                    responses: i.responses,
+                    p_value: i.p_value,
+                    point_biserial: i.point_biserial,
+                    corrected_item_total: i.corrected_item_total,
+                    discrimination_index: i.discrimination_index,
+                    irt_a: i.irt_a,
+                    irt_b: i.irt_b,
+                    irt_c: i.irt_c,
+                    flags: i
+                        .flags
+                        .iter()
+                        .map(|f| format!("{}: {}", f.flag, f.reason))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })
+                .collect();
+            write_rows(
+                &rows,
+                &[
+                    "item",
+                    "question",
+                    "topic",
+                    "responses",
+                    "p_value",
+                    "point_biserial",
+                    "corrected_item_total",
+                    "discrimination_index",
+                    "irt_a",
+                    "irt_b",
+                    "irt_c",
+                    "flags",
+                ],
+            )
+        }
+        "distractors" => write_rows(
+            &report.distractors,
+            &[
+                "item",
+                "option",
+                "is_key",
+                "count",
+                "share",
+                "lower_share",
+                "upper_share",
+                "mean_correct",
+            ],
+        ),
+        "trend" => write_rows(
+            &report.trend,
+            &["day", "results", "mean_percentage", "pass_rate"],
+        ),
+        "students" => write_rows(
+            &report.students,
+            &[
+                "document_id",
+                "email",
+                "score",
+                "total",
+                "percentage",
+                "result",
+                "submitted_at",
+            ],
+        ),
+        other => Err(ReportError::Render {
+            what: "csv".into(),
+            message: format!("no table {other:?}; the tables are {}", TABLES.join(", ")),
+        }),
+    }
+}
+
+/// Every table as `<table>.csv` in one zip archive.
+pub fn csv_zip(report: &ExamReport) -> Result<Vec<u8>, ReportError> {
+    let fail = render_error("zip");
+    let mut zip = crate::zip::ZipWriter::default();
+    for table in TABLES {
+        let text = csv_table(report, table)?;
+        zip.add(&format!("{table}.csv"), text.as_bytes())
+            .map_err(&fail)?;
+    }
+    zip.finish().map_err(fail)
+}
+
+/// Text made safe inside HTML and SVG.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn num(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_string(), |v| format!("{:.0}%", v * 100.0))
+}
+
+fn duration(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "–".into(),
+        Some(s) if s < 90.0 => format!("{s:.0} s"),
+        Some(s) => format!("{:.1} min", s / 60.0),
+    }
+}
+
+/// Bar chart of the score distribution.
+fn histogram_svg(report: &ExamReport) -> String {
+    let (width, height, left, bottom, top) = (560.0, 220.0, 40.0, 30.0, 12.0);
+    let max = report
+        .histogram
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let plot_h = height - bottom - top;
+    let bar_w = (width - left - 10.0) / report.histogram.len().max(1) as f64;
+    let mut svg = format!(
+        r#"<svg class="chart" role="img" aria-labelledby="hist-title" viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg"><title id="hist-title">Score distribution: number of results per 10-point band of percentage</title>"#
+    );
+    let _ = write!(
+        svg,
+        r##"<line x1="{left}" y1="{y}" x2="{x2}" y2="{y}" stroke="#555"/>"##,
+        y = height - bottom,
+        x2 = width - 10.0
+    );
+    let _ = write!(
+        svg,
+        r##"<text x="4" y="{}" font-size="11" fill="#333">{}</text>"##,
+        top + 8.0,
+        max as u64
+    );
+    for (i, bin) in report.histogram.iter().enumerate() {
+        let h = bin.count as f64 / max * plot_h;
+        let x = left + i as f64 * bar_w;
+        let y = height - bottom - h;
+        let _ = write!(
+            svg,
+            r##"<rect class="bar" x="{:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}" fill="#3b6ea8"><title>{}–{}%: {} results</title></rect>"##,
+            x + 2.0,
+            bar_w - 4.0,
+            bin.from,
+            bin.to,
+            bin.count
+        );
+        if bin.count > 0 {
+            let _ = write!(
+                svg,
+                r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#222">{}</text>"##,
+                x + bar_w / 2.0,
+                y - 2.0,
+                bin.count
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#333">{}</text>"##,
+            x + bar_w / 2.0,
+            height - bottom + 14.0,
+            bin.from
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#333">percentage</text></svg>"##,
+        left + (width - left) / 2.0,
+        height - 3.0
+    );
+    svg
+}
+
+/// Line chart of the mean percentage per day.
+fn trend_svg(report: &ExamReport) -> String {
+    let (width, height, left, bottom, top) = (560.0, 200.0, 40.0, 30.0, 12.0);
+    let points: Vec<(usize, f64)> = report
+        .trend
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.mean_percentage?)))
+        .collect();
+    let mut svg = format!(
+        r#"<svg class="chart" role="img" aria-labelledby="trend-title" viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg"><title id="trend-title">Mean percentage per day of submission</title>"#
+    );
+    let plot_w = width - left - 20.0;
+    let plot_h = height - bottom - top;
+    let n = report.trend.len().max(2) - 1;
+    let x_of = |i: usize| left + plot_w * i as f64 / n as f64;
+    let y_of = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 100.0) / 100.0);
+    for v in [0.0, 50.0, 100.0] {
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{x2}" y2="{y:.1}" stroke="#ddd"/><text x="4" y="{ty:.1}" font-size="10" fill="#333">{v}%</text>"##,
+            y = y_of(v),
+            x2 = width - 20.0,
+            ty = y_of(v) + 3.0
+        );
+    }
+    if points.len() > 1 {
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(i, v)| format!("{:.1},{:.1}", x_of(i), y_of(v)))
+            .collect();
+        let _ = write!(
+            svg,
+            r##"<polyline fill="none" stroke="#3b6ea8" stroke-width="2" points="{}"/>"##,
+            path.join(" ")
+        );
+    }
+    for &(i, v) in &points {
+        let p = &report.trend[i];
+        let _ = write!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#3b6ea8"><title>{}: mean {:.1}%, {} results</title></circle>"##,
+            x_of(i),
+            y_of(v),
+            escape(&p.day),
+            v,
+            p.results
+        );
+    }
+    if let (Some(first), Some(last)) = (report.trend.first(), report.trend.last()) {
+        let _ = write!(
+            svg,
+            r##"<text x="{left}" y="{y}" font-size="10" fill="#333">{}</text><text x="{x}" y="{y}" font-size="10" text-anchor="end" fill="#333">{}</text>"##,
+            escape(&first.day),
+            escape(&last.day),
+            y = height - bottom + 14.0,
+            x = width - 20.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:70rem;\
+padding:0 1rem;color:#1d1d1f}h1{margin-bottom:.2rem}.meta{color:#555}\
+.cards{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0}\
+.card{border:1px solid #ccd;border-radius:6px;padding:.6rem .9rem;min-width:8rem}\
+.card b{display:block;font-size:1.4rem}table{border-collapse:collapse;margin:.5rem 0 1.5rem;\
+font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.25rem .5rem;text-align:left;\
+vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+tr.flagged td{background:#fff4e0}.flag{display:block;color:#8a4b00}.key{font-weight:bold}\
+.charts{display:flex;flex-wrap:wrap;gap:1rem}";
+
+/// The report as one HTML page: summary cards, the charts, and the tables.
+pub fn html(report: &ExamReport) -> String {
+    let s = &report.summary;
+    let r = &report.reliability;
+    let t = &report.time_on_task;
+    let exam = escape(&report.exam);
+    let mut page = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Report: {exam}</title><style>{STYLE}</style></head><body><h1>Score report: {exam}</h1><p class="meta">Generated {} · {} results from {} students</p>"#,
+        escape(&report.generated_at),
+        s.results,
+        s.takers
+    );
+    let card = |label: &str, value: String| {
+        format!(
+            r#"<div class="card"><b>{}</b>{}</div>"#,
+            escape(&value),
+            escape(label)
+        )
+    };
+    page.push_str(r#"<section class="cards" id="summary">"#);
+    for (label, value) in [
+        ("results", s.results.to_string()),
+        ("students", s.takers.to_string()),
+        ("mean percentage", num(s.mean_percentage, 1)),
+        ("median percentage", num(s.median_percentage, 1)),
+        ("standard deviation", num(s.sd_percentage, 1)),
+        ("pass rate", percent(s.pass_rate)),
+        ("reliability (alpha)", num(r.alpha, 2)),
+        ("SEM (questions)", num(r.sem, 2)),
+        ("median time on task", duration(t.median_seconds)),
+    ] {
+        page.push_str(&card(label, value));
+    }
+    page.push_str("</section>");
+    let _ = write!(
+        page,
+        r#"<section class="charts"><figure><figcaption>Score distribution</figcaption>{}</figure><figure><figcaption>Mean percentage per day</figcaption>{}</figure></section>"#,
+        histogram_svg(report),
+        trend_svg(report)
+    );
+    let _ = write!(
+        page,
+        "<p>Reliability is computed over {} results and {} questions (a question a result \
+         does not contain counts as wrong). Time on task: {} ingested attempts, mean {}, \
+         90th percentile {}.</p>",
+        r.persons,
+        r.items,
+        t.attempts,
+        duration(t.mean_seconds),
+        duration(t.p90_seconds)
+    );
+    if let Some(c) = &report.calibration {
+        let _ = write!(
+            page,
+            "<p>IRT parameters: calibration version {} ({}, {}).</p>",
+            c.version,
+            escape(&c.source),
+            escape(&c.created_at)
+        );
+    }
+
+    page.push_str(
+        r#"<h2>Questions</h2><table id="items"><thead><tr><th>Question</th><th>Responses</th><th>p-value</th><th>Point-biserial</th><th>Item–rest r</th><th>D (upper−lower)</th><th>IRT a</th><th>IRT b</th><th>Flags</th></tr></thead><tbody>"#,
+    );
+    for item in &report.items {
+        let flags: String = item
+            .flags
+            .iter()
+            .map(|f| {
+                format!(
+                    r#"<span class="flag" title="{}">{}: {}</span>"#,
+                    escape(f.flag),
+                    escape(&f.flag.replace('_', " ")),
+                    escape(&f.reason)
+                )
+            })
+            .collect();
+        let _ = write!(
+            page,
+            r#"<tr{}><td><code>{}</code> {}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{flags}</td></tr>"#,
+            if item.flags.is_empty() {
+                ""
+            } else {
+                r#" class="flagged""#
+            },
+            escape(&item.item),
+            escape(&item.question),
+            item.responses,
+            num(item.p_value, 2),
+            num(item.point_biserial, 2),
+            num(item.corrected_item_total, 2),
+            num(item.discrimination_index, 2),
+            num(item.irt_a, 2),
+            num(item.irt_b, 2),
+        );
+    }
+    page.push_str("</tbody></table>");
+
+    page.push_str(
+        r#"<h2>Answers chosen</h2><table id="distractors"><thead><tr><th>Question</th><th>Answer</th><th>Count</th><th>Share</th><th>Lower 27%</th><th>Upper 27%</th><th>Mean correct</th></tr></thead><tbody>"#,
+    );
+    for d in &report.distractors {
+        let _ = write!(
+            page,
+            r#"<tr><td><code>{}</code></td><td{}>{}{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            escape(&d.item),
+            if d.is_key { r#" class="key""# } else { "" },
+            escape(&d.option),
+            if d.is_key { " (key)" } else { "" },
+            d.count,
+            percent(d.share),
+            percent(d.lower_share),
+            percent(d.upper_share),
+            num(d.mean_correct, 1)
+        );
+    }
+    page.push_str("</tbody></table>");
+
+    page.push_str(
+        r#"<h2>Per day</h2><table id="trend"><thead><tr><th>Day</th><th>Results</th><th>Mean percentage</th><th>Pass rate</th></tr></thead><tbody>"#,
+    );
+    for p in &report.trend {
+        let _ = write!(
+            page,
+            r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            escape(&p.day),
+            p.results,
+            num(p.mean_percentage, 1),
+            percent(p.pass_rate)
+        );
+    }
+    page.push_str("</tbody></table>");
+
+    let shown = report.students.len().min(HTML_STUDENT_ROWS);
+    let _ = write!(
+        page,
+        r#"<h2>Students</h2><p>{}</p><table id="students"><thead><tr><th>Email</th><th>Score</th><th>Percentage</th><th>Result</th><th>Submitted</th></tr></thead><tbody>"#,
+        if shown < report.students.len() {
+            format!(
+                "The first {shown} of {} results; the CSV and JSON formats have them all.",
+                report.students.len()
+            )
+        } else {
+            format!("{} results.", report.students.len())
+        }
+    );
+    for row in &report.students[..shown] {
+        let _ = write!(
+            page,
+            r#"<tr><td>{}</td><td class="n">{} / {}</td><td class="n">{}</td><td>{}</td><td>{}</td></tr>"#,
+            escape(&row.email),
+            num(row.score, 0),
+            num(row.total, 0),
+            num(row.percentage, 0),
+            escape(row.result.as_deref().unwrap_or("")),
+            escape(row.submitted_at.as_deref().unwrap_or(""))
+        );
+    }
+    page.push_str("</tbody></table></body></html>\n");
+    page
+}
