@@ -79,10 +79,10 @@ def report(lake: str, exam: str) -> dict:
         .sort("item")
     )
     distractors = joined.group_by("item", "user_answer").agg(
-        pl.len(),
-        pl.col("raw").mean(),
-        (pl.col("group") == 2).sum(),
-        (pl.col("group") == 0).sum(),
+        pl.len().alias("count"),
+        pl.col("raw").mean().alias("mean_raw"),
+        (pl.col("group") == 2).sum().alias("upper"),
+        (pl.col("group") == 0).sum().alias("lower"),
     )
     k = items.height
     m = items["correct"] / n

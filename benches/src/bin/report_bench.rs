@@ -420,6 +420,7 @@ async fn main() -> Result<()> {
         "lake: {exam_results} results of {EXAM}, {detail_rows} question rows in all, built in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let load_before = loadavg();
     let server = Server::start(&data_dir, &banks, temp.path())?;
     let client = reqwest::Client::new();
 
@@ -489,7 +490,7 @@ async fn main() -> Result<()> {
         "## Score report: {results} results × {} questions\n",
         args.questions
     );
-    println!("{}, load average before/after: see below\n", cpu_line());
+    println!("{}, load average at the start: {load_before}\n", cpu_line());
     println!("| what | median s | min s | max s | body | ratio to Python polars |");
     println!("|---|---:|---:|---:|---:|---:|");
     let row = |name: &str, v: &[f64], m: f64, body: String| {
@@ -513,13 +514,16 @@ async fn main() -> Result<()> {
         format!("{:.1} MB", html_bytes as f64 / 1e6),
     );
     row(
-        "Python polars 1.x: `read_delta` + the same statistics (in-process time)",
+        &format!(
+            "Python polars {}: `read_delta` + the same statistics (in-process time)",
+            baseline["polars"].as_str().unwrap_or("?")
+        ),
         &python_s,
         py_m,
         "–".into(),
     );
     println!(
-        "\nreps {}, {} question rows in the lake (both exams); alpha {alpha:.6} in both; \
+        "\nreps {}, {} question rows written (both exams; 0 when reused); alpha {alpha:.6} in both; \
          largest p-value/point-biserial difference {worst:.1e}; load average now {}",
         args.reps,
         detail_rows,
