@@ -496,11 +496,18 @@ async fn student_flow(driver: &WebDriver) -> WebDriverResult<()> {
     assert!(driver.find_all(By::Css(".report-row")).await?.is_empty());
     email.send_keys("student@example.com").await?;
     driver.find(By::Id("login-button")).await?.click().await?;
-    driver
-        .query(By::Css(format!("button.exam[data-exam='{EXAM}']")))
-        .and_displayed()
-        .first()
-        .await?;
+    // The exam list is rendered again for the student: wait in the page, holding no
+    // element handle that the re-render could leave stale.
+    let script = format!(
+        "const b = document.querySelector(\"button.exam[data-exam='{EXAM}']\");
+         return b !== null && b.offsetParent !== null
+           && document.getElementById('who').textContent.startsWith('Taking exams as');"
+    );
+    wait_for("the student's exam list", || async {
+        let shown = driver.execute(&script, vec![]).await?;
+        Ok(shown.json().as_bool().filter(|shown| *shown))
+    })
+    .await?;
     assert_eq!(
         driver.find(By::Id("who")).await?.text().await?,
         "Taking exams as student@example.com"

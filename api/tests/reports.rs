@@ -225,11 +225,14 @@ async fn reports_in_every_format_for_staff_only() {
                 .unwrap();
             assert!(status.success());
             let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-            (report["summary"]["results"] == 24).then_some(report)
+            // `score_changes` and `score_detail_changes` are committed one after the other:
+            // wait for both.
+            (report["summary"]["results"] == 24 && report["reliability"]["persons"] == 24)
+                .then_some(report)
         }
     })
     .await
-    .expect("examflow report sees the 24 committed results");
+    .expect("examflow report sees the 24 committed results and their questions");
     assert_eq!(offline["items"], report["items"]);
     assert_eq!(offline["reliability"], report["reliability"]);
 }
