@@ -1,10 +1,12 @@
 //! Adaptive sessions over HTTP: start, answer one item at a time, inspect.
 //!
 //! A session's whole state (the engine's [`CatSession`], the answers as given, the
-//! outcome) is written to the embedded store, fsync'd, before every response, so a session
-//! survives a restart and continues exactly where it was. Sessions in use are also kept in
-//! memory, each behind its own lock, so concurrent answers to one session are applied one
-//! at a time and different sessions never wait for each other.
+//! outcome) is written durably to the session store (the embedded one, or MongoDB when
+//! results go there) before every response, so a session survives a restart and continues
+//! exactly where it was. Sessions in use are also kept in memory, each behind its own lock,
+//! so concurrent answers to one session are applied one at a time and different sessions
+//! never wait for each other. With MongoDB, another server may have answered since, so the
+//! stored state is read again on every request.
 //!
 //! A finished session is stored as a result like a fixed-form submission (`score`/`total`
 //! over the items it gave, plus `adaptive` with θ, SE and the scale score), so change
@@ -317,7 +319,7 @@ pub async fn start_session(
         updated_at: now,
         state: state_text(&state),
     };
-    app.local.put_session(row.clone()).await?;
+    app.session_store.put_session(row.clone()).await?;
     let body = json!({
         "session": id,
         "exam": exam.name,
@@ -368,13 +370,23 @@ async fn locked(
     Ok(guard)
 }
 
-/// Loads session `id` into its slot when it is not in memory.
+/// Loads session `id` into its slot when it is not in memory, or (shared store) when the
+/// stored state is newer than the one in memory.
 async fn load(app: &AppState, id: &str, slot: &mut Option<Live>) -> Result<(), ApiError> {
-    if slot.is_some() {
+    // Only this process writes the embedded store, so its copy in memory is current.
+    let shared = app.config.storage.mongodb_uri.is_some();
+    if slot.is_some() && !shared {
         return Ok(());
     }
     let not_found = || ApiError::not_found(format!("adaptive session {id:?}"));
-    let row = app.local.get_session(id).await?.ok_or_else(not_found)?;
+    let row = app
+        .session_store
+        .get_session(id)
+        .await?
+        .ok_or_else(not_found)?;
+    if slot.as_ref().is_some_and(|live| live.row == row) {
+        return Ok(());
+    }
     let state: SessionState = serde_json::from_str(&row.state).map_err(|e| {
         ApiError::Invalid(format!("stored adaptive session {id} is not valid: {e}"))
     })?;
@@ -457,7 +469,11 @@ pub async fn answer(
     let correct = chosen == item.correct_answer;
     let bank = app
         .calibrations
-        .version(&app.local, &exam, live.row.calibration_version)
+        .version(
+            app.session_store.as_ref(),
+            &exam,
+            live.row.calibration_version,
+        )
         .await?;
     // Work on a copy: the stored state changes only once the new one is on disk.
     let mut state = live.state.clone();
@@ -484,7 +500,7 @@ pub async fn answer(
                 "progress": progress_json(&state),
             });
             row.state = state_text(&state);
-            app.local.put_session(row.clone()).await?;
+            app.session_store.put_session(row.clone()).await?;
             body
         }
         Step::Finished {
@@ -509,7 +525,7 @@ pub async fn answer(
             row.status = "finished".into();
             row.result_id = Some(state.result_id.clone());
             row.state = state_text(&state);
-            app.local.put_session(row.clone()).await?;
+            app.session_store.put_session(row.clone()).await?;
             finished_json(&id, &state, &outcome)
         }
     };
@@ -685,7 +701,7 @@ pub async fn list_sessions(
 ) -> Result<Json<Value>, ApiError> {
     identity.require_staff()?;
     let rows = app
-        .local
+        .session_store
         .list_sessions(q.exam, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
     Ok(Json(Value::Array(

@@ -23,7 +23,7 @@ use examflow_engine::Bank;
 use examflow_engine::cat::{CatBank, CatItem, provisional_params};
 use examflow_engine::irt::{CalibrationOptions, ItemParams, ResponseMatrix, SeMethod, calibrate};
 use examflow_ingest::ResultDocument;
-use examflow_ingest::store::{ResultFilter, SqliteStore, StoredCalibration};
+use examflow_ingest::store::{ResultFilter, SessionStore, StoredCalibration};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -55,7 +55,9 @@ pub struct CalibratedItem {
 pub struct CalibrationCache {
     banks: Mutex<HashMap<(String, i64), Arc<CatBank>>>,
     /// One calibration at a time per process (they are CPU-heavy and versions are numbered
-    /// in order).
+    /// in order). Servers sharing MongoDB are not serialised against each other: the store
+    /// still numbers their versions once each, but two may add a version for the same new
+    /// responses.
     running: tokio::sync::Mutex<()>,
 }
 
@@ -67,12 +69,20 @@ impl CalibrationCache {
         state: &AppState,
         exam: &Bank,
     ) -> Result<(i64, Arc<CatBank>), ApiError> {
-        if let Some(stored) = state.local.get_calibration(&exam.name, None).await? {
+        if let Some(stored) = state
+            .session_store
+            .get_calibration(&exam.name, None)
+            .await?
+        {
             return Ok((stored.version, self.bank_of(exam, &stored)?));
         }
         let _one = self.running.lock().await;
         // Another request may have created it while this one waited.
-        if let Some(stored) = state.local.get_calibration(&exam.name, None).await? {
+        if let Some(stored) = state
+            .session_store
+            .get_calibration(&exam.name, None)
+            .await?
+        {
             return Ok((stored.version, self.bank_of(exam, &stored)?));
         }
         let stored = compute_and_store(state, exam).await?;
@@ -82,14 +92,14 @@ impl CalibrationCache {
     /// The CAT bank of one stored version (for a session that started on it).
     pub async fn version(
         &self,
-        local: &SqliteStore,
+        sessions: &dyn SessionStore,
         exam: &Bank,
         version: i64,
     ) -> Result<Arc<CatBank>, ApiError> {
         if let Some(bank) = self.cached(&exam.name, version) {
             return Ok(bank);
         }
-        let stored = local
+        let stored = sessions
             .get_calibration(&exam.name, Some(version))
             .await?
             .ok_or_else(|| {
@@ -120,7 +130,11 @@ impl CalibrationCache {
         exam: &Bank,
     ) -> Result<Option<StoredCalibration>, ApiError> {
         let _one = self.running.lock().await;
-        let Some(latest) = state.local.get_calibration(&exam.name, None).await? else {
+        let Some(latest) = state
+            .session_store
+            .get_calibration(&exam.name, None)
+            .await?
+        else {
             return Ok(None);
         };
         let results = stored_results(state, exam).await?;
@@ -293,7 +307,11 @@ async fn store_calibration(
     results: Vec<ResultDocument>,
     attempts: Vec<AttemptResponses>,
 ) -> Result<StoredCalibration, ApiError> {
-    let previous: Vec<CalibratedItem> = match state.local.get_calibration(&exam.name, None).await? {
+    let previous: Vec<CalibratedItem> = match state
+        .session_store
+        .get_calibration(&exam.name, None)
+        .await?
+    {
         Some(latest) => serde_json::from_str(&latest.params).unwrap_or_default(),
         None => Vec::new(),
     };
@@ -326,7 +344,7 @@ async fn store_calibration(
         params: serde_json::to_string(&items).unwrap_or_default(),
         summary: summary.to_string(),
     };
-    stored.version = state.local.add_calibration(stored.clone()).await?;
+    stored.version = state.session_store.add_calibration(stored.clone()).await?;
     tracing::info!(exam = %exam.name, version = stored.version, source, responses = stored.responses, "stored a calibration");
     Ok(stored)
 }
@@ -608,7 +626,7 @@ pub async fn import_calibration(
         params: serde_json::to_string(&items).unwrap_or_default(),
         summary: summary.to_string(),
     };
-    stored.version = state.local.add_calibration(stored.clone()).await?;
+    stored.version = state.session_store.add_calibration(stored.clone()).await?;
     Ok((StatusCode::CREATED, Json(calibration_json(&stored, true))).into_response())
 }
 
@@ -620,7 +638,7 @@ pub async fn list_calibrations(
 ) -> Result<Json<Value>, ApiError> {
     identity.require_staff()?;
     exam_of(&state, &name)?;
-    let versions = state.local.list_calibrations(Some(name)).await?;
+    let versions = state.session_store.list_calibrations(Some(name)).await?;
     Ok(Json(Value::Array(
         versions
             .iter()
@@ -638,7 +656,7 @@ pub async fn get_calibration(
     identity.require_staff()?;
     exam_of(&state, &name)?;
     let stored = state
-        .local
+        .session_store
         .get_calibration(&name, Some(version))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("calibration {version} of exam {name:?}")))?;

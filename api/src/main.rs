@@ -25,7 +25,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use examflow_ingest::kafka;
-use examflow_ingest::store::{MongoStore, ResultStore, SqliteStore};
+use examflow_ingest::store::{MongoStore, ResultStore, SessionStore, SqliteStore};
 
 use crate::auth::{Role, TokenKeys, load_or_create_secret, validate_email};
 use crate::banks::BankRegistry;
@@ -207,14 +207,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let secret = load_or_create_secret(config.auth.jwt_secret.as_deref(), &data_dir)?;
     let local = Arc::new(SqliteStore::open(&data_dir)?);
-    let store: Arc<dyn ResultStore> = match &config.storage.mongodb_uri {
-        Some(uri) => Arc::new(
-            MongoStore::connect(uri, Some(&config.storage.mongodb_database))
-                .await
-                .context("connecting to MongoDB")?,
-        ),
-        None => local.clone(),
-    };
+    // With MongoDB, one client serves results, sessions and calibrations: replicas share
+    // all three.
+    let (store, session_store): (Arc<dyn ResultStore>, Arc<dyn SessionStore>) =
+        match &config.storage.mongodb_uri {
+            Some(uri) => {
+                let mongo = Arc::new(
+                    MongoStore::connect(uri, Some(&config.storage.mongodb_database))
+                        .await
+                        .context("connecting to MongoDB")?,
+                );
+                (mongo.clone(), mongo)
+            }
+            None => (local.clone(), local.clone()),
+        };
     let banks = Arc::new(BankRegistry::load(&config.storage.banks_dir));
     let metrics = Metrics::new();
     let embedded = config.storage.mongodb_uri.is_none();
@@ -305,6 +311,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         banks: banks.clone(),
         store,
         local,
+        session_store,
         tokens: TokenKeys::new(&secret),
         metrics,
         lake,

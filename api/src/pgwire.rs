@@ -8,11 +8,11 @@
 //! - Read-only: queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `SHOW`, `DESCRIBE`),
 //!   cursors over them, `BEGIN`/`COMMIT`/`ROLLBACK` (no effect) and `SET` of session
 //!   settings; every plan also passes DataFusion's check without DDL, DML or statements.
-//!   DataFusion's own settings (`SET datafusion.…`) are fixed: the session is shared.
-//! - Live: one long-lived DataFusion session serves every connection; its tables resolve
+//!   DataFusion's own settings (`SET datafusion.…`) are fixed by the server.
+//! - Live: one long-lived DataFusion catalog serves every connection; its tables resolve
 //!   when a query scans them, so a connection sees rows that arrived after it connected.
-//! - Limits: `[sql] memory_limit_bytes` for all queries of this interface together (one
-//!   memory pool), `[sql] timeout_secs` per query (also while its rows stream).
+//! - Limits: `[sql] memory_limit_bytes` per connection (each has its own memory pool and
+//!   runs one query at a time), `[sql] timeout_secs` per query (also while its rows stream).
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -90,12 +91,13 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
             "pgwire listens on {addr} without TLS: tokens (the passwords) cross the network in the clear; set pgwire.tls_cert_file and pgwire.tls_key_file"
         );
     }
-    let handlers = Arc::new(Handlers::new(
+    let shared = SharedHandlers::new(
         ctx,
         state.tokens.clone(),
         Duration::from_secs(state.config.sql.timeout_secs.max(1)),
+        state.config.sql.memory_limit_bytes,
         tls.is_some(),
-    ));
+    );
     let permits = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
     tokio::spawn(async move {
         loop {
@@ -111,7 +113,14 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
                 tracing::warn!(%peer, "pgwire: connection refused, max_connections reached");
                 continue;
             };
-            let (handlers, tls) = (handlers.clone(), tls.clone());
+            let handlers = match shared.for_connection() {
+                Ok(handlers) => Arc::new(handlers),
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "pgwire: setting up a connection");
+                    continue;
+                }
+            };
+            let tls = tls.clone();
             tokio::spawn(async move {
                 if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                     tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
@@ -159,30 +168,30 @@ async fn context(state: &AppState) -> anyhow::Result<SessionContext> {
     Ok(ctx)
 }
 
-struct Handlers {
-    service: Arc<Service>,
+/// What every connection shares: the session with the tables (whose runtime is not used
+/// for queries), sign-in, and the registry that cancel requests look connections up in.
+struct SharedHandlers {
+    ctx: Arc<SessionContext>,
     startup: Arc<TokenStartup>,
     cancel: Arc<DefaultCancelHandler>,
+    timeout: Duration,
+    memory_limit_bytes: usize,
 }
 
-impl Handlers {
-    fn new(ctx: Arc<SessionContext>, tokens: TokenKeys, timeout: Duration, tls: bool) -> Self {
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            // First, so a failed transaction block refuses everything until ROLLBACK.
-            Arc::new(TransactionStatementHook),
-            Arc::new(ReadOnly),
-            Arc::new(CursorStatementHook),
-            Arc::new(SetShowHook),
-        ];
+impl SharedHandlers {
+    fn new(
+        ctx: Arc<SessionContext>,
+        tokens: TokenKeys,
+        timeout: Duration,
+        memory_limit_bytes: usize,
+        tls: bool,
+    ) -> Self {
         let manager = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.is_superuser = false;
         parameters.default_transaction_read_only = true;
-        Handlers {
-            service: Arc::new(Service {
-                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
-                timeout,
-            }),
+        SharedHandlers {
+            ctx,
             startup: Arc::new(TokenStartup {
                 tokens,
                 parameters,
@@ -191,8 +200,50 @@ impl Handlers {
                 pids: RandomPidSecretKeyGenerator::default(),
             }),
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
+            timeout,
+            memory_limit_bytes,
         }
     }
+
+    /// Handlers for one connection, with a session of its own (see [`connection_context`]).
+    fn for_connection(&self) -> anyhow::Result<Handlers> {
+        let ctx = connection_context(&self.ctx, self.memory_limit_bytes)?;
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            // First, so a failed transaction block refuses everything until ROLLBACK.
+            Arc::new(TransactionStatementHook),
+            Arc::new(ReadOnly),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+        ];
+        Ok(Handlers {
+            service: Arc::new(Service {
+                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                timeout: self.timeout,
+            }),
+            startup: self.startup.clone(),
+            cancel: self.cancel.clone(),
+        })
+    }
+}
+
+/// A connection's session: the shared session's catalog (tables resolved at scan time,
+/// views, `pg_catalog`) with a runtime of its own, so `[sql] memory_limit_bytes` bounds
+/// each connection's query (a connection runs one at a time), not all of them together.
+fn connection_context(
+    shared: &SessionContext,
+    memory_limit_bytes: usize,
+) -> anyhow::Result<Arc<SessionContext>> {
+    let runtime = examflow_ingest::lake::query::limited_runtime(memory_limit_bytes)?;
+    let state = SessionStateBuilder::new_from_existing(shared.state())
+        .with_runtime_env(runtime)
+        .build();
+    Ok(Arc::new(SessionContext::new_with_state(state)))
+}
+
+struct Handlers {
+    service: Arc<Service>,
+    startup: Arc<TokenStartup>,
+    cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -770,5 +821,41 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("read-only"), "{e}");
         assert!(plan(&ctx, &statement("SELECT 1 AS a")).await.is_ok());
+    }
+    /// Connections share the tables but not the memory pool: one connection's query using
+    /// most of `memory_limit_bytes` leaves another's whole.
+    #[tokio::test]
+    async fn each_connection_has_its_own_memory_pool_over_the_shared_tables() {
+        use datafusion::execution::memory_pool::MemoryConsumer;
+        const LIMIT: usize = 1 << 20;
+        let shared = examflow_ingest::lake::query::new_session_with_memory_limit(LIMIT).unwrap();
+        let a = connection_context(&shared, LIMIT).unwrap();
+        let b = connection_context(&shared, LIMIT).unwrap();
+        // Registered after the connections were set up: the catalog is shared, not copied.
+        shared
+            .sql("CREATE VIEW answer AS SELECT 42 AS value")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for ctx in [&a, &b] {
+            let batches = ctx
+                .sql("SELECT value FROM answer")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let text = arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string();
+            assert!(text.contains("42"), "{text}");
+        }
+        let in_a = MemoryConsumer::new("a").register(&a.runtime_env().memory_pool);
+        in_a.try_grow(LIMIT * 9 / 10).unwrap();
+        assert!(in_a.try_grow(LIMIT / 5).is_err(), "a's pool is bounded");
+        let in_b = MemoryConsumer::new("b").register(&b.runtime_env().memory_pool);
+        in_b.try_grow(LIMIT * 9 / 10).unwrap();
     }
 }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::prelude::{SessionContext, cast, col, lit};
 use examflow_engine::Bank;
-use examflow_ingest::store::{SqliteStore, StoredCalibration};
+use examflow_ingest::store::{MongoStore, SessionStore, SqliteStore, StoredCalibration};
 use examflow_reports::{CalibrationRef, ExamReport, ItemInfo, ReportInput, render};
 use serde::Deserialize;
 use serde_json::json;
@@ -290,7 +290,7 @@ pub async fn get_report(
         check_table(table)?;
     }
     let bank = state.banks.get(&exam).cloned();
-    let calibration = state.local.get_calibration(&exam, None).await?;
+    let calibration = state.session_store.get_calibration(&exam, None).await?;
     let ctx = crate::sql::session(&state).await?;
     let timeout = Duration::from_secs(state.config.sql.timeout_secs.max(1));
     let report = tokio::time::timeout(timeout, compute(&ctx, &exam, bank, calibration))
@@ -466,7 +466,16 @@ pub async fn report_command(config: crate::config::Config, args: ReportArgs) -> 
     } else {
         None
     };
-    let calibration = if data_dir.join("examflow.db").exists() {
+    // Calibrations live where the server keeps them: MongoDB when configured, else the
+    // embedded store of the data dir.
+    let calibration = if let Some(uri) = &config.storage.mongodb_uri {
+        MongoStore::connect(uri, Some(&config.storage.mongodb_database))
+            .await
+            .context("connecting to MongoDB")?
+            .get_calibration(&args.exam, None)
+            .await
+            .context("reading the latest calibration from MongoDB")?
+    } else if data_dir.join("examflow.db").exists() {
         SqliteStore::open(&data_dir)?
             .get_calibration(&args.exam, None)
             .await?

@@ -13,7 +13,7 @@ use chrono::Utc;
 use examflow_engine::AnswerChoice;
 use examflow_engine::scoring::score_submission;
 use examflow_ingest::ResultDocument;
-use examflow_ingest::store::{ResultFilter, ResultStore, SqliteStore};
+use examflow_ingest::store::{ResultFilter, ResultStore, SessionStore, SqliteStore};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -32,8 +32,11 @@ pub struct AppState {
     pub banks: Arc<BankRegistry>,
     pub store: Arc<dyn ResultStore>,
     /// Local state in the data dir: the outbox, score cards and dead letters (and the
-    /// results too when it is the result store).
+    /// results, sessions and calibrations too when there is no MongoDB).
     pub local: Arc<SqliteStore>,
+    /// Adaptive sessions and calibration versions: MongoDB when results go there (shared by
+    /// every server), else the embedded store.
+    pub session_store: Arc<dyn SessionStore>,
     pub tokens: TokenKeys,
     pub metrics: Metrics,
     /// The lake's tables (filled by the Kafka ingest when Kafka is configured).

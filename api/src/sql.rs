@@ -153,7 +153,7 @@ fn timeout_error(limit: Duration) -> ApiError {
     }
 }
 
-/// A session with every table: the lake (live), the ability estimates, and the embedded
+/// A session with every table: the lake (live), the ability estimates, and the session
 /// store's adaptive sessions and calibrations.
 pub async fn session(state: &AppState) -> Result<SessionContext, ApiError> {
     let ctx = new_session_with_memory_limit(state.config.sql.memory_limit_bytes)?;

@@ -1,4 +1,4 @@
-//! The embedded store's adaptive sessions and calibrations as SQL tables
+//! The session store's adaptive sessions and calibrations as SQL tables
 //! (`adaptive_sessions`, `calibrations`), and the ability estimates (`abilities`): read when
 //! a query starts ([`register`]), or each time a query scans them ([`register_at_scan`]).
 
@@ -149,7 +149,10 @@ fn calibrations_schema() -> SchemaRef {
 }
 
 async fn sessions_batch(state: &AppState) -> Result<RecordBatch, ApiError> {
-    let sessions = state.local.list_sessions(None, MAX_SESSIONS).await?;
+    let sessions = state
+        .session_store
+        .list_sessions(None, MAX_SESSIONS)
+        .await?;
     let outcome = |state: &str, key: &str| -> Option<Value> {
         let v: Value = serde_json::from_str(state).ok()?;
         v.get("outcome")
@@ -207,7 +210,7 @@ async fn sessions_batch(state: &AppState) -> Result<RecordBatch, ApiError> {
 }
 
 async fn calibrations_batch(state: &AppState) -> Result<RecordBatch, ApiError> {
-    let versions = state.local.list_calibrations(None).await?;
+    let versions = state.session_store.list_calibrations(None).await?;
     let mut rows: Vec<(&str, i64, &str, &str, i64, CalibratedItem)> = Vec::new();
     for v in &versions {
         let items: Vec<CalibratedItem> = serde_json::from_str(&v.params).unwrap_or_default();

@@ -20,6 +20,16 @@ pub enum IngestError {
     },
     #[error("stored document {id} is not valid: {message}")]
     CorruptDocument { id: String, message: String },
+    /// A stored adaptive session or calibration that cannot be read back.
+    #[error("stored {collection} record {id} is not valid: {message}")]
+    CorruptRecord {
+        collection: &'static str,
+        id: String,
+        message: String,
+    },
+    /// A write that lost too many races in a row (e.g. for the next calibration version).
+    #[error("{0}")]
+    Contention(String),
     #[error("change event: {0}")]
     Envelope(#[from] EnvelopeError),
     #[error("lake table {table}: {source}")]

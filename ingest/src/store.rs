@@ -1,5 +1,7 @@
 //! Result stores behind one trait: the embedded default (SQLite, durable before it
 //! answers, with a transactional outbox of change events) and MongoDB (production).
+//! Adaptive sessions and calibration versions sit behind a second trait, so that servers
+//! sharing one MongoDB also share them.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -7,6 +9,8 @@ use serde::Serialize;
 use crate::document::ResultDocument;
 use crate::error::Result;
 
+#[doc(hidden)]
+pub mod conformance;
 pub mod mongo;
 pub mod sqlite;
 
@@ -31,6 +35,33 @@ pub trait ResultStore: Send + Sync {
     async fn list_results(&self, filter: &ResultFilter) -> Result<Vec<ResultDocument>>;
     /// Cheap round trip for health checks.
     async fn ping(&self) -> Result<()>;
+}
+
+/// Where adaptive sessions and calibration versions live: the embedded store, or MongoDB
+/// when results go there (replicas behind one load balancer must see the same sessions
+/// and number versions without gaps or duplicates).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Inserts the session, or replaces the one with the same id; returns once it is
+    /// durable (an answer is acknowledged only after its new state is stored).
+    async fn put_session(&self, session: StoredSession) -> Result<()>;
+    async fn get_session(&self, id: &str) -> Result<Option<StoredSession>>;
+    /// Up to `limit` sessions, optionally of one exam, newest first (by `created_at`, then
+    /// `id`, both descending).
+    async fn list_sessions(&self, exam: Option<String>, limit: usize)
+    -> Result<Vec<StoredSession>>;
+    /// Stores `calibration` as the next version of its exam and returns that version:
+    /// max(version of the exam) + 1, starting at 1; the given `version` is ignored. Safe
+    /// when several writers add to one exam at once (each gets its own version).
+    async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64>;
+    /// One version of `exam`, or its latest when `version` is `None`.
+    async fn get_calibration(
+        &self,
+        exam: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredCalibration>>;
+    /// Every version, optionally of one exam, ordered by exam, then version descending.
+    async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>>;
 }
 
 /// A score card as kept for `GET /api/score-cards`.

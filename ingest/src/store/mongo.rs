@@ -2,47 +2,131 @@
 //! per result in the seed's document shape. Debezium captures these inserts into Kafka,
 //! so this store keeps no outbox. Writes use majority write concern with journaling so a
 //! result is durable before the API answers.
+//!
+//! The same database holds adaptive sessions (`adaptive_sessions`, one document per session,
+//! `_id` = session id) and calibration versions (`calibrations`, unique on exam and
+//! version), so every server against one MongoDB continues any session and numbers versions
+//! once.
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
-use mongodb::options::{Acknowledgment, WriteConcern};
-use mongodb::{Client, Collection};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, CollectionOptions, IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, IndexModel};
+use tokio::sync::OnceCell;
 
-use super::{ResultFilter, ResultStore};
+use super::{ResultFilter, ResultStore, SessionStore, StoredCalibration, StoredSession};
 use crate::document::{ResultDocument, bson_to_plain_json};
 use crate::error::{IngestError, Result};
 
 pub const DATABASE: &str = "exams";
 pub const COLLECTION: &str = "score";
+pub const SESSIONS_COLLECTION: &str = "adaptive_sessions";
+pub const CALIBRATIONS_COLLECTION: &str = "calibrations";
+
+/// How often `add_calibration` tries the next free version before giving up. Each lost
+/// race means another writer took a version, so this bounds the writers racing on one
+/// exam, not the versions.
+const CALIBRATION_INSERT_ATTEMPTS: usize = 32;
+
+/// MongoDB's code for a unique index violation.
+const DUPLICATE_KEY: i32 = 11000;
 
 pub struct MongoStore {
     client: Client,
     collection: Collection<Document>,
+    sessions: Collection<Document>,
+    calibrations: Collection<Document>,
+    /// Set once the indexes of the session and calibration collections exist. Made on first
+    /// use rather than at connect, so a server starts while MongoDB is still coming up (as
+    /// for results); a failed attempt is retried by the next call.
+    indexes: OnceCell<()>,
 }
 
 impl MongoStore {
-    /// Connects to `uri` and uses database `database` (default `exams`), collection `score`.
+    /// Connects to `uri` and uses database `database` (default `exams`): collection `score`
+    /// for results, `adaptive_sessions` and `calibrations`.
     pub async fn connect(uri: &str, database: Option<&str>) -> Result<Self> {
         let client = Client::with_uri_str(uri).await?;
         let concern = WriteConcern::builder()
             .w(Acknowledgment::Majority)
             .journal(true)
             .build();
-        let collection = client
-            .database(database.unwrap_or(DATABASE))
-            .collection_with_options::<Document>(
-                COLLECTION,
-                mongodb::options::CollectionOptions::builder()
-                    .write_concern(concern)
+        let db = client.database(database.unwrap_or(DATABASE));
+        let durable = |name: &str| {
+            db.collection_with_options::<Document>(
+                name,
+                CollectionOptions::builder()
+                    .write_concern(concern.clone())
                     .build(),
-            );
-        Ok(MongoStore { client, collection })
+            )
+        };
+        Ok(MongoStore {
+            collection: durable(COLLECTION),
+            sessions: durable(SESSIONS_COLLECTION),
+            calibrations: durable(CALIBRATIONS_COLLECTION),
+            client,
+            indexes: OnceCell::new(),
+        })
     }
 
     /// Drops the collection (tests only use this on their own database).
     pub async fn drop_collection(&self) -> Result<()> {
         Ok(self.collection.drop().await?)
+    }
+
+    /// Drops the session and calibration collections with their indexes (tests only use
+    /// this on their own database, before the store's first session or calibration call or
+    /// after its last).
+    pub async fn drop_session_collections(&self) -> Result<()> {
+        self.sessions.drop().await?;
+        self.calibrations.drop().await?;
+        Ok(())
+    }
+
+    /// Creates the indexes once per store (creating an existing index is a no-op, so
+    /// several servers may race here).
+    async fn ensure_indexes(&self) -> Result<()> {
+        self.indexes
+            .get_or_try_init(|| async {
+                self.sessions
+                    .create_indexes([
+                        IndexModel::builder()
+                            .keys(doc! {"exam": 1, "created_at": -1, "_id": -1})
+                            .build(),
+                        IndexModel::builder()
+                            .keys(doc! {"created_at": -1, "_id": -1})
+                            .build(),
+                    ])
+                    .await?;
+                // The unique index is what makes version numbers safe across servers.
+                self.calibrations
+                    .create_index(
+                        IndexModel::builder()
+                            .keys(doc! {"exam": 1, "version": 1})
+                            .options(IndexOptions::builder().unique(true).build())
+                            .build(),
+                    )
+                    .await?;
+                Ok::<_, IngestError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The highest version of `exam`, 0 when it has none.
+    async fn max_calibration_version(&self, exam: &str) -> Result<i64> {
+        let latest = self
+            .calibrations
+            .find_one(doc! {"exam": exam})
+            .sort(doc! {"version": -1})
+            .projection(doc! {"version": 1})
+            .await?;
+        match latest {
+            Some(d) => Fields::new(CALIBRATIONS_COLLECTION, &d).int("version"),
+            None => Ok(0),
+        }
     }
 }
 
@@ -104,5 +188,301 @@ impl ResultStore for MongoStore {
             .run_command(doc! {"ping": 1})
             .await?;
         Ok(())
+    }
+}
+
+/// Reads the fields of one stored session or calibration; a missing or mistyped field is a
+/// [`IngestError::CorruptRecord`] naming the collection, the record and the field.
+struct Fields<'a> {
+    collection: &'static str,
+    doc: &'a Document,
+}
+
+impl<'a> Fields<'a> {
+    fn new(collection: &'static str, doc: &'a Document) -> Self {
+        Fields { collection, doc }
+    }
+
+    fn corrupt(&self, message: String) -> IngestError {
+        let id = match self.doc.get("_id") {
+            Some(Bson::String(s)) => s.clone(),
+            Some(other) => bson_to_plain_json(other).to_string(),
+            None => "(no _id)".into(),
+        };
+        IngestError::CorruptRecord {
+            collection: self.collection,
+            id,
+            message,
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<String> {
+        match self.doc.get(key) {
+            Some(Bson::String(s)) => Ok(s.clone()),
+            Some(other) => Err(self.corrupt(format!(
+                "field {key:?} is {:?}, not a string",
+                other.element_type()
+            ))),
+            None => Err(self.corrupt(format!("field {key:?} is missing"))),
+        }
+    }
+
+    fn optional_string(&self, key: &str) -> Result<Option<String>> {
+        match self.doc.get(key) {
+            None | Some(Bson::Null) => Ok(None),
+            Some(_) => self.string(key).map(Some),
+        }
+    }
+
+    /// An integer, also when written as a 32-bit one (e.g. from the mongo shell).
+    fn int(&self, key: &str) -> Result<i64> {
+        match self.doc.get(key) {
+            Some(Bson::Int64(n)) => Ok(*n),
+            Some(Bson::Int32(n)) => Ok(i64::from(*n)),
+            Some(other) => Err(self.corrupt(format!(
+                "field {key:?} is {:?}, not an integer",
+                other.element_type()
+            ))),
+            None => Err(self.corrupt(format!("field {key:?} is missing"))),
+        }
+    }
+}
+
+fn session_to_bson(s: &StoredSession) -> Document {
+    doc! {
+        "_id": &s.id,
+        "exam": &s.exam,
+        "email": &s.email,
+        "calibration_version": s.calibration_version,
+        "status": &s.status,
+        "answered": s.answered,
+        "result_id": s.result_id.as_deref().map_or(Bson::Null, |id| Bson::String(id.into())),
+        "created_at": &s.created_at,
+        "updated_at": &s.updated_at,
+        "state": &s.state,
+    }
+}
+
+fn session_from_bson(doc: &Document) -> Result<StoredSession> {
+    let f = Fields::new(SESSIONS_COLLECTION, doc);
+    Ok(StoredSession {
+        id: f.string("_id")?,
+        exam: f.string("exam")?,
+        email: f.string("email")?,
+        calibration_version: f.int("calibration_version")?,
+        status: f.string("status")?,
+        answered: f.int("answered")?,
+        result_id: f.optional_string("result_id")?,
+        created_at: f.string("created_at")?,
+        updated_at: f.string("updated_at")?,
+        state: f.string("state")?,
+    })
+}
+
+fn calibration_to_bson(c: &StoredCalibration, version: i64) -> Document {
+    doc! {
+        "exam": &c.exam,
+        "version": version,
+        "created_at": &c.created_at,
+        "source": &c.source,
+        "responses": c.responses,
+        "params": &c.params,
+        "summary": &c.summary,
+    }
+}
+
+fn calibration_from_bson(doc: &Document) -> Result<StoredCalibration> {
+    let f = Fields::new(CALIBRATIONS_COLLECTION, doc);
+    Ok(StoredCalibration {
+        exam: f.string("exam")?,
+        version: f.int("version")?,
+        created_at: f.string("created_at")?,
+        source: f.string("source")?,
+        responses: f.int("responses")?,
+        params: f.string("params")?,
+        summary: f.string("summary")?,
+    })
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// MongoDB's limit 0 means "no limit"; the contract's means none.
+fn find_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SessionStore for MongoStore {
+    async fn put_session(&self, session: StoredSession) -> Result<()> {
+        self.ensure_indexes().await?;
+        self.sessions
+            .replace_one(doc! {"_id": &session.id}, session_to_bson(&session))
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
+        match self.sessions.find_one(doc! {"_id": id}).await? {
+            Some(doc) => Ok(Some(session_from_bson(&doc)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_sessions(
+        &self,
+        exam: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.ensure_indexes().await?;
+        let filter = match exam {
+            Some(exam) => doc! {"exam": exam},
+            None => Document::new(),
+        };
+        let docs: Vec<Document> = self
+            .sessions
+            .find(filter)
+            .sort(doc! {"created_at": -1, "_id": -1})
+            .limit(find_limit(limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(session_from_bson).collect()
+    }
+
+    /// Reads the highest version and inserts the next; when another server took that
+    /// number first (duplicate key on the unique index), tries again above it.
+    async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64> {
+        self.ensure_indexes().await?;
+        let mut tried = 0;
+        for _ in 0..CALIBRATION_INSERT_ATTEMPTS {
+            // Never below a number already lost, even if the read lags behind.
+            let version =
+                (self.max_calibration_version(&calibration.exam).await? + 1).max(tried + 1);
+            match self
+                .calibrations
+                .insert_one(calibration_to_bson(&calibration, version))
+                .await
+            {
+                Ok(_) => return Ok(version),
+                Err(e) if is_duplicate_key(&e) => tried = version,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IngestError::Contention(format!(
+            "no free calibration version for exam {:?} after {CALIBRATION_INSERT_ATTEMPTS} \
+             attempts (other servers kept taking the next one)",
+            calibration.exam
+        )))
+    }
+
+    async fn get_calibration(
+        &self,
+        exam: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredCalibration>> {
+        let filter = match version {
+            Some(v) => doc! {"exam": exam, "version": v},
+            None => doc! {"exam": exam},
+        };
+        let found = self
+            .calibrations
+            .find_one(filter)
+            .sort(doc! {"version": -1})
+            .await?;
+        found.as_ref().map(calibration_from_bson).transpose()
+    }
+
+    async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
+        let filter = match exam {
+            Some(exam) => doc! {"exam": exam},
+            None => Document::new(),
+        };
+        let docs: Vec<Document> = self
+            .calibrations
+            .find(filter)
+            .sort(doc! {"exam": 1, "version": -1})
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(calibration_from_bson).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_calibrations_round_trip_through_bson() {
+        let session = StoredSession {
+            id: "665f1c0e8b3e4a0012345678".into(),
+            exam: "geo".into(),
+            email: "a@example.com".into(),
+            calibration_version: 2,
+            status: "finished".into(),
+            answered: 7,
+            result_id: Some("665f1c0e8b3e4a0012345679".into()),
+            created_at: "2024-05-01T10:00:00.000Z".into(),
+            updated_at: "2024-05-01T10:05:00.000Z".into(),
+            state: r#"{"cat":{}}"#.into(),
+        };
+        assert_eq!(
+            session_from_bson(&session_to_bson(&session)).unwrap(),
+            session
+        );
+        let active = StoredSession {
+            result_id: None,
+            ..session
+        };
+        let stored = session_to_bson(&active);
+        assert_eq!(stored.get("result_id"), Some(&Bson::Null));
+        assert_eq!(session_from_bson(&stored).unwrap(), active);
+
+        let calibration = StoredCalibration {
+            exam: "geo".into(),
+            version: 0,
+            created_at: "2024-05-01T10:00:00.000Z".into(),
+            source: "calibration".into(),
+            responses: 120,
+            params: "[]".into(),
+            summary: "{}".into(),
+        };
+        let back = calibration_from_bson(&calibration_to_bson(&calibration, 3)).unwrap();
+        assert_eq!(
+            back,
+            StoredCalibration {
+                version: 3,
+                ..calibration
+            }
+        );
+    }
+
+    #[test]
+    fn a_malformed_record_names_its_collection_id_and_field() {
+        let doc = doc! {"_id": "s1", "exam": "geo", "email": "a@x", "calibration_version": "two"};
+        let e = session_from_bson(&doc).unwrap_err().to_string();
+        assert!(
+            e.contains("adaptive_sessions")
+                && e.contains("s1")
+                && e.contains("calibration_version"),
+            "{e}"
+        );
+        let e = calibration_from_bson(&doc! {"exam": "geo", "version": 1})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("calibrations") && e.contains("created_at"),
+            "{e}"
+        );
     }
 }

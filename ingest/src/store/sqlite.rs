@@ -11,8 +11,8 @@ use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DeadLetter, OutboxEvent, ResultFilter, ResultStore, StoredCalibration, StoredScoreCard,
-    StoredSession,
+    DeadLetter, OutboxEvent, ResultFilter, ResultStore, SessionStore, StoredCalibration,
+    StoredScoreCard, StoredSession,
 };
 use crate::debezium::insert_event;
 use crate::document::{ResultDocument, format_timestamp};
@@ -747,6 +747,42 @@ impl ResultStore for SqliteStore {
     }
 }
 
+/// The trait over the inherent methods (which the outbox and tests also call directly).
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn put_session(&self, session: StoredSession) -> Result<()> {
+        SqliteStore::put_session(self, session).await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
+        SqliteStore::get_session(self, id).await
+    }
+
+    async fn list_sessions(
+        &self,
+        exam: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredSession>> {
+        SqliteStore::list_sessions(self, exam, limit).await
+    }
+
+    async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64> {
+        SqliteStore::add_calibration(self, calibration).await
+    }
+
+    async fn get_calibration(
+        &self,
+        exam: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredCalibration>> {
+        SqliteStore::get_calibration(self, exam, version).await
+    }
+
+    async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
+        SqliteStore::list_calibrations(self, exam).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,5 +949,19 @@ mod tests {
                 .unwrap(),
             64
         );
+    }
+
+    #[tokio::test]
+    async fn sessions_and_calibrations_meet_the_session_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        crate::store::conformance::check_session_store(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_calibrations_get_distinct_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+        crate::store::conformance::check_concurrent_calibrations(&[store]).await;
     }
 }

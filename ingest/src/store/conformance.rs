@@ -1,0 +1,167 @@
+//! The contract of [`SessionStore`], checked the same way against every implementation:
+//! SQLite in its unit tests, MongoDB in `tests/mongo_store.rs`. Public (but hidden) only so
+//! that integration tests can reach it; both checks expect a store without sessions or
+//! calibrations.
+
+use std::sync::Arc;
+
+use super::{SessionStore, StoredCalibration, StoredSession};
+
+fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
+    StoredSession {
+        id: id.into(),
+        exam: exam.into(),
+        email: format!("{id}@example.com"),
+        calibration_version: 1,
+        status: "active".into(),
+        answered: 0,
+        result_id: None,
+        created_at: created_at.into(),
+        updated_at: created_at.into(),
+        // Quotes, non-ASCII and nesting: the state is opaque text and must come back as is.
+        state: format!(r#"{{"cat":{{"grid":[0.1,-2.5e-3]}},"note":"θ \"{id}\" ✓"}}"#),
+    }
+}
+
+fn calibration(exam: &str, source: &str, responses: i64) -> StoredCalibration {
+    StoredCalibration {
+        exam: exam.into(),
+        // Ignored by `add_calibration`.
+        version: 99,
+        created_at: "2024-05-01T10:00:00.000Z".into(),
+        source: source.into(),
+        responses,
+        params: format!(r#"[{{"item":"{exam}-1","a":1.2,"b":-0.4,"c":0.25}}]"#),
+        summary: format!(r#"{{"results":{responses}}}"#),
+    }
+}
+
+fn ids(sessions: &[StoredSession]) -> Vec<&str> {
+    sessions.iter().map(|s| s.id.as_str()).collect()
+}
+
+fn versions(calibrations: &[StoredCalibration]) -> Vec<(&str, i64)> {
+    calibrations
+        .iter()
+        .map(|c| (c.exam.as_str(), c.version))
+        .collect()
+}
+
+/// Sessions: put, get, replace, list order, exam filter and limit. Calibrations: version
+/// numbers per exam, latest and specific versions, list order, missing ones.
+pub async fn check_session_store(store: &dyn SessionStore) {
+    // Sessions.
+    assert_eq!(store.get_session("s1").await.unwrap(), None);
+    assert!(store.list_sessions(None, 10).await.unwrap().is_empty());
+    let s1 = session("s1", "geo", "2024-05-01T10:00:01.000Z");
+    let s2 = session("s2", "math", "2024-05-01T10:00:02.000Z");
+    let s3 = session("s3", "geo", "2024-05-01T10:00:03.000Z");
+    // Same creation time as s3: the id decides, descending.
+    let s4 = session("s4", "geo", "2024-05-01T10:00:03.000Z");
+    for s in [&s1, &s2, &s3, &s4] {
+        store.put_session(s.clone()).await.unwrap();
+    }
+    assert_eq!(store.get_session("s2").await.unwrap(), Some(s2.clone()));
+    assert_eq!(store.get_session("nope").await.unwrap(), None);
+
+    let mut finished = s1.clone();
+    finished.status = "finished".into();
+    finished.answered = 3;
+    finished.result_id = Some("665f1c0e8b3e4a0012345678".into());
+    finished.updated_at = "2024-05-01T10:05:00.000Z".into();
+    finished.state = r#"{"outcome":{"theta":0.5}}"#.into();
+    store.put_session(finished.clone()).await.unwrap();
+    assert_eq!(store.get_session("s1").await.unwrap(), Some(finished));
+
+    let all = store.list_sessions(None, 10).await.unwrap();
+    assert_eq!(ids(&all), ["s4", "s3", "s2", "s1"], "replacing adds no row");
+    assert_eq!(all[1], s3);
+    let geo = store.list_sessions(Some("geo".into()), 10).await.unwrap();
+    assert_eq!(ids(&geo), ["s4", "s3", "s1"]);
+    let newest = store.list_sessions(Some("geo".into()), 2).await.unwrap();
+    assert_eq!(ids(&newest), ["s4", "s3"]);
+    assert_eq!(ids(&store.list_sessions(None, 1).await.unwrap()), ["s4"]);
+    assert!(
+        store
+            .list_sessions(Some("history".into()), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Calibrations.
+    assert_eq!(store.get_calibration("geo", None).await.unwrap(), None);
+    assert!(store.list_calibrations(None).await.unwrap().is_empty());
+    let geo1 = calibration("geo", "provisional", 0);
+    let geo2 = calibration("geo", "calibration", 250);
+    let math1 = calibration("math", "imported", 10);
+    assert_eq!(store.add_calibration(geo1.clone()).await.unwrap(), 1);
+    assert_eq!(store.add_calibration(geo2.clone()).await.unwrap(), 2);
+    assert_eq!(store.add_calibration(math1.clone()).await.unwrap(), 1);
+    let stored = |mut c: StoredCalibration, version: i64| {
+        c.version = version;
+        Some(c)
+    };
+    assert_eq!(
+        store.get_calibration("geo", None).await.unwrap(),
+        stored(geo2, 2)
+    );
+    assert_eq!(
+        store.get_calibration("geo", Some(1)).await.unwrap(),
+        stored(geo1, 1)
+    );
+    assert_eq!(
+        store.get_calibration("math", None).await.unwrap(),
+        stored(math1, 1)
+    );
+    assert_eq!(store.get_calibration("geo", Some(3)).await.unwrap(), None);
+    assert_eq!(store.get_calibration("history", None).await.unwrap(), None);
+    assert_eq!(
+        versions(&store.list_calibrations(None).await.unwrap()),
+        [("geo", 2), ("geo", 1), ("math", 1)]
+    );
+    assert_eq!(
+        versions(&store.list_calibrations(Some("geo".into())).await.unwrap()),
+        [("geo", 2), ("geo", 1)]
+    );
+    assert!(
+        store
+            .list_calibrations(Some("history".into()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Ten calibrations of one exam added at once, spread over `stores` (several stores on
+/// one database stand for several servers), get versions 1 to 10, each once.
+pub async fn check_concurrent_calibrations(stores: &[Arc<dyn SessionStore>]) {
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            let store = stores[n % stores.len()].clone();
+            tokio::spawn(async move {
+                store
+                    .add_calibration(calibration("concurrent", "calibration", n as i64))
+                    .await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for task in tasks {
+        got.push(task.await.unwrap().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=10).collect::<Vec<i64>>());
+    let listed = stores[0]
+        .list_calibrations(Some("concurrent".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.version).collect::<Vec<_>>(),
+        (1..=10).rev().collect::<Vec<i64>>()
+    );
+    // Each version holds the calibration that was given that number.
+    let mut responses: Vec<i64> = listed.iter().map(|c| c.responses).collect();
+    responses.sort_unstable();
+    assert_eq!(responses, (0..10).collect::<Vec<i64>>());
+}
