@@ -122,14 +122,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Default log filter: examflow at info, the libraries' chatter at warn.
+/// Default log filter of the long-running commands: examflow at info, the libraries'
+/// chatter at warn.
 const QUIET_LIBRARIES: &str = "info,rdkafka=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn,deltalake_core=warn,datafusion=warn";
 
+/// Default log filter of the one-shot commands, whose output is the answer: warnings only.
+const ONE_SHOT: &str = "warn";
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let default_filter = match cli.command {
+        Command::Serve(_) | Command::Ingest(_) => QUIET_LIBRARIES,
+        _ => ONE_SHOT,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXAMFLOW_LOG")
-                .unwrap_or_else(|_| QUIET_LIBRARIES.into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
