@@ -146,7 +146,9 @@ async fn compute(
     bank: Option<Arc<Bank>>,
     calibration: Option<StoredCalibration>,
 ) -> Result<ExamReport, ApiError> {
+    let started = std::time::Instant::now();
     let data = read_data(ctx, exam).await?;
+    let read = started.elapsed();
     let rows = |d: &(SchemaRef, Vec<RecordBatch>)| -> usize {
         d.1.iter().map(RecordBatch::num_rows).sum()
     };
@@ -171,7 +173,13 @@ async fn compute(
             }),
             exam,
         };
-        examflow_reports::build_report(input)
+        let report = examflow_reports::build_report(input);
+        tracing::debug!(
+            read_ms = read.as_millis() as u64,
+            compute_ms = (started.elapsed() - read).as_millis() as u64,
+            "report built"
+        );
+        report
     })
     .await
     .map_err(|e| ApiError::Invalid(format!("the report task failed: {e}")))?

@@ -339,12 +339,26 @@ struct ItemAnalysis {
 /// Reliability, the item table and the distractor table, from the question-level rows.
 fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> {
     const PART: &str = "item analysis";
-    let answers = answers.with_column(
+    // Per question: its text and key, read once; the rows below carry only what the
+    // statistics need, so the join and the groupings move no long strings.
+    let texts = answers
+        .clone()
+        .group_by([col("item")])
+        .agg([
+            col("question").first().alias("question"),
+            col("correct_answer").first().alias("key"),
+        ])
+        .collect()
+        .map_err(fail(PART))?;
+    let answers = answers.select([
+        col("document_id"),
+        col("item"),
+        col("user_answer"),
         col("is_correct")
             .cast(DataType::Float64)
             .fill_null(lit(0.0))
             .alias("x"),
-    );
+    ]);
     // Number correct per result; 0 = lower 27%, 1 = middle, 2 = upper (ties by id).
     let totals = answers
         .clone()
@@ -376,6 +390,13 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
     // Materialised once: both the item table and the distractor table read it.
     let joined = answers
         .inner_join(totals, col("document_id"), col("document_id"))
+        .select([
+            col("item"),
+            col("user_answer"),
+            col("x"),
+            col("raw"),
+            col("group"),
+        ])
         .collect()
         .map_err(fail(PART))?
         .lazy();
@@ -386,13 +407,20 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
         .group_by([col("item")])
         .agg([
             len().alias("responses"),
-            col("question").first().alias("question"),
             x().mean().alias("p"),
             x().sum().alias("correct"),
-            pearson_corr(x(), col("raw")).alias("pbis"),
-            pearson_corr(x(), col("raw") - x()).alias("cit"),
-            x().filter(in_group(2)).mean().alias("p_upper"),
-            x().filter(in_group(0)).mean().alias("p_lower"),
+            // Plain sums only (polars' fast path per group); the correlations and group
+            // p-values are formed from them below. x is 0/1 and raw a count, so every sum
+            // is an exact integer and the formulas lose nothing.
+            col("raw").sum().alias("sum_raw"),
+            (col("raw") * col("raw")).sum().alias("sum_raw2"),
+            (x() * col("raw")).sum().alias("sum_x_raw"),
+            (x() * in_group(2).cast(DataType::Float64))
+                .sum()
+                .alias("correct_upper"),
+            (x() * in_group(0).cast(DataType::Float64))
+                .sum()
+                .alias("correct_lower"),
             in_group(2).cast(DataType::Int64).sum().alias("n_upper"),
             in_group(0).cast(DataType::Int64).sum().alias("n_lower"),
         ])
@@ -402,7 +430,6 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
         .group_by([col("item"), col("user_answer")])
         .agg([
             len().alias("count"),
-            col("correct_answer").first().alias("key"),
             col("raw").mean().alias("mean_raw"),
             in_group(2).cast(DataType::Int64).sum().alias("upper"),
             in_group(0).cast(DataType::Int64).sum().alias("lower"),
@@ -436,16 +463,59 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
     };
 
     // The item table, in bank order, then any other question by id.
+    let text_items = strings(&texts, "item", PART)?;
+    let text_questions = strings(&texts, "question", PART)?;
+    let text_keys = strings(&texts, "key", PART)?;
+    let question_of: HashMap<&str, &str> = text_items
+        .iter()
+        .zip(&text_questions)
+        .filter_map(|(item, question)| Some((item.as_deref()?, question.as_deref()?)))
+        .collect();
+    let key_of: HashMap<&str, &str> = text_items
+        .iter()
+        .zip(&text_keys)
+        .filter_map(|(item, key)| Some((item.as_deref()?, key.as_deref()?)))
+        .collect();
     let ids = strings(&items, "item", PART)?;
-    let questions = strings(&items, "question", PART)?;
     let responses = u64s(&items, "responses", PART)?;
     let p = f64s(&items, "p", PART)?;
-    let pbis = f64s(&items, "pbis", PART)?;
-    let cit = f64s(&items, "cit", PART)?;
-    let p_upper = f64s(&items, "p_upper", PART)?;
-    let p_lower = f64s(&items, "p_lower", PART)?;
     let n_upper = u64s(&items, "n_upper", PART)?;
     let n_lower = u64s(&items, "n_lower", PART)?;
+    let number = |name: &str| -> Result<Vec<f64>> {
+        Ok(f64s(&items, name, PART)?
+            .into_iter()
+            .map(|v| v.unwrap_or(0.0))
+            .collect())
+    };
+    let (sum_x, sum_raw, sum_raw2, sum_x_raw) = (
+        number("correct")?,
+        number("sum_raw")?,
+        number("sum_raw2")?,
+        number("sum_x_raw")?,
+    );
+    let (correct_upper, correct_lower) = (number("correct_upper")?, number("correct_lower")?);
+    let mut pbis = Vec::with_capacity(items.height());
+    let mut cit = Vec::with_capacity(items.height());
+    let mut p_upper = Vec::with_capacity(items.height());
+    let mut p_lower = Vec::with_capacity(items.height());
+    for i in 0..items.height() {
+        let n = responses[i] as f64;
+        // x² = x for 0/1 scores; the rest score is raw − x.
+        let (sx, sxx) = (sum_x[i], sum_x[i]);
+        pbis.push(Some(pearson(
+            n,
+            sx,
+            sxx,
+            sum_raw[i],
+            sum_raw2[i],
+            sum_x_raw[i],
+        )));
+        let (sy, sxy) = (sum_raw[i] - sx, sum_x_raw[i] - sxx);
+        let syy = sum_raw2[i] - 2.0 * sum_x_raw[i] + sxx;
+        cit.push(Some(pearson(n, sx, sxx, sy, syy, sxy)));
+        p_upper.push((n_upper[i] > 0).then(|| correct_upper[i] / n_upper[i] as f64));
+        p_lower.push((n_lower[i] > 0).then(|| correct_lower[i] / n_lower[i] as f64));
+    }
     let bank_index: HashMap<&str, &ItemInfo> = bank.iter().map(|i| (i.item.as_str(), i)).collect();
     let mut rows: Vec<ItemRow> = Vec::with_capacity(items.height().max(bank.len()));
     let mut group_sizes: HashMap<String, (u64, u64, u64)> = HashMap::new();
@@ -457,7 +527,7 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
         rows.push(ItemRow {
             question: info
                 .map(|i| i.question.clone())
-                .or_else(|| questions[i].clone())
+                .or_else(|| question_of.get(id.as_str()).map(|q| q.to_string()))
                 .unwrap_or_default(),
             topic: info.and_then(|i| i.topic.clone()),
             responses: responses[i],
@@ -507,7 +577,6 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
     let option_items = strings(&options, "item", PART)?;
     let answers_given = strings(&options, "user_answer", PART)?;
     let counts = u64s(&options, "count", PART)?;
-    let keys = strings(&options, "key", PART)?;
     let mean_raw = f64s(&options, "mean_raw", PART)?;
     let upper = u64s(&options, "upper", PART)?;
     let lower = u64s(&options, "lower", PART)?;
@@ -518,7 +587,9 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
         let item = option_items[i].clone().unwrap_or_default();
         let (responses, n_lower, n_upper) = group_sizes.get(&item).copied().unwrap_or_default();
         let option = answers_given[i].clone();
-        let is_key = option.is_some() && option == keys[i];
+        let is_key = option
+            .as_deref()
+            .is_some_and(|o| key_of.get(item.as_str()) == Some(&o));
         let option = option.unwrap_or_else(|| NO_ANSWER.to_string());
         seen.insert((item.clone(), option.clone()), ());
         distractors.push(DistractorRow {
@@ -532,9 +603,6 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
             mean_correct: mean_raw[i],
         });
     }
-    let key_of: HashMap<&str, &str> = (0..options.height())
-        .filter_map(|i| Some((option_items[i].as_deref()?, keys[i].as_deref()?)))
-        .collect();
     for info in bank {
         let Some(&(responses, n_lower, n_upper)) = group_sizes.get(&info.item) else {
             continue;
@@ -574,6 +642,18 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
         items: rows,
         distractors,
     })
+}
+
+/// Pearson's r from n and the sums of x, x², y, y² and xy; NaN when either variance is 0
+/// (as polars' `pearson_corr` gives).
+fn pearson(n: f64, sx: f64, sxx: f64, sy: f64, syy: f64, sxy: f64) -> f64 {
+    let covariance = n * sxy - sx * sy;
+    let variances = (n * sxx - sx * sx) * (n * syy - sy * sy);
+    if variances > 0.0 {
+        covariance / variances.sqrt()
+    } else {
+        f64::NAN
+    }
 }
 
 /// The flags of a question from its p-value and corrected item–total correlation.
