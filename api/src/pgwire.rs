@@ -822,6 +822,7 @@ mod tests {
         assert!(e.to_string().contains("read-only"), "{e}");
         assert!(plan(&ctx, &statement("SELECT 1 AS a")).await.is_ok());
     }
+
     /// Connections share the tables but not the memory pool: one connection's query using
     /// most of `memory_limit_bytes` leaves another's whole.
     #[tokio::test]

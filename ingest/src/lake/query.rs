@@ -208,12 +208,18 @@ impl SnapshotTable {
             .await
             .map_err(IngestError::Query)?
             .schema();
+        Ok(Self::with_schema(table, schema))
+    }
+
+    /// Like [`SnapshotTable::new`] when the Delta provider's schema is already known (a
+    /// [`LiveLakeTable`] scan): no provider is built unless the scan falls back to it.
+    fn with_schema(table: deltalake::DeltaTable, schema: SchemaRef) -> Self {
         let plain_files = plain_parquet_files(&table);
-        Ok(SnapshotTable {
+        SnapshotTable {
             table,
             schema,
             plain_files,
-        })
+        }
     }
 
     /// Whether scans read the files with DataFusion's Parquet reader directly.
@@ -365,16 +371,7 @@ impl LiveLakeTable {
     pub async fn new(ctx: &SessionContext, table: Arc<LakeTable>) -> Result<Self> {
         let committed = table.committed();
         let schema = if committed.version().is_some() {
-            committed
-                .update_datafusion_session(&ctx.state())
-                .map_err(|e| {
-                    IngestError::LakeSetup(format!("registering the table's storage: {e}"))
-                })?;
-            committed
-                .table_provider()
-                .await
-                .map_err(IngestError::Query)?
-                .schema()
+            SnapshotTable::new(&ctx.state(), committed).await?.schema
         } else {
             table.schema()
         };
@@ -422,9 +419,8 @@ impl TableProvider for LiveLakeTable {
         let (committed, tail) = self.table.live();
         let mut plans = Vec::new();
         if committed.version().is_some() {
-            let snapshot = SnapshotTable::new(state, committed)
-                .await
-                .map_err(external)?;
+            // The Delta provider's schema, as at registration (the tail is conformed to it).
+            let snapshot = SnapshotTable::with_schema(committed, self.schema.clone());
             let plan = snapshot.scan(state, projection, filters, limit).await?;
             plans.push(conform(plan, &target)?);
         }
@@ -570,6 +566,7 @@ mod tests {
         lake.attempt_questions.push_tail(second.questions);
         agree(first_rows + second_rows).await;
     }
+
     /// examflow's own snapshots are read by DataFusion's Parquet reader, and every answer
     /// equals the Delta provider's on the same snapshot (projections, filters that prune
     /// and that do not, limits, joins).
@@ -645,6 +642,7 @@ mod tests {
         assert!(plan.contains("DataSourceExec"), "{plan}");
         assert!(!plan.contains("DeltaScan"), "{plan}");
     }
+
     /// A snapshot with partition columns is not plain: it goes through the Delta provider,
     /// which adds the partition values back to the rows.
     #[tokio::test]
