@@ -120,12 +120,21 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
     )?;
     require(&input.durations, "durations", &["duration_seconds"])?;
     let results = input.results.lazy();
-    let summary = summary(results.clone())?;
-    let histogram = histogram(results.clone())?;
-    let trend = trend(results.clone())?;
-    let students = students(results)?;
-    let analysis = item_analysis(input.answers.lazy(), &input.items)?;
-    let time_on_task = time_on_task(input.durations.lazy())?;
+    // The result-level parts and the item analysis read different frames: both at once.
+    let (result_parts, analysis) = rayon::join(
+        || -> Result<_> {
+            Ok((
+                timed("summary", || summary(results.clone()))?,
+                timed("histogram", || histogram(results.clone()))?,
+                timed("trend", || trend(results.clone()))?,
+                timed("students", || students(results))?,
+            ))
+        },
+        || item_analysis(input.answers, &input.items),
+    );
+    let (summary, histogram, trend, students) = result_parts?;
+    let analysis = analysis?;
+    let time_on_task = timed("time on task", || time_on_task(input.durations.lazy()))?;
     Ok(ExamReport {
         exam: input.exam,
         generated_at: input.generated_at,
@@ -139,6 +148,18 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
         students,
         calibration: input.calibration,
     })
+}
+
+/// Runs one part of the report, logging its time at debug level (`EXAMFLOW_LOG=debug`).
+fn timed<T>(part: &'static str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = std::time::Instant::now();
+    let done = work();
+    tracing::debug!(
+        part,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "report part computed"
+    );
+    done
 }
 
 fn summary(results: LazyFrame) -> Result<Summary> {
@@ -337,102 +358,193 @@ struct ItemAnalysis {
 }
 
 /// Reliability, the item table and the distractor table, from the question-level rows.
-fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> {
+fn item_analysis(answers: DataFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> {
     const PART: &str = "item analysis";
-    // Per question: its text and key, read once; the rows below carry only what the
-    // statistics need, so the join and the groupings move no long strings.
-    let texts = answers
-        .clone()
-        .group_by([col("item")])
-        .agg([
-            col("question").first().alias("question"),
-            col("correct_answer").first().alias("key"),
-        ])
-        .collect()
-        .map_err(fail(PART))?;
-    let answers = answers.select([
-        col("document_id"),
-        col("item"),
-        col("user_answer"),
-        col("is_correct")
-            .cast(DataType::Float64)
-            .fill_null(lit(0.0))
-            .alias("x"),
-    ]);
-    // Number correct per result; 0 = lower 27%, 1 = middle, 2 = upper (ties by id).
-    let totals = answers
-        .clone()
-        .group_by([col("document_id")])
-        .agg([col("x").sum().alias("raw")])
-        .sort(["raw", "document_id"], SortMultipleOptions::default())
-        .collect()
-        .map_err(fail(PART))?;
-    let persons = totals.height();
-    let group_size = (GROUP_SHARE * persons as f64 + 0.5).floor() as u32;
-    let totals = totals.lazy().with_row_index("rank", None).with_column(
-        when(col("rank").lt(lit(group_size)))
-            .then(lit(0i32))
-            .otherwise(
-                when(col("rank").gt_eq(lit(persons as u32 - group_size.min(persons as u32))))
-                    .then(lit(2i32))
-                    .otherwise(lit(1i32)),
-            )
-            .alias("group"),
+    // The string keys become dense integer codes in one pass each, so the groupings and
+    // the join below hash integers instead of 5 million strings several times over.
+    let as_strings = |name: &str| -> Result<Column> {
+        answers
+            .column(name)
+            .and_then(|c| c.cast(&DataType::String))
+            .map_err(fail(PART))
+    };
+    let (ids, items_text, given) = (
+        as_strings("document_id")?,
+        as_strings("item")?,
+        as_strings("user_answer")?,
     );
+    let (questions, keys) = (as_strings("question")?, as_strings("correct_answer")?);
+    let str_of = |c: &Column| -> Result<StringChunked> { Ok(c.str().map_err(fail(PART))?.clone()) };
+    let (ids, items_text, given) = (str_of(&ids)?, str_of(&items_text)?, str_of(&given)?);
+    let (person_codes, (item_codes, answer_codes)) = timed("coding", || {
+        Ok(rayon::join(
+            || Codes::of(&ids).sorted(),
+            || rayon::join(|| Codes::of(&items_text), || Codes::of(&given)),
+        ))
+    })?;
+    // Per question: its text and key from its first row (as `first()` in a grouping).
+    let (questions, keys) = (str_of(&questions)?, str_of(&keys)?);
+    let text_of = |column: &StringChunked| -> Vec<Option<String>> {
+        item_codes
+            .first_row
+            .iter()
+            .map(|&row| column.get(row).map(str::to_string))
+            .collect()
+    };
+    let (item_questions, item_keys) = (text_of(&questions), text_of(&keys));
+    // Scores as 0/1 (missing = 0), one contiguous column like the codes: polars is much
+    // faster over one chunk than over the hundreds of record batches the read yields.
+    let x: Vec<f64> = answers
+        .column("is_correct")
+        .and_then(|c| c.cast(&DataType::Float64))
+        .map_err(fail(PART))?
+        .f64()
+        .map_err(fail(PART))?
+        .iter()
+        .map(|v| v.unwrap_or(0.0))
+        .collect();
+    drop(answers);
+    // Number correct per result; 0 = lower 27%, 1 = middle, 2 = upper (ties by id: the
+    // person codes are in id order).
+    let totals = timed("totals", || {
+        DataFrame::new(
+            x.len(),
+            vec![
+                Column::new("person".into(), person_codes.codes.clone()),
+                Column::new("x".into(), x.clone()),
+            ],
+        )
+        .map_err(fail(PART))?
+        .lazy()
+        .group_by([col("person")])
+        .agg([col("x").sum().alias("raw")])
+        .sort(["raw", "person"], SortMultipleOptions::default())
+        .collect()
+        .map_err(fail(PART))
+    })?;
+    let persons = totals.height();
+    let group_size = (GROUP_SHARE * persons as f64 + 0.5).floor() as usize;
     let raw_stats = totals
         .clone()
+        .lazy()
         .select([
             col("raw").mean().alias("mean"),
             col("raw").var(1).alias("var"),
         ])
         .collect()
         .map_err(fail(PART))?;
-    // Materialised once: both the item table and the distractor table read it.
-    let joined = answers
-        .inner_join(totals, col("document_id"), col("document_id"))
-        .select([
-            col("item"),
-            col("user_answer"),
-            col("x"),
-            col("raw"),
-            col("group"),
-        ])
-        .collect()
-        .map_err(fail(PART))?
-        .lazy();
-    let x = || col("x");
-    let in_group = |g: i32| col("group").eq(lit(g));
-    let items = joined
+    // Each row gets its person's total and group by index (person codes are dense), which
+    // is the join of the rows with the totals without hashing.
+    let (row_raw, row_group) = timed("person columns", || {
+        let mut raw_of = vec![0.0; person_codes.values.len()];
+        let mut group_of = vec![1.0f64; person_codes.values.len()];
+        let people = i64s(&totals, "person", PART)?;
+        let raws = f64s(&totals, "raw", PART)?;
+        for (rank, (person, raw)) in people.into_iter().zip(raws).enumerate() {
+            let person = person.unwrap_or_default() as usize;
+            raw_of[person] = raw.unwrap_or(0.0);
+            group_of[person] = if rank < group_size {
+                0.0
+            } else if rank >= persons - group_size.min(persons) {
+                2.0
+            } else {
+                1.0
+            };
+        }
+        let codes = &person_codes.codes;
+        Ok((
+            codes
+                .iter()
+                .map(|&p| raw_of[p as usize])
+                .collect::<Vec<f64>>(),
+            codes
+                .iter()
+                .map(|&p| group_of[p as usize])
+                .collect::<Vec<f64>>(),
+        ))
+    })?;
+    let answers_known = answer_codes.values.len() as u64;
+    let rows = DataFrame::new(
+        x.len(),
+        vec![
+            Column::new("item".into(), item_codes.codes.clone()),
+            // The pair (question, answer) as one key: polars groups one integer column
+            // much faster than two (and the null answer has a code of its own).
+            Column::new(
+                "option".into(),
+                item_codes
+                    .codes
+                    .iter()
+                    .zip(&answer_codes.codes)
+                    .map(|(&item, &answer)| u64::from(item) * answers_known + u64::from(answer))
+                    .collect::<Vec<u64>>(),
+            ),
+            Column::new("x".into(), x),
+            Column::new("raw".into(), row_raw),
+            Column::new("group".into(), row_group),
+        ],
+    )
+    .map_err(fail(PART))?
+    .lazy()
+    // Every statistic below is a plain sum of one column per group (polars' fast path);
+    // the correlations, p-values and means are formed from the sums afterwards. x is 0/1
+    // and raw a count, so every sum is an exact integer and the formulas lose nothing.
+    .with_columns([
+        (col("raw") * col("raw")).alias("raw2"),
+        (col("x") * col("raw")).alias("x_raw"),
+        col("group")
+            .eq(lit(2.0))
+            .cast(DataType::Float64)
+            .alias("upper"),
+        col("group")
+            .eq(lit(0.0))
+            .cast(DataType::Float64)
+            .alias("lower"),
+    ])
+    .with_columns([
+        (col("x") * col("upper")).alias("x_upper"),
+        (col("x") * col("lower")).alias("x_lower"),
+    ]);
+    let rows = timed("row columns", || rows.collect().map_err(fail(PART)))?.lazy();
+    // One grouping of the 5 million rows, by (question, answer): the distractor table's
+    // counts, and sums that add up per question to the item table's (below, over a few
+    // hundred rows).
+    let options = timed("options", || {
+        rows.group_by([col("option")])
+            .agg([
+                len().alias("count"),
+                col("x").sum().alias("correct"),
+                col("raw").sum().alias("sum_raw"),
+                col("raw2").sum().alias("sum_raw2"),
+                col("x_raw").sum().alias("sum_x_raw"),
+                col("x_upper").sum().alias("correct_upper"),
+                col("x_lower").sum().alias("correct_lower"),
+                col("upper").sum().alias("upper"),
+                col("lower").sum().alias("lower"),
+            ])
+            .collect()
+            .map_err(fail(PART))
+    })?;
+    let option_keys = i64s(&options, "option", PART)?;
+    let option_item: Vec<u32> = option_keys
+        .iter()
+        .map(|key| (key.unwrap_or_default() / answers_known as i64) as u32)
+        .collect();
+    let items = options
         .clone()
+        .lazy()
+        .with_column(lit(Series::new("item".into(), option_item)).alias("item"))
         .group_by([col("item")])
         .agg([
-            len().alias("responses"),
-            x().mean().alias("p"),
-            x().sum().alias("correct"),
-            // Plain sums only (polars' fast path per group); the correlations and group
-            // p-values are formed from them below. x is 0/1 and raw a count, so every sum
-            // is an exact integer and the formulas lose nothing.
-            col("raw").sum().alias("sum_raw"),
-            (col("raw") * col("raw")).sum().alias("sum_raw2"),
-            (x() * col("raw")).sum().alias("sum_x_raw"),
-            (x() * in_group(2).cast(DataType::Float64))
-                .sum()
-                .alias("correct_upper"),
-            (x() * in_group(0).cast(DataType::Float64))
-                .sum()
-                .alias("correct_lower"),
-            in_group(2).cast(DataType::Int64).sum().alias("n_upper"),
-            in_group(0).cast(DataType::Int64).sum().alias("n_lower"),
-        ])
-        .collect()
-        .map_err(fail(PART))?;
-    let options = joined
-        .group_by([col("item"), col("user_answer")])
-        .agg([
-            len().alias("count"),
-            col("raw").mean().alias("mean_raw"),
-            in_group(2).cast(DataType::Int64).sum().alias("upper"),
-            in_group(0).cast(DataType::Int64).sum().alias("lower"),
+            col("count").sum().alias("responses"),
+            col("correct").sum(),
+            col("sum_raw").sum(),
+            col("sum_raw2").sum(),
+            col("sum_x_raw").sum(),
+            col("correct_upper").sum(),
+            col("correct_lower").sum(),
+            col("upper").sum().alias("n_upper"),
+            col("lower").sum().alias("n_lower"),
         ])
         .collect()
         .map_err(fail(PART))?;
@@ -463,22 +575,32 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
     };
 
     // The item table, in bank order, then any other question by id.
-    let text_items = strings(&texts, "item", PART)?;
-    let text_questions = strings(&texts, "question", PART)?;
-    let text_keys = strings(&texts, "key", PART)?;
-    let question_of: HashMap<&str, &str> = text_items
+    let item_name = |code: Option<i64>| -> Option<String> {
+        code.and_then(|c| item_codes.values.get(c as usize).copied().flatten())
+            .map(str::to_string)
+    };
+    let question_of: HashMap<&str, &str> = item_codes
+        .values
         .iter()
-        .zip(&text_questions)
-        .filter_map(|(item, question)| Some((item.as_deref()?, question.as_deref()?)))
+        .zip(&item_questions)
+        .filter_map(|(item, question)| Some(((*item)?, question.as_deref()?)))
         .collect();
-    let key_of: HashMap<&str, &str> = text_items
+    let key_of: HashMap<&str, &str> = item_codes
+        .values
         .iter()
-        .zip(&text_keys)
-        .filter_map(|(item, key)| Some((item.as_deref()?, key.as_deref()?)))
+        .zip(&item_keys)
+        .filter_map(|(item, key)| Some(((*item)?, key.as_deref()?)))
         .collect();
-    let ids = strings(&items, "item", PART)?;
+    let ids: Vec<Option<String>> = i64s(&items, "item", PART)?
+        .into_iter()
+        .map(item_name)
+        .collect();
     let responses = u64s(&items, "responses", PART)?;
-    let p = f64s(&items, "p", PART)?;
+    let p: Vec<Option<f64>> = f64s(&items, "correct", PART)?
+        .into_iter()
+        .zip(&responses)
+        .map(|(correct, &n)| correct.filter(|_| n > 0).map(|c| c / n as f64))
+        .collect();
     let n_upper = u64s(&items, "n_upper", PART)?;
     let n_lower = u64s(&items, "n_lower", PART)?;
     let number = |name: &str| -> Result<Vec<f64>> {
@@ -574,10 +696,26 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
     rows.sort_by_key(|r| order_of(&r.item));
 
     // The distractor table: every answer given, plus bank options nobody chose.
-    let option_items = strings(&options, "item", PART)?;
-    let answers_given = strings(&options, "user_answer", PART)?;
+    let option_items: Vec<Option<String>> = option_keys
+        .iter()
+        .map(|key| item_name(key.map(|k| k / answers_known as i64)))
+        .collect();
+    let answers_given: Vec<Option<String>> = option_keys
+        .iter()
+        .map(|key| {
+            key.and_then(|k| {
+                let code = (k % answers_known as i64) as usize;
+                answer_codes.values.get(code).copied().flatten()
+            })
+            .map(str::to_string)
+        })
+        .collect();
     let counts = u64s(&options, "count", PART)?;
-    let mean_raw = f64s(&options, "mean_raw", PART)?;
+    let mean_raw: Vec<Option<f64>> = f64s(&options, "sum_raw", PART)?
+        .into_iter()
+        .zip(&counts)
+        .map(|(sum, &n)| sum.filter(|_| n > 0).map(|s| s / n as f64))
+        .collect();
     let upper = u64s(&options, "upper", PART)?;
     let lower = u64s(&options, "lower", PART)?;
     let share = |count: u64, of: u64| (of > 0).then(|| count as f64 / of as f64);
@@ -644,6 +782,61 @@ fn item_analysis(answers: LazyFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
     })
 }
 
+/// Dense integer codes of a string column (null is a value of its own): `codes[row]`
+/// indexes `values`, and `first_row[code]` is the first row holding that value.
+struct Codes<'a> {
+    codes: Vec<u32>,
+    values: Vec<Option<&'a str>>,
+    first_row: Vec<usize>,
+}
+
+impl<'a> Codes<'a> {
+    fn of(column: &'a StringChunked) -> Self {
+        let mut index: PlHashMap<Option<&'a str>, u32> = PlHashMap::new();
+        let mut codes = Vec::with_capacity(column.len());
+        let (mut values, mut first_row) = (Vec::new(), Vec::new());
+        // Rows of one result come together, so "same as the row before" saves most lookups.
+        let mut previous: Option<(Option<&'a str>, u32)> = None;
+        for (row, value) in column.iter().enumerate() {
+            if let Some((seen, code)) = previous
+                && seen == value
+            {
+                codes.push(code);
+                continue;
+            }
+            let code = *index.entry(value).or_insert_with(|| {
+                values.push(value);
+                first_row.push(row);
+                (values.len() - 1) as u32
+            });
+            codes.push(code);
+            previous = Some((value, code));
+        }
+        Codes {
+            codes,
+            values,
+            first_row,
+        }
+    }
+
+    /// The same codes renumbered in the order of the values (null first), so that sorting
+    /// by code sorts by value.
+    fn sorted(mut self) -> Self {
+        let mut order: Vec<u32> = (0..self.values.len() as u32).collect();
+        order.sort_by_key(|&c| self.values[c as usize]);
+        let mut renumber = vec![0u32; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            renumber[old as usize] = new as u32;
+        }
+        for code in &mut self.codes {
+            *code = renumber[*code as usize];
+        }
+        self.values = order.iter().map(|&c| self.values[c as usize]).collect();
+        self.first_row = order.iter().map(|&c| self.first_row[c as usize]).collect();
+        self
+    }
+}
+
 /// Pearson's r from n and the sums of x, x², y, y² and xy; NaN when either variance is 0
 /// (as polars' `pearson_corr` gives).
 fn pearson(n: f64, sx: f64, sxx: f64, sy: f64, syy: f64, sxy: f64) -> f64 {
@@ -701,4 +894,40 @@ fn flags(p_value: Option<f64>, corrected: Option<f64>) -> Vec<ItemFlag> {
         }
     }
     flags
+}
+
+#[cfg(test)]
+mod codes_tests {
+    use super::*;
+
+    /// Codes agree with the text across chunks, nulls, short (inline) and long strings,
+    /// repeats next to each other and apart; `sorted` renumbers in text order, null first.
+    #[test]
+    fn codes_name_equal_strings_equally_across_chunks() {
+        let long = "an answer long enough not to fit in a view";
+        let first: StringChunked = [Some("b"), Some(long), Some(long), None, Some("a")]
+            .into_iter()
+            .collect();
+        let mut column: StringChunked = [Some(long), Some("b"), None, Some("c"), Some("a")]
+            .into_iter()
+            .collect();
+        column.append(&first).unwrap();
+        assert_eq!(column.chunks().len(), 2);
+        let texts: Vec<Option<&str>> = column.iter().collect();
+        let codes = Codes::of(&column);
+        for (row, text) in texts.iter().enumerate() {
+            assert_eq!(codes.values[codes.codes[row] as usize], *text, "row {row}");
+            let first = texts.iter().position(|t| t == text).unwrap();
+            assert_eq!(codes.first_row[codes.codes[row] as usize], first);
+        }
+        assert_eq!(codes.values.len(), 5);
+        let sorted = codes.sorted();
+        assert_eq!(
+            sorted.values,
+            vec![None, Some("a"), Some(long), Some("b"), Some("c")]
+        );
+        for (row, text) in texts.iter().enumerate() {
+            assert_eq!(sorted.values[sorted.codes[row] as usize], *text);
+        }
+    }
 }

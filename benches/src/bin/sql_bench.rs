@@ -742,7 +742,7 @@ async fn section_aggregates(
         "examflow: `POST /api/sql`, `Accept: {ARROW_STREAM}`, timed by the client from sending \
          the request until the IPC stream is decoded (includes HTTP, the per-request session \
          with every lake table, view and the `abilities` / `adaptive_sessions` / \
-         `calibrations` tables, planning, the scan through the Delta provider, encoding). \
+         `calibrations` tables, planning, the scan of the committed snapshot's Parquet files (`SnapshotTable`), encoding). \
          DataFusion: in this process, a fresh `SessionContext::new()` with a `ListingTable` \
          over the {} live Parquet file(s) of the Delta snapshot, `ctx.sql(..).collect()`; the \
          time includes creating the context and registering the table. One warm-up each, then \
