@@ -110,7 +110,6 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
         &input.answers,
         "answers",
         &[
-            "document_id",
             "item",
             "question",
             "user_answer",
@@ -118,7 +117,15 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
             "is_correct",
         ],
     )?;
+    if input.answers.column("person").is_err() {
+        require(&input.answers, "answers", &["document_id"])?;
+    }
     require(&input.durations, "durations", &["duration_seconds"])?;
+    let result_ids = input
+        .results
+        .column("document_id")
+        .and_then(|c| c.cast(&DataType::String))
+        .map_err(fail("item analysis"))?;
     let results = input.results.lazy();
     // The result-level parts and the item analysis read different frames: both at once.
     let (result_parts, analysis) = rayon::join(
@@ -130,7 +137,7 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
                 timed("students", || students(results))?,
             ))
         },
-        || item_analysis(input.answers, &input.items),
+        || item_analysis(input.answers, &result_ids, &input.items),
     );
     let (summary, histogram, trend, students) = result_parts?;
     let analysis = analysis?;
@@ -358,7 +365,11 @@ struct ItemAnalysis {
 }
 
 /// Reliability, the item table and the distractor table, from the question-level rows.
-fn item_analysis(answers: DataFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> {
+fn item_analysis(
+    answers: DataFrame,
+    result_ids: &Column,
+    bank: &[ItemInfo],
+) -> Result<ItemAnalysis> {
     const PART: &str = "item analysis";
     // The string keys become dense integer codes in one pass each, so the groupings and
     // the join below hash integers instead of 5 million strings several times over.
@@ -368,17 +379,50 @@ fn item_analysis(answers: DataFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
             .and_then(|c| c.cast(&DataType::String))
             .map_err(fail(PART))
     };
-    let (ids, items_text, given) = (
-        as_strings("document_id")?,
-        as_strings("item")?,
-        as_strings("user_answer")?,
-    );
-    let (questions, keys) = (as_strings("question")?, as_strings("correct_answer")?);
     let str_of = |c: &Column| -> Result<StringChunked> { Ok(c.str().map_err(fail(PART))?.clone()) };
-    let (ids, items_text, given) = (str_of(&ids)?, str_of(&items_text)?, str_of(&given)?);
+    let (items_text, given) = (as_strings("item")?, as_strings("user_answer")?);
+    let (items_text, given) = (str_of(&items_text)?, str_of(&given)?);
+    let (questions, keys) = (as_strings("question")?, as_strings("correct_answer")?);
+    let result_ids = str_of(result_ids)?;
+    // Persons: given as the row of the result (`person`), or coded from `document_id`.
+    let person_rows: Option<Vec<u32>> = match answers.column("person") {
+        Ok(column) => {
+            let rows = column.cast(&DataType::UInt32).map_err(fail(PART))?;
+            let rows = rows.u32().map_err(fail(PART))?;
+            let height = result_ids.len() as u32;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows.iter() {
+                match row {
+                    Some(row) if row < height => out.push(row),
+                    _ => {
+                        return Err(ReportError::Compute {
+                            part: PART,
+                            message: format!(
+                                "an answer's person is {row:?}, not a row of the {height} results"
+                            ),
+                        });
+                    }
+                }
+            }
+            Some(out)
+        }
+        Err(_) => None,
+    };
+    let persons = match person_rows {
+        Some(rows) => Persons::Rows(rows),
+        None => Persons::Ids(str_of(&as_strings("document_id")?)?),
+    };
     let (person_codes, (item_codes, answer_codes)) = timed("coding", || {
         Ok(rayon::join(
-            || Codes::of(&ids).sorted(),
+            || match &persons {
+                Persons::Rows(rows) => Codes {
+                    codes: rows.clone(),
+                    values: result_ids.iter().collect(),
+                    first_row: vec![0; result_ids.len()],
+                }
+                .sorted(),
+                Persons::Ids(ids) => Codes::of(ids).sorted(),
+            },
             || rayon::join(|| Codes::of(&items_text), || Codes::of(&given)),
         ))
     })?;
@@ -780,6 +824,12 @@ fn item_analysis(answers: DataFrame, bank: &[ItemInfo]) -> Result<ItemAnalysis> 
         items: rows,
         distractors,
     })
+}
+
+/// Who answered each question row: the row of the result, or the result's id.
+enum Persons {
+    Rows(Vec<u32>),
+    Ids(StringChunked),
 }
 
 /// Dense integer codes of a string column (null is a value of its own): `codes[row]`

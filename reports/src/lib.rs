@@ -67,8 +67,9 @@ pub struct CalibrationRef {
 /// Everything a report is computed from. The frames' columns:
 /// * `results`: `document_id`, `email`, `score`, `total`, `percentage` (numbers),
 ///   `result` (`passed`/`failed`/null), `submitted_at_us` (µs since the epoch, or null);
-/// * `answers`: `document_id`, `item`, `question`, `user_answer`, `correct_answer`,
-///   `is_correct`;
+/// * `answers`: `item`, `question`, `user_answer`, `correct_answer`, `is_correct`, and who
+///   answered: `person` (the row of the answer's result in `results`, 0-based; the server
+///   reads it so) or `document_id`;
 /// * `durations`: `duration_seconds` (time on task of the ingested attempts).
 pub struct ReportInput {
     pub exam: String,

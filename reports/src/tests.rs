@@ -414,6 +414,71 @@ fn a_missing_column_is_named() {
     );
 }
 
+/// Answers may name their result by its row in `results` (`person`, as the server reads
+/// them) instead of by `document_id`: the report is the same, and a row that is not one of
+/// the results is an error, not a wrong report.
+#[test]
+fn answers_by_result_row_give_the_same_report() {
+    let exam = simulate(60, 8, 7);
+    let by_id = input(&exam);
+    let ids: Vec<String> = by_id
+        .answers
+        .column("document_id")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap().to_string())
+        .collect();
+    let rows: Vec<u32> = ids
+        .iter()
+        .map(|id| exam.persons.iter().position(|p| p == id).unwrap() as u32)
+        .collect();
+    let by_row = |rows: Vec<u32>| {
+        let mut input = input(&exam);
+        let mut answers = input.answers.drop("document_id").unwrap();
+        answers
+            .with_column(polars::prelude::Column::new("person".into(), rows))
+            .unwrap();
+        input.answers = answers;
+        input
+    };
+    let expected = serde_json::to_value(build_report(by_id).unwrap()).unwrap();
+    let got = serde_json::to_value(build_report(by_row(rows.clone())).unwrap()).unwrap();
+    // Equal up to the last bits of sums taken in another order.
+    fn same(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                    "{at}: {x} vs {y}"
+                );
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{at}");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    same(x, y, &format!("{at}[{i}]"));
+                }
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                assert_eq!(x.len(), y.len(), "{at}");
+                for (key, x) in x {
+                    same(x, &y[key], &format!("{at}.{key}"));
+                }
+            }
+            _ => assert_eq!(a, b, "{at}"),
+        }
+    }
+    same(&got, &expected, "report");
+
+    let mut wrong = rows;
+    wrong[3] = exam.persons.len() as u32;
+    let error = build_report(by_row(wrong)).unwrap_err().to_string();
+    assert!(error.contains("not a row of the 60 results"), "{error}");
+}
+
 #[test]
 fn renderings_hold_every_table() {
     let exam = simulate(30, 4, 5);
