@@ -148,9 +148,9 @@ impl CalibrationCache {
         if (answering + attempts.len()) as i64 <= latest.responses {
             return Ok(None);
         }
-        store_calibration(state, exam, results, attempts)
-            .await
-            .map(Some)
+        // Another server may run the same schedule on the same responses: the version is
+        // stored only on top of the one read above, so the same responses are fitted once.
+        store_calibration(state, exam, results, attempts, Some(latest.version)).await
     }
 
     fn cached(&self, exam: &str, version: i64) -> Option<Arc<CatBank>> {
@@ -297,16 +297,20 @@ async fn attempt_responses(
 async fn compute_and_store(state: &AppState, exam: &Bank) -> Result<StoredCalibration, ApiError> {
     let results = stored_results(state, exam).await?;
     let attempts = attempt_responses(state, exam).await?;
-    store_calibration(state, exam, results, attempts).await
+    let stored = store_calibration(state, exam, results, attempts, None).await?;
+    stored.ok_or_else(|| ApiError::Invalid("the calibration was not stored".into()))
 }
 
-/// Fits `exam` on the given responses and stores the result as the next version.
+/// Fits `exam` on the given responses and stores the result as the next version; with
+/// `after`, only if that is still the latest version (else `None`: another server added
+/// one meanwhile).
 async fn store_calibration(
     state: &AppState,
     exam: &Bank,
     results: Vec<ResultDocument>,
     attempts: Vec<AttemptResponses>,
-) -> Result<StoredCalibration, ApiError> {
+    after: Option<i64>,
+) -> Result<Option<StoredCalibration>, ApiError> {
     let previous: Vec<CalibratedItem> = match state
         .session_store
         .get_calibration(&exam.name, None)
@@ -344,9 +348,24 @@ async fn store_calibration(
         params: serde_json::to_string(&items).unwrap_or_default(),
         summary: summary.to_string(),
     };
-    stored.version = state.session_store.add_calibration(stored.clone()).await?;
+    stored.version = match after {
+        None => state.session_store.add_calibration(stored.clone()).await?,
+        Some(after) => {
+            match state
+                .session_store
+                .add_calibration_after(stored.clone(), after)
+                .await?
+            {
+                Some(version) => version,
+                None => {
+                    tracing::info!(exam = %exam.name, after, "another server stored a calibration first; this one is dropped");
+                    return Ok(None);
+                }
+            }
+        }
+    };
     tracing::info!(exam = %exam.name, version = stored.version, source, responses = stored.responses, "stored a calibration");
-    Ok(stored)
+    Ok(Some(stored))
 }
 
 /// Items the new fit could not calibrate keep the calibrated (or imported) parameters of

@@ -54,6 +54,15 @@ pub trait SessionStore: Send + Sync {
     /// max(version of the exam) + 1, starting at 1; the given `version` is ignored. Safe
     /// when several writers add to one exam at once (each gets its own version).
     async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64>;
+    /// Stores `calibration` as version `after + 1` of its exam only if `after` is still the
+    /// exam's latest version (0: none yet); returns that version, or `None` when another
+    /// writer added a version since. For work that should happen once across servers, such
+    /// as a scheduled recalibration on the same new responses.
+    async fn add_calibration_after(
+        &self,
+        calibration: StoredCalibration,
+        after: i64,
+    ) -> Result<Option<i64>>;
     /// One version of `exam`, or its latest when `version` is `None`.
     async fn get_calibration(
         &self,

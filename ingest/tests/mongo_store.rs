@@ -5,7 +5,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use examflow_engine::{Outcome, ScoredSubmission};
 use examflow_ingest::ResultDocument;
-use examflow_ingest::store::conformance::{check_concurrent_calibrations, check_session_store};
+use examflow_ingest::store::conformance::{
+    check_calibration_after, check_concurrent_calibrations, check_session_store,
+};
 use examflow_ingest::store::{MongoStore, ResultFilter, ResultStore, SessionStore};
 
 #[tokio::test]
@@ -72,6 +74,7 @@ async fn mongodb_store_keeps_sessions_and_calibrations() {
     };
     let store = empty_session_store(&uri, &db).await;
     check_session_store(&store).await;
+    check_calibration_after(&store).await;
     store.drop_session_collections().await.unwrap();
 }
 

@@ -133,6 +133,25 @@ pub async fn check_session_store(store: &dyn SessionStore) {
     );
 }
 
+/// `add_calibration_after` adds only on top of the version it names, once.
+pub async fn check_calibration_after(store: &dyn SessionStore) {
+    let c = |responses| calibration("after", "calibration", responses);
+    assert_eq!(store.add_calibration_after(c(1), 0).await.unwrap(), Some(1));
+    assert_eq!(store.add_calibration_after(c(2), 0).await.unwrap(), None);
+    assert_eq!(store.add_calibration_after(c(3), 1).await.unwrap(), Some(2));
+    assert_eq!(store.add_calibration_after(c(4), 1).await.unwrap(), None);
+    assert_eq!(store.add_calibration(c(5)).await.unwrap(), 3);
+    assert_eq!(store.add_calibration_after(c(6), 2).await.unwrap(), None);
+    let listed = store.list_calibrations(Some("after".into())).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|c| (c.version, c.responses))
+            .collect::<Vec<_>>(),
+        [(3, 5), (2, 3), (1, 1)]
+    );
+}
+
 /// Ten calibrations of one exam added at once, spread over `stores` (several stores on
 /// one database stand for several servers), get versions 1 to 10, each once.
 pub async fn check_concurrent_calibrations(stores: &[Arc<dyn SessionStore>]) {

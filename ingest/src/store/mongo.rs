@@ -385,6 +385,25 @@ impl SessionStore for MongoStore {
         )))
     }
 
+    async fn add_calibration_after(
+        &self,
+        calibration: StoredCalibration,
+        after: i64,
+    ) -> Result<Option<i64>> {
+        self.ensure_indexes().await?;
+        // Versions have no gaps, so if a later one exists, `after + 1` does: the unique
+        // (exam, version) index turns "someone was first" into a duplicate key.
+        match self
+            .calibrations
+            .insert_one(calibration_to_bson(&calibration, after + 1))
+            .await
+        {
+            Ok(_) => Ok(Some(after + 1)),
+            Err(e) if is_duplicate_key(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn get_calibration(
         &self,
         exam: &str,

@@ -428,6 +428,42 @@ impl SqliteStore {
         .await
     }
 
+    /// Stores `calibration` as version `after + 1` if `after` is still the exam's latest
+    /// version (see [`SessionStore::add_calibration_after`]).
+    pub async fn add_calibration_after(
+        &self,
+        calibration: StoredCalibration,
+        after: i64,
+    ) -> Result<Option<i64>> {
+        self.with(true, move |c| {
+            let tx = c.transaction()?;
+            let latest: i64 = tx.query_row(
+                "SELECT coalesce(max(version), 0) FROM calibrations WHERE exam = ?1",
+                [&calibration.exam],
+                |r| r.get(0),
+            )?;
+            if latest != after {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    calibration.exam,
+                    after + 1,
+                    calibration.created_at,
+                    calibration.source,
+                    calibration.responses,
+                    calibration.params,
+                    calibration.summary
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Some(after + 1))
+        })
+        .await
+    }
+
     /// One version of an exam's calibration, or its latest when `version` is `None`.
     pub async fn get_calibration(
         &self,
@@ -770,6 +806,14 @@ impl SessionStore for SqliteStore {
         SqliteStore::add_calibration(self, calibration).await
     }
 
+    async fn add_calibration_after(
+        &self,
+        calibration: StoredCalibration,
+        after: i64,
+    ) -> Result<Option<i64>> {
+        SqliteStore::add_calibration_after(self, calibration, after).await
+    }
+
     async fn get_calibration(
         &self,
         exam: &str,
@@ -956,6 +1000,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::store::conformance::check_session_store(&store).await;
+        crate::store::conformance::check_calibration_after(&store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
