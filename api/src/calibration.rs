@@ -348,22 +348,20 @@ async fn store_calibration(
         params: serde_json::to_string(&items).unwrap_or_default(),
         summary: summary.to_string(),
     };
-    stored.version = match after {
-        None => state.session_store.add_calibration(stored.clone()).await?,
+    let version = match after {
+        None => Some(state.session_store.add_calibration(stored.clone()).await?),
         Some(after) => {
-            match state
+            state
                 .session_store
                 .add_calibration_after(stored.clone(), after)
                 .await?
-            {
-                Some(version) => version,
-                None => {
-                    tracing::info!(exam = %exam.name, after, "another server stored a calibration first; this one is dropped");
-                    return Ok(None);
-                }
-            }
         }
     };
+    let Some(version) = version else {
+        tracing::info!(exam = %exam.name, ?after, "another server stored a calibration first; this one is dropped");
+        return Ok(None);
+    };
+    stored.version = version;
     tracing::info!(exam = %exam.name, version = stored.version, source, responses = stored.responses, "stored a calibration");
     Ok(Some(stored))
 }

@@ -137,21 +137,19 @@ fn numbered_changes(
         ("source_partition", "current_partition"),
         ("source_offset", "current_offset"),
     ];
+    let mut indices = Vec::with_capacity(fields.len());
     let mut out_fields: Vec<Field> = Vec::with_capacity(fields.len() + 1);
     for (name, alias) in fields {
-        let field = schema.field_with_name(name).map_err(query_error)?;
-        out_fields.push(field.clone().with_name(alias));
+        let index = schema.index_of(name).map_err(query_error)?;
+        indices.push(index);
+        out_fields.push(schema.field(index).clone().with_name(alias));
     }
     out_fields.push(Field::new("person", DataType::UInt32, false));
     let out_schema: SchemaRef = Arc::new(Schema::new(out_fields));
     let mut first_row = 0u32;
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
-        let mut columns = Vec::with_capacity(fields.len() + 1);
-        for (name, _) in fields {
-            let index = schema.index_of(name).map_err(query_error)?;
-            columns.push(batch.column(index).clone());
-        }
+        let mut columns: Vec<ArrayRef> = indices.iter().map(|&i| batch.column(i).clone()).collect();
         let rows = batch.num_rows() as u32;
         columns
             .push(Arc::new(UInt32Array::from_iter_values(first_row..first_row + rows)) as ArrayRef);

@@ -385,7 +385,7 @@ fn item_analysis(
     let (questions, keys) = (as_strings("question")?, as_strings("correct_answer")?);
     let result_ids = str_of(result_ids)?;
     // Persons: given as the row of the result (`person`), or coded from `document_id`.
-    let person_rows: Option<Vec<u32>> = match answers.column("person") {
+    let mut persons = match answers.column("person") {
         Ok(column) => {
             let rows = column.cast(&DataType::UInt32).map_err(fail(PART))?;
             let rows = rows.u32().map_err(fail(PART))?;
@@ -404,19 +404,15 @@ fn item_analysis(
                     }
                 }
             }
-            Some(out)
+            Persons::Rows(out)
         }
-        Err(_) => None,
-    };
-    let persons = match person_rows {
-        Some(rows) => Persons::Rows(rows),
-        None => Persons::Ids(str_of(&as_strings("document_id")?)?),
+        Err(_) => Persons::Ids(str_of(&as_strings("document_id")?)?),
     };
     let (person_codes, (item_codes, answer_codes)) = timed("coding", || {
         Ok(rayon::join(
-            || match &persons {
+            || match &mut persons {
                 Persons::Rows(rows) => Codes {
-                    codes: rows.clone(),
+                    codes: std::mem::take(rows),
                     values: result_ids.iter().collect(),
                     first_row: vec![0; result_ids.len()],
                 }
@@ -447,15 +443,18 @@ fn item_analysis(
         .iter()
         .map(|v| v.unwrap_or(0.0))
         .collect();
+    let height = x.len();
+    // One column for both frames below (a polars column is shared, not copied).
+    let x = Column::new("x".into(), x);
     drop(answers);
     // Number correct per result; 0 = lower 27%, 1 = middle, 2 = upper (ties by id: the
     // person codes are in id order).
     let totals = timed("totals", || {
         DataFrame::new(
-            x.len(),
+            height,
             vec![
                 Column::new("person".into(), person_codes.codes.clone()),
-                Column::new("x".into(), x.clone()),
+                x.clone(),
             ],
         )
         .map_err(fail(PART))?
@@ -509,9 +508,8 @@ fn item_analysis(
     })?;
     let answers_known = answer_codes.values.len() as u64;
     let rows = DataFrame::new(
-        x.len(),
+        height,
         vec![
-            Column::new("item".into(), item_codes.codes.clone()),
             // The pair (question, answer) as one key: polars groups one integer column
             // much faster than two (and the null answer has a code of its own).
             Column::new(
@@ -523,7 +521,7 @@ fn item_analysis(
                     .map(|(&item, &answer)| u64::from(item) * answers_known + u64::from(answer))
                     .collect::<Vec<u64>>(),
             ),
-            Column::new("x".into(), x),
+            x,
             Column::new("raw".into(), row_raw),
             Column::new("group".into(), row_group),
         ],
@@ -623,18 +621,10 @@ fn item_analysis(
         code.and_then(|c| item_codes.values.get(c as usize).copied().flatten())
             .map(str::to_string)
     };
-    let question_of: HashMap<&str, &str> = item_codes
-        .values
-        .iter()
-        .zip(&item_questions)
-        .filter_map(|(item, question)| Some(((*item)?, question.as_deref()?)))
-        .collect();
-    let key_of: HashMap<&str, &str> = item_codes
-        .values
-        .iter()
-        .zip(&item_keys)
-        .filter_map(|(item, key)| Some(((*item)?, key.as_deref()?)))
-        .collect();
+    let (question_of, key_of) = (
+        by_item(&item_codes.values, &item_questions),
+        by_item(&item_codes.values, &item_keys),
+    );
     let ids: Vec<Option<String>> = i64s(&items, "item", PART)?
         .into_iter()
         .map(item_name)
@@ -824,6 +814,18 @@ fn item_analysis(
         items: rows,
         distractors,
     })
+}
+
+/// Question id → text, from per-code ids and texts (nulls left out).
+fn by_item<'a>(
+    items: &[Option<&'a str>],
+    texts: &'a [Option<String>],
+) -> HashMap<&'a str, &'a str> {
+    items
+        .iter()
+        .zip(texts)
+        .filter_map(|(item, text)| Some(((*item)?, text.as_deref()?)))
+        .collect()
 }
 
 /// Who answered each question row: the row of the result, or the result's id.

@@ -404,24 +404,8 @@ impl SqliteStore {
     pub async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64> {
         self.with(true, move |c| {
             let tx = c.transaction()?;
-            let version: i64 = tx.query_row(
-                "SELECT coalesce(max(version), 0) + 1 FROM calibrations WHERE exam = ?1",
-                [&calibration.exam],
-                |r| r.get(0),
-            )?;
-            tx.execute(
-                "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    calibration.exam,
-                    version,
-                    calibration.created_at,
-                    calibration.source,
-                    calibration.responses,
-                    calibration.params,
-                    calibration.summary
-                ],
-            )?;
+            let version = latest_calibration_version(&tx, &calibration.exam)? + 1;
+            insert_calibration(&tx, &calibration, version)?;
             tx.commit()?;
             Ok(version)
         })
@@ -437,27 +421,10 @@ impl SqliteStore {
     ) -> Result<Option<i64>> {
         self.with(true, move |c| {
             let tx = c.transaction()?;
-            let latest: i64 = tx.query_row(
-                "SELECT coalesce(max(version), 0) FROM calibrations WHERE exam = ?1",
-                [&calibration.exam],
-                |r| r.get(0),
-            )?;
-            if latest != after {
+            if latest_calibration_version(&tx, &calibration.exam)? != after {
                 return Ok(None);
             }
-            tx.execute(
-                "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    calibration.exam,
-                    after + 1,
-                    calibration.created_at,
-                    calibration.source,
-                    calibration.responses,
-                    calibration.params,
-                    calibration.summary
-                ],
-            )?;
+            insert_calibration(&tx, &calibration, after + 1)?;
             tx.commit()?;
             Ok(Some(after + 1))
         })
@@ -784,6 +751,37 @@ impl ResultStore for SqliteStore {
 }
 
 /// The trait over the inherent methods (which the outbox and tests also call directly).
+/// The latest calibration version of `exam` (0 when it has none).
+fn latest_calibration_version(tx: &rusqlite::Transaction, exam: &str) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM calibrations WHERE exam = ?1",
+        [exam],
+        |r| r.get(0),
+    )
+}
+
+/// Inserts `calibration` as `version` of its exam (its own `version` field is ignored).
+fn insert_calibration(
+    tx: &rusqlite::Transaction,
+    calibration: &StoredCalibration,
+    version: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            calibration.exam,
+            version,
+            calibration.created_at,
+            calibration.source,
+            calibration.responses,
+            calibration.params,
+            calibration.summary
+        ],
+    )?;
+    Ok(())
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn put_session(&self, session: StoredSession) -> Result<()> {
