@@ -1,4 +1,5 @@
-//! The report's statistics, computed with polars' lazy API.
+//! The report's statistics: the result-level parts with polars' lazy API, the per-answer
+//! item analysis as sums over dense integer codes (see `item_analysis`).
 
 use std::collections::HashMap;
 
@@ -432,8 +433,7 @@ fn item_analysis(
             .collect()
     };
     let (item_questions, item_keys) = (text_of(&questions), text_of(&keys));
-    // Scores as 0/1 (missing = 0), one contiguous column like the codes: polars is much
-    // faster over one chunk than over the hundreds of record batches the read yields.
+    // Scores as 0/1 (missing = 0), one contiguous column like the codes.
     let x: Vec<f64> = answers
         .column("is_correct")
         .and_then(|c| c.cast(&DataType::Float64))
@@ -443,240 +443,112 @@ fn item_analysis(
         .iter()
         .map(|v| v.unwrap_or(0.0))
         .collect();
-    let height = x.len();
-    // One column for both frames below (a polars column is shared, not copied).
-    let x = Column::new("x".into(), x);
     drop(answers);
-    // Number correct per result; 0 = lower 27%, 1 = middle, 2 = upper (ties by id: the
-    // person codes are in id order).
-    let totals = timed("totals", || {
-        DataFrame::new(
-            height,
-            vec![
-                Column::new("person".into(), person_codes.codes.clone()),
-                x.clone(),
-            ],
-        )
-        .map_err(fail(PART))?
-        .lazy()
-        .group_by([col("person")])
-        .agg([col("x").sum().alias("raw")])
-        .sort(["raw", "person"], SortMultipleOptions::default())
-        .collect()
-        .map_err(fail(PART))
+    // From here on every grouping is by a dense integer code, so a group is an index into
+    // a vector: counting, not hashing. (Polars' group_by over the same 5 million codes,
+    // with the per-row columns it needs materialised, took ≈ 0.45 s of a 1.3 s report.)
+    let sums = timed("totals and groups", || {
+        Ok(person_sums(
+            &person_codes.codes,
+            &x,
+            person_codes.values.len(),
+        ))
     })?;
-    let persons = totals.height();
-    let group_size = (GROUP_SHARE * persons as f64 + 0.5).floor() as usize;
-    let raw_stats = totals
-        .clone()
-        .lazy()
-        .select([
-            col("raw").mean().alias("mean"),
-            col("raw").var(1).alias("var"),
-        ])
-        .collect()
-        .map_err(fail(PART))?;
-    // Each row gets its person's total and group by index (person codes are dense), which
-    // is the join of the rows with the totals without hashing.
-    let (row_raw, row_group) = timed("person columns", || {
-        let mut raw_of = vec![0.0; person_codes.values.len()];
-        let mut group_of = vec![1.0f64; person_codes.values.len()];
-        let people = i64s(&totals, "person", PART)?;
-        let raws = f64s(&totals, "raw", PART)?;
-        for (rank, (person, raw)) in people.into_iter().zip(raws).enumerate() {
-            let person = person.unwrap_or_default() as usize;
-            raw_of[person] = raw.unwrap_or(0.0);
-            group_of[person] = if rank < group_size {
-                0.0
-            } else if rank >= persons - group_size.min(persons) {
-                2.0
-            } else {
-                1.0
-            };
-        }
-        let codes = &person_codes.codes;
-        Ok((
-            codes
-                .iter()
-                .map(|&p| raw_of[p as usize])
-                .collect::<Vec<f64>>(),
-            codes
-                .iter()
-                .map(|&p| group_of[p as usize])
-                .collect::<Vec<f64>>(),
+    let persons = sums.present;
+    let options = timed("options", || {
+        Ok(option_sums(
+            &item_codes.codes,
+            &answer_codes.codes,
+            answer_codes.values.len(),
+            &person_codes.codes,
+            &x,
+            &sums,
         ))
     })?;
     let answers_known = answer_codes.values.len() as u64;
-    let rows = DataFrame::new(
-        height,
-        vec![
-            // The pair (question, answer) as one key: polars groups one integer column
-            // much faster than two (and the null answer has a code of its own).
-            Column::new(
-                "option".into(),
-                item_codes
-                    .codes
-                    .iter()
-                    .zip(&answer_codes.codes)
-                    .map(|(&item, &answer)| u64::from(item) * answers_known + u64::from(answer))
-                    .collect::<Vec<u64>>(),
-            ),
-            x,
-            Column::new("raw".into(), row_raw),
-            Column::new("group".into(), row_group),
-        ],
-    )
-    .map_err(fail(PART))?
-    .lazy()
-    // Every statistic below is a plain sum of one column per group (polars' fast path);
-    // the correlations, p-values and means are formed from the sums afterwards. x is 0/1
-    // and raw a count, so every sum is an exact integer and the formulas lose nothing.
-    .with_columns([
-        (col("raw") * col("raw")).alias("raw2"),
-        (col("x") * col("raw")).alias("x_raw"),
-        col("group")
-            .eq(lit(2.0))
-            .cast(DataType::Float64)
-            .alias("upper"),
-        col("group")
-            .eq(lit(0.0))
-            .cast(DataType::Float64)
-            .alias("lower"),
-    ])
-    .with_columns([
-        (col("x") * col("upper")).alias("x_upper"),
-        (col("x") * col("lower")).alias("x_lower"),
-    ]);
-    let rows = timed("row columns", || rows.collect().map_err(fail(PART)))?.lazy();
-    // One grouping of the 5 million rows, by (question, answer): the distractor table's
-    // counts, and sums that add up per question to the item table's (below, over a few
-    // hundred rows).
-    let options = timed("options", || {
-        rows.group_by([col("option")])
-            .agg([
-                len().alias("count"),
-                col("x").sum().alias("correct"),
-                col("raw").sum().alias("sum_raw"),
-                col("raw2").sum().alias("sum_raw2"),
-                col("x_raw").sum().alias("sum_x_raw"),
-                col("x_upper").sum().alias("correct_upper"),
-                col("x_lower").sum().alias("correct_lower"),
-                col("upper").sum().alias("upper"),
-                col("lower").sum().alias("lower"),
-            ])
-            .collect()
-            .map_err(fail(PART))
-    })?;
-    let option_keys = i64s(&options, "option", PART)?;
-    let option_item: Vec<u32> = option_keys
-        .iter()
-        .map(|key| (key.unwrap_or_default() / answers_known as i64) as u32)
+    let item_count = item_codes.values.len();
+    // Per question: the sums over its answers.
+    let mut per_item = vec![OptionSums::default(); item_count];
+    for (key, option) in &options {
+        per_item[(key / answers_known) as usize].add(option);
+    }
+    let items: Vec<(usize, OptionSums)> = per_item
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| s.count > 0.0)
         .collect();
-    let items = options
-        .clone()
-        .lazy()
-        .with_column(lit(Series::new("item".into(), option_item)).alias("item"))
-        .group_by([col("item")])
-        .agg([
-            col("count").sum().alias("responses"),
-            col("correct").sum(),
-            col("sum_raw").sum(),
-            col("sum_raw2").sum(),
-            col("sum_x_raw").sum(),
-            col("correct_upper").sum(),
-            col("correct_lower").sum(),
-            col("upper").sum().alias("n_upper"),
-            col("lower").sum().alias("n_lower"),
-        ])
-        .collect()
-        .map_err(fail(PART))?;
 
     // Reliability: item variances with missing = 0 over all persons (n − 1 denominator).
     let n = persons as f64;
-    let correct = f64s(&items, "correct", PART)?;
-    let k = items.height() as f64;
-    let item_variance: f64 = correct
+    let k = items.len() as f64;
+    let item_variance: f64 = items
         .iter()
-        .map(|c| {
-            let m = c.unwrap_or(0.0) / n;
+        .map(|(_, s)| {
+            let m = s.correct / n;
             n / (n - 1.0) * m * (1.0 - m)
         })
         .sum();
-    let total_variance = first_f64(&raw_stats, "var", PART)?;
+    let total_variance = sums.variance;
     let alpha = total_variance
         .filter(|v| *v > 0.0 && k > 1.0)
         .map(|v| k / (k - 1.0) * (1.0 - item_variance / v));
     let sd = total_variance.map(f64::sqrt);
     let reliability = Reliability {
         persons: persons as u64,
-        items: items.height() as u64,
+        items: items.len() as u64,
         alpha,
         sem: alpha.zip(sd).map(|(a, sd)| sd * (1.0 - a).max(0.0).sqrt()),
-        mean_correct: first_f64(&raw_stats, "mean", PART)?,
+        mean_correct: sums.mean,
         sd_correct: sd,
     };
 
     // The item table, in bank order, then any other question by id.
-    let item_name = |code: Option<i64>| -> Option<String> {
-        code.and_then(|c| item_codes.values.get(c as usize).copied().flatten())
-            .map(str::to_string)
+    let item_name = |code: usize| -> String {
+        item_codes
+            .values
+            .get(code)
+            .copied()
+            .flatten()
+            .unwrap_or_default()
+            .to_string()
     };
     let (question_of, key_of) = (
         by_item(&item_codes.values, &item_questions),
         by_item(&item_codes.values, &item_keys),
     );
-    let ids: Vec<Option<String>> = i64s(&items, "item", PART)?
-        .into_iter()
-        .map(item_name)
-        .collect();
-    let responses = u64s(&items, "responses", PART)?;
-    let p: Vec<Option<f64>> = f64s(&items, "correct", PART)?
-        .into_iter()
-        .zip(&responses)
-        .map(|(correct, &n)| correct.filter(|_| n > 0).map(|c| c / n as f64))
-        .collect();
-    let n_upper = u64s(&items, "n_upper", PART)?;
-    let n_lower = u64s(&items, "n_lower", PART)?;
-    let number = |name: &str| -> Result<Vec<f64>> {
-        Ok(f64s(&items, name, PART)?
-            .into_iter()
-            .map(|v| v.unwrap_or(0.0))
-            .collect())
-    };
-    let (sum_x, sum_raw, sum_raw2, sum_x_raw) = (
-        number("correct")?,
-        number("sum_raw")?,
-        number("sum_raw2")?,
-        number("sum_x_raw")?,
-    );
-    let (correct_upper, correct_lower) = (number("correct_upper")?, number("correct_lower")?);
-    let mut pbis = Vec::with_capacity(items.height());
-    let mut cit = Vec::with_capacity(items.height());
-    let mut p_upper = Vec::with_capacity(items.height());
-    let mut p_lower = Vec::with_capacity(items.height());
-    for i in 0..items.height() {
-        let n = responses[i] as f64;
+    let ids: Vec<String> = items.iter().map(|(code, _)| item_name(*code)).collect();
+    let responses: Vec<u64> = items.iter().map(|(_, s)| s.count as u64).collect();
+    let n_upper: Vec<u64> = items.iter().map(|(_, s)| s.upper as u64).collect();
+    let n_lower: Vec<u64> = items.iter().map(|(_, s)| s.lower as u64).collect();
+    let mut p = Vec::with_capacity(items.len());
+    let mut pbis = Vec::with_capacity(items.len());
+    let mut cit = Vec::with_capacity(items.len());
+    let mut p_upper = Vec::with_capacity(items.len());
+    let mut p_lower = Vec::with_capacity(items.len());
+    for (_, s) in &items {
+        let n = s.count;
+        p.push(Some(s.correct / n));
         // x² = x for 0/1 scores; the rest score is raw − x.
-        let (sx, sxx) = (sum_x[i], sum_x[i]);
+        let (sx, sxx) = (s.correct, s.correct);
         pbis.push(Some(pearson(
             n,
             sx,
             sxx,
-            sum_raw[i],
-            sum_raw2[i],
-            sum_x_raw[i],
+            s.sum_raw,
+            s.sum_raw2,
+            s.sum_x_raw,
         )));
-        let (sy, sxy) = (sum_raw[i] - sx, sum_x_raw[i] - sxx);
-        let syy = sum_raw2[i] - 2.0 * sum_x_raw[i] + sxx;
+        let (sy, sxy) = (s.sum_raw - sx, s.sum_x_raw - sxx);
+        let syy = s.sum_raw2 - 2.0 * s.sum_x_raw + sxx;
         cit.push(Some(pearson(n, sx, sxx, sy, syy, sxy)));
-        p_upper.push((n_upper[i] > 0).then(|| correct_upper[i] / n_upper[i] as f64));
-        p_lower.push((n_lower[i] > 0).then(|| correct_lower[i] / n_lower[i] as f64));
+        p_upper.push((s.upper > 0.0).then(|| s.correct_upper / s.upper));
+        p_lower.push((s.lower > 0.0).then(|| s.correct_lower / s.lower));
     }
     let bank_index: HashMap<&str, &ItemInfo> = bank.iter().map(|i| (i.item.as_str(), i)).collect();
-    let mut rows: Vec<ItemRow> = Vec::with_capacity(items.height().max(bank.len()));
+    let mut rows: Vec<ItemRow> = Vec::with_capacity(items.len().max(bank.len()));
     let mut group_sizes: HashMap<String, (u64, u64, u64)> = HashMap::new();
-    for i in 0..items.height() {
-        let id = ids[i].clone().unwrap_or_default();
+    for i in 0..items.len() {
+        let id = ids[i].clone();
         let info = bank_index.get(id.as_str());
         group_sizes.insert(id.clone(), (responses[i], n_lower[i], n_upper[i]));
         let discrimination = p_upper[i].zip(p_lower[i]).map(|(u, l)| u - l);
@@ -730,49 +602,26 @@ fn item_analysis(
     rows.sort_by_key(|r| order_of(&r.item));
 
     // The distractor table: every answer given, plus bank options nobody chose.
-    let option_items: Vec<Option<String>> = option_keys
-        .iter()
-        .map(|key| item_name(key.map(|k| k / answers_known as i64)))
-        .collect();
-    let answers_given: Vec<Option<String>> = option_keys
-        .iter()
-        .map(|key| {
-            key.and_then(|k| {
-                let code = (k % answers_known as i64) as usize;
-                answer_codes.values.get(code).copied().flatten()
-            })
-            .map(str::to_string)
-        })
-        .collect();
-    let counts = u64s(&options, "count", PART)?;
-    let mean_raw: Vec<Option<f64>> = f64s(&options, "sum_raw", PART)?
-        .into_iter()
-        .zip(&counts)
-        .map(|(sum, &n)| sum.filter(|_| n > 0).map(|s| s / n as f64))
-        .collect();
-    let upper = u64s(&options, "upper", PART)?;
-    let lower = u64s(&options, "lower", PART)?;
     let share = |count: u64, of: u64| (of > 0).then(|| count as f64 / of as f64);
-    let mut distractors = Vec::with_capacity(options.height());
+    let mut distractors = Vec::with_capacity(options.len());
     let mut seen: HashMap<(String, String), ()> = HashMap::new();
-    for i in 0..options.height() {
-        let item = option_items[i].clone().unwrap_or_default();
+    for (key, sums) in &options {
+        let item = item_name((key / answers_known) as usize);
+        let answer = answer_codes.values[(key % answers_known) as usize];
+        let count = sums.count as u64;
         let (responses, n_lower, n_upper) = group_sizes.get(&item).copied().unwrap_or_default();
-        let option = answers_given[i].clone();
-        let is_key = option
-            .as_deref()
-            .is_some_and(|o| key_of.get(item.as_str()) == Some(&o));
-        let option = option.unwrap_or_else(|| NO_ANSWER.to_string());
+        let is_key = answer.is_some_and(|o| key_of.get(item.as_str()) == Some(&o));
+        let option = answer.unwrap_or(NO_ANSWER).to_string();
         seen.insert((item.clone(), option.clone()), ());
         distractors.push(DistractorRow {
             item,
             option,
             is_key,
-            count: counts[i],
-            share: share(counts[i], responses),
-            lower_share: share(lower[i], n_lower),
-            upper_share: share(upper[i], n_upper),
-            mean_correct: mean_raw[i],
+            count,
+            share: share(count, responses),
+            lower_share: share(sums.lower as u64, n_lower),
+            upper_share: share(sums.upper as u64, n_upper),
+            mean_correct: Some(sums.sum_raw / sums.count),
         });
     }
     for info in bank {
@@ -889,6 +738,160 @@ impl<'a> Codes<'a> {
     }
 }
 
+/// Per person: the number correct, and the group (0 = lower 27%, 1 = middle, 2 = upper)
+/// by rank of that number, ties broken by person code (the codes are in id order).
+struct PersonSums {
+    raw: Vec<f64>,
+    group: Vec<u8>,
+    /// Persons with at least one answer row.
+    present: usize,
+    mean: Option<f64>,
+    /// Of the number correct, with the n − 1 denominator.
+    variance: Option<f64>,
+}
+
+fn person_sums(persons: &[u32], x: &[f64], known: usize) -> PersonSums {
+    let mut raw = vec![0.0; known];
+    let mut answered = vec![false; known];
+    for (&person, &x) in persons.iter().zip(x) {
+        raw[person as usize] += x;
+        answered[person as usize] = true;
+    }
+    let mut ranked: Vec<u32> = (0..known as u32)
+        .filter(|&p| answered[p as usize])
+        .collect();
+    // Stable, and the candidates are in code order: ties stay in id order.
+    ranked.sort_by(|a, b| raw[*a as usize].total_cmp(&raw[*b as usize]));
+    let present = ranked.len();
+    let group_size = ((GROUP_SHARE * present as f64 + 0.5).floor() as usize).min(present);
+    let mut group = vec![1u8; known];
+    for (rank, &person) in ranked.iter().enumerate() {
+        if rank < group_size {
+            group[person as usize] = 0;
+        } else if rank >= present - group_size {
+            group[person as usize] = 2;
+        }
+    }
+    let n = present as f64;
+    let mean = (present > 0).then(|| ranked.iter().map(|&p| raw[p as usize]).sum::<f64>() / n);
+    let variance = mean.filter(|_| present > 1).map(|mean| {
+        ranked
+            .iter()
+            .map(|&p| (raw[p as usize] - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0)
+    });
+    PersonSums {
+        raw,
+        group,
+        present,
+        mean,
+        variance,
+    }
+}
+
+/// Sums over the rows of one (question, answer) pair, or of one question. Every statistic
+/// of the item and distractor tables is formed from these afterwards; x is 0/1 and raw a
+/// count, so each sum is an exact integer.
+#[derive(Debug, Default, Clone, Copy)]
+struct OptionSums {
+    count: f64,
+    correct: f64,
+    sum_raw: f64,
+    sum_raw2: f64,
+    sum_x_raw: f64,
+    correct_upper: f64,
+    correct_lower: f64,
+    upper: f64,
+    lower: f64,
+}
+
+impl OptionSums {
+    fn add(&mut self, other: &OptionSums) {
+        self.count += other.count;
+        self.correct += other.correct;
+        self.sum_raw += other.sum_raw;
+        self.sum_raw2 += other.sum_raw2;
+        self.sum_x_raw += other.sum_x_raw;
+        self.correct_upper += other.correct_upper;
+        self.correct_lower += other.correct_lower;
+        self.upper += other.upper;
+        self.lower += other.lower;
+    }
+
+    fn add_row(&mut self, x: f64, raw: f64, group: u8) {
+        let (upper, lower) = (f64::from(group == 2), f64::from(group == 0));
+        self.count += 1.0;
+        self.correct += x;
+        self.sum_raw += raw;
+        self.sum_raw2 += raw * raw;
+        self.sum_x_raw += x * raw;
+        self.correct_upper += x * upper;
+        self.correct_lower += x * lower;
+        self.upper += upper;
+        self.lower += lower;
+    }
+}
+
+/// Up to this many (question, answer) pairs are summed in a vector indexed by the pair's
+/// key; beyond (free-text answers), in a hash map of the pairs that occur.
+const DENSE_OPTION_KEYS: u64 = 1 << 16;
+
+/// The sums of every (question, answer) pair that occurs, by key = question code ×
+/// `answers_known` + answer code. The rows are split among the threads.
+fn option_sums(
+    items: &[u32],
+    answers: &[u32],
+    answers_known: usize,
+    persons: &[u32],
+    x: &[f64],
+    sums: &PersonSums,
+) -> Vec<(u64, OptionSums)> {
+    use rayon::prelude::*;
+    let answers_known = answers_known as u64;
+    let key_of = |row: usize| u64::from(items[row]) * answers_known + u64::from(answers[row]);
+    let add_row = |sum: &mut OptionSums, row: usize| {
+        let person = persons[row] as usize;
+        sum.add_row(x[row], sums.raw[person], sums.group[person]);
+    };
+    let keys_known = (items.iter().copied().max().map_or(0, u64::from) + 1) * answers_known;
+    if keys_known > DENSE_OPTION_KEYS {
+        let mut table: PlHashMap<u64, OptionSums> = PlHashMap::new();
+        for row in 0..items.len() {
+            add_row(table.entry(key_of(row)).or_default(), row);
+        }
+        return table.into_iter().collect();
+    }
+    let chunk = items
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1 << 16);
+    let tables: Vec<Vec<OptionSums>> = (0..items.len())
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let mut table = vec![OptionSums::default(); keys_known as usize];
+            for row in start..(start + chunk).min(items.len()) {
+                add_row(&mut table[key_of(row) as usize], row);
+            }
+            table
+        })
+        .collect();
+    let mut total = vec![OptionSums::default(); keys_known as usize];
+    for table in &tables {
+        for (sum, part) in total.iter_mut().zip(table) {
+            sum.add(part);
+        }
+    }
+    total
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| s.count > 0.0)
+        .map(|(key, s)| (key as u64, s))
+        .collect()
+}
+
 /// Pearson's r from n and the sums of x, x², y, y² and xy; NaN when either variance is 0
 /// (as polars' `pearson_corr` gives).
 fn pearson(n: f64, sx: f64, sxx: f64, sy: f64, syy: f64, sxy: f64) -> f64 {
@@ -949,7 +952,7 @@ fn flags(p_value: Option<f64>, corrected: Option<f64>) -> Vec<ItemFlag> {
 }
 
 #[cfg(test)]
-mod codes_tests {
+mod tests {
     use super::*;
 
     /// Codes agree with the text across chunks, nulls, short (inline) and long strings,
@@ -981,5 +984,54 @@ mod codes_tests {
         for (row, text) in texts.iter().enumerate() {
             assert_eq!(sorted.values[sorted.codes[row] as usize], *text);
         }
+    }
+
+    /// Free-text answers (more pairs than the dense table holds) give the same sums as
+    /// the dense table, and groups come from the ranks of the totals.
+    #[test]
+    fn option_sums_agree_dense_and_sparse() {
+        let items = [0u32, 1, 0, 1, 0, 1, 0, 1];
+        let answers = [0u32, 1, 1, 0, 0, 0, 1, 1];
+        let persons = [0u32, 0, 1, 1, 2, 2, 3, 3];
+        let x = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0];
+        let sums = person_sums(&persons, &x, 5);
+        assert_eq!(sums.raw, vec![2.0, 1.0, 1.0, 0.0, 0.0]);
+        // Person 4 gave no answer; of the other 4, one (27% of 4, rounded) per end group.
+        assert_eq!(sums.present, 4);
+        assert_eq!(&sums.group[..4], &[2, 1, 1, 0]);
+        assert_eq!(sums.mean, Some(1.0));
+        assert_eq!(sums.variance, Some(2.0 / 3.0));
+        let by_pair = |answers_known: usize| {
+            let mut pairs: Vec<((u64, u64), [f64; 9])> =
+                option_sums(&items, &answers, answers_known, &persons, &x, &sums)
+                    .into_iter()
+                    .map(|(key, s)| {
+                        let ak = answers_known as u64;
+                        let values = [
+                            s.count,
+                            s.correct,
+                            s.sum_raw,
+                            s.sum_raw2,
+                            s.sum_x_raw,
+                            s.correct_upper,
+                            s.correct_lower,
+                            s.upper,
+                            s.lower,
+                        ];
+                        ((key / ak, key % ak), values)
+                    })
+                    .collect();
+            pairs.sort_by_key(|(pair, _)| *pair);
+            pairs
+        };
+        let dense = by_pair(2);
+        const { assert!(2 * 100_000 > DENSE_OPTION_KEYS) };
+        assert_eq!(dense, by_pair(100_000));
+        // Question 0, answer 0: persons 0 (x 1, raw 2, upper) and 2 (x 1, raw 1, middle).
+        assert_eq!(
+            dense[0],
+            ((0, 0), [2.0, 2.0, 3.0, 5.0, 3.0, 1.0, 0.0, 1.0, 0.0])
+        );
+        assert_eq!(dense.len(), 4);
     }
 }

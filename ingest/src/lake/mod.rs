@@ -15,6 +15,7 @@
 
 pub mod changes;
 pub mod housekeeping;
+pub mod latest;
 pub mod outbox;
 pub mod query;
 pub mod table;

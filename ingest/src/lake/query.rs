@@ -24,20 +24,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
+use super::latest::LatestChanges;
 use super::{Lake, LakeTable};
 use crate::error::{IngestError, Result};
-
-/// `scores`: the latest change of each result document (by change time, then offset).
-/// Replaying an event cannot change the answer, so change events are idempotent.
-const SCORES_VIEW: &str = "CREATE VIEW scores AS
-SELECT document_id, email, exam, score, total, percentage, result, submitted_at, deleted, op,
-       changed_at, source_topic, source_partition, source_offset, ingested_at
-FROM (
-  SELECT *, row_number() OVER (
-      PARTITION BY document_id
-      ORDER BY changed_at DESC NULLS LAST, source_offset DESC, source_partition DESC) AS change_rank
-  FROM score_changes)
-WHERE change_rank = 1";
 
 /// `score_details`: the questions of the change that is current in `scores`, unless deleted.
 const SCORE_DETAILS_VIEW: &str = "CREATE VIEW score_details AS
@@ -155,8 +144,10 @@ SELECT email, exam, submitted_at,
 FROM scores WHERE NOT deleted";
 
 async fn register_views(ctx: &SessionContext) -> Result<()> {
+    // `scores` first: the views below read it.
+    let changes = ctx.table_provider("score_changes").await?;
+    ctx.register_table("scores", Arc::new(LatestChanges::new(changes)?))?;
     for view in [
-        SCORES_VIEW,
         SCORE_DETAILS_VIEW,
         EXAM_SUMMARY_VIEW,
         QUESTION_DIFFICULTY_VIEW,
