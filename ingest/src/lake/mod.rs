@@ -10,8 +10,9 @@
 //! | `score_detail_changes` | one per question of a changed result document | `<prefix>.exams.score` |
 //! | `dead_letters` | one per message that could not be understood | both |
 //!
-//! Queries also see two views: `scores` (the latest change per document; deletes kept with
-//! `deleted = true`) and `score_details` (the questions of each live, undeleted document).
+//! Queries also see `scores` (the latest change per document, deletes kept with
+//! `deleted = true`; computed when scanned, see [`latest`]) and the view `score_details`
+//! (the questions of each live, undeleted document).
 
 pub mod changes;
 pub mod housekeeping;
