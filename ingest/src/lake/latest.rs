@@ -36,6 +36,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect,
 };
+use futures::TryStreamExt;
 
 /// The columns of `scores`, in order; all are columns of `score_changes`.
 pub const SCORES_COLUMNS: [&str; 15] = [
@@ -218,17 +219,19 @@ impl ExecutionPlan for LatestChangeExec {
         let (input, output, schema) =
             (self.input.clone(), self.output.clone(), self.schema.clone());
         let answer_schema = schema.clone();
+        let batch_size = context.session_config().batch_size().max(1);
         let answer = async move {
             // The changes read count against the query's memory limit.
             let reservation =
                 MemoryConsumer::new("LatestChangeExec").register(context.memory_pool());
             let batches = collect(input, context).await?;
             reservation.try_grow(batches.iter().map(RecordBatch::get_array_memory_size).sum())?;
-            latest(&batches, &output, answer_schema)
+            let answer = latest(&batches, &output, answer_schema, batch_size)?;
+            Ok::<_, DataFusionError>(futures::stream::iter(answer.into_iter().map(Ok)))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
-            futures::stream::once(answer),
+            futures::stream::once(answer).try_flatten(),
         )))
     }
 }
@@ -261,8 +264,14 @@ impl PartialOrd for Rank {
 }
 
 /// The latest change of each document among `batches` (columns: [`KEY_COLUMNS`], then
-/// others), as one batch of the `output` columns, in the order the changes were read.
-fn latest(batches: &[RecordBatch], output: &[usize], schema: SchemaRef) -> Result<RecordBatch> {
+/// others), as batches of up to `batch_size` rows of the `output` columns, in the order the
+/// changes were read.
+fn latest(
+    batches: &[RecordBatch],
+    output: &[usize],
+    schema: SchemaRef,
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
     let mut best: HashMap<Option<&str>, (Rank, (usize, usize))> = HashMap::new();
     // Kept alive while `best` borrows the ids.
     let mut ids: Vec<ArrayRef> = Vec::with_capacity(batches.len());
@@ -295,26 +304,31 @@ fn latest(batches: &[RecordBatch], output: &[usize], schema: SchemaRef) -> Resul
     }
     let mut rows: Vec<(usize, usize)> = best.into_values().map(|(_, at)| at).collect();
     rows.sort_unstable();
-    let mut columns = Vec::with_capacity(output.len());
-    for &c in output {
-        let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-        columns.push(if arrays.is_empty() {
-            arrow::array::new_empty_array(schema.field(columns.len()).data_type())
-        } else {
-            interleave(&arrays, &rows)?
-        });
+    let arrays: Vec<Vec<&dyn Array>> = output
+        .iter()
+        .map(|&c| batches.iter().map(|b| b.column(c).as_ref()).collect())
+        .collect();
+    let mut answer = Vec::with_capacity(rows.len().div_ceil(batch_size));
+    for chunk in rows.chunks(batch_size) {
+        let columns = arrays
+            .iter()
+            .map(|column| interleave(column, chunk))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // With no columns (`count(*)`) a batch still has its rows.
+        let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+        answer.push(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &options,
+        )?);
     }
-    // With no columns (`count(*)`) the batch still has its rows.
-    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-    Ok(RecordBatch::try_new_with_options(
-        schema, columns, &options,
-    )?)
+    Ok(answer)
 }
 
 #[cfg(test)]
 mod tests {
     use arrow::util::pretty::pretty_format_batches;
-    use datafusion::prelude::SessionContext;
+    use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
 
@@ -364,7 +378,8 @@ FROM (VALUES
 
     #[tokio::test]
     async fn scores_agree_with_the_window_query() {
-        let ctx = SessionContext::new();
+        // Batches of 3 rows: the answer comes in several.
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(3));
         ctx.sql(CHANGES).await.unwrap().collect().await.unwrap();
         let changes = ctx.table_provider("score_changes").await.unwrap();
         ctx.register_table("scores", Arc::new(LatestChanges::new(changes).unwrap()))
