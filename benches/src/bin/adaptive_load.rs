@@ -14,6 +14,7 @@
 //!
 //!     cargo build --release --workspace --bins
 //!     target/release/adaptive-load [--sessions 1000] [--seconds 10] [--rates 100,500,1000]
+//!         [--server-log FILE]
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -365,9 +366,20 @@ async fn main() -> Result<()> {
         .arg(&data)
         .arg("--banks")
         .arg(&banks)
-        .env("EXAMFLOW_LOG", "warn")
+        .env(
+            "EXAMFLOW_LOG",
+            match arg("--server-log") {
+                Some(_) => "warn,examflow::adaptive=debug",
+                None => "warn",
+            },
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // `--server-log FILE`: the server's warnings and each answer slower than 4 ms with
+        // where its time went (session, engine step, store).
+        .stderr(match arg("--server-log") {
+            Some(path) => Stdio::from(std::fs::File::create(&path).context("--server-log")?),
+            None => Stdio::null(),
+        })
         .spawn()
         .context("starting examflow")?;
     let mut reader = BufReader::new(child.stdout.take().unwrap());
