@@ -332,6 +332,61 @@ fn render_error(e: examflow_reports::ReportError) -> ApiError {
     ApiError::Invalid(e.to_string())
 }
 
+/// A rendered report: its bytes, their media type and, for CSV, the file name they go by.
+struct Rendered {
+    content_type: &'static str,
+    body: Vec<u8>,
+    file_name: Option<String>,
+}
+
+/// The report in `format` (`table`: one CSV table instead of the zip of all), for
+/// `GET /api/reports/exams/{name}` and `examflow report`. JSON is indented when `pretty`
+/// (files); over HTTP it is compact and written into a buffer sized for the student table
+/// up front instead of doubling into it.
+fn rendered(
+    report: &ExamReport,
+    format: ReportFormat,
+    table: Option<&str>,
+    stem: &str,
+    pretty: bool,
+) -> Result<Rendered, examflow_reports::ReportError> {
+    let (content_type, body, file_name) = match (format, table) {
+        (ReportFormat::Json, _) => {
+            let mut body = Vec::with_capacity(64 * 1024 + 200 * report.students.len());
+            let written = if pretty {
+                serde_json::to_writer_pretty(&mut body, report)
+            } else {
+                serde_json::to_writer(&mut body, report)
+            };
+            written.map_err(|e| examflow_reports::ReportError::Render {
+                what: "JSON report".into(),
+                message: e.to_string(),
+            })?;
+            ("application/json", body, None)
+        }
+        (ReportFormat::Html, _) => (
+            "text/html; charset=utf-8",
+            render::html(report).into_bytes(),
+            None,
+        ),
+        (ReportFormat::Csv, Some(table)) => (
+            "text/csv; charset=utf-8",
+            render::csv_table(report, table)?.into_bytes(),
+            Some(format!("{stem}-{table}.csv")),
+        ),
+        (ReportFormat::Csv, None) => (
+            "application/zip",
+            render::csv_zip(report)?,
+            Some(format!("{stem}-report.zip")),
+        ),
+    };
+    Ok(Rendered {
+        content_type,
+        body,
+        file_name,
+    })
+}
+
 /// `GET /api/reports/exams/{name}`.
 pub async fn get_report(
     State(state): State<AppState>,
@@ -367,38 +422,17 @@ pub async fn get_report(
     // Rendering a large report (a 100 000-student JSON body is ≈ 18 MB) takes a good part
     // of a second: off the async workers, like the computing.
     let table = query.table;
-    let (content_type, body, file) = tokio::task::spawn_blocking(move || {
-        Ok::<_, ApiError>(match (format, table) {
-            (ReportFormat::Json, _) => {
-                // Room for the student table up front instead of doubling into it.
-                let mut body = Vec::with_capacity(64 * 1024 + 200 * report.students.len());
-                serde_json::to_writer(&mut body, &report)
-                    .map_err(|e| ApiError::Invalid(format!("writing the report: {e}")))?;
-                ("application/json", body, None)
-            }
-            (ReportFormat::Html, _) => (
-                "text/html; charset=utf-8",
-                render::html(&report).into_bytes(),
-                None,
-            ),
-            (ReportFormat::Csv, Some(table)) => (
-                "text/csv; charset=utf-8",
-                render::csv_table(&report, &table)
-                    .map_err(render_error)?
-                    .into_bytes(),
-                Some(format!("{stem}-{table}.csv")),
-            ),
-            (ReportFormat::Csv, None) => (
-                "application/zip",
-                render::csv_zip(&report).map_err(render_error)?,
-                Some(format!("{stem}-report.zip")),
-            ),
-        })
+    let Rendered {
+        content_type,
+        body,
+        file_name,
+    } = tokio::task::spawn_blocking(move || {
+        rendered(&report, format, table.as_deref(), &stem, false).map_err(render_error)
     })
     .await
     .map_err(|e| ApiError::Invalid(format!("the report task failed: {e}")))??;
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if let Some(name) = file {
+    if let Some(name) = file_name {
         response.headers_mut().insert(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
@@ -565,12 +599,14 @@ pub async fn report_command(config: crate::config::Config, args: ReportArgs) -> 
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     progress.inc(1);
     progress.set_message("rendering");
-    let bytes = match (args.format, &args.table) {
-        (ReportFormat::Json, _) => serde_json::to_vec_pretty(&report)?,
-        (ReportFormat::Html, _) => render::html(&report).into_bytes(),
-        (ReportFormat::Csv, Some(table)) => render::csv_table(&report, table)?.into_bytes(),
-        (ReportFormat::Csv, None) => render::csv_zip(&report)?,
-    };
+    let bytes = rendered(
+        &report,
+        args.format,
+        args.table.as_deref(),
+        &file_stem(&args.exam),
+        true,
+    )?
+    .body;
     progress.inc(1);
     progress.set_message(format!("writing {}", args.output.display()));
     if args.output.as_os_str() == "-" {

@@ -457,9 +457,8 @@ fn item_analysis(
     let persons = sums.present;
     let options = timed("options", || {
         Ok(option_sums(
-            &item_codes.codes,
-            &answer_codes.codes,
-            answer_codes.values.len(),
+            (&item_codes.codes, item_codes.values.len()),
+            (&answer_codes.codes, answer_codes.values.len()),
             &person_codes.codes,
             &x,
             &sums,
@@ -516,57 +515,38 @@ fn item_analysis(
         by_item(&item_codes.values, &item_questions),
         by_item(&item_codes.values, &item_keys),
     );
-    let ids: Vec<String> = items.iter().map(|(code, _)| item_name(*code)).collect();
-    let responses: Vec<u64> = items.iter().map(|(_, s)| s.count as u64).collect();
-    let n_upper: Vec<u64> = items.iter().map(|(_, s)| s.upper as u64).collect();
-    let n_lower: Vec<u64> = items.iter().map(|(_, s)| s.lower as u64).collect();
-    let mut p = Vec::with_capacity(items.len());
-    let mut pbis = Vec::with_capacity(items.len());
-    let mut cit = Vec::with_capacity(items.len());
-    let mut p_upper = Vec::with_capacity(items.len());
-    let mut p_lower = Vec::with_capacity(items.len());
-    for (_, s) in &items {
-        let n = s.count;
-        p.push(Some(s.correct / n));
-        // x² = x for 0/1 scores; the rest score is raw − x.
-        let (sx, sxx) = (s.correct, s.correct);
-        pbis.push(Some(pearson(
-            n,
-            sx,
-            sxx,
-            s.sum_raw,
-            s.sum_raw2,
-            s.sum_x_raw,
-        )));
-        let (sy, sxy) = (s.sum_raw - sx, s.sum_x_raw - sxx);
-        let syy = s.sum_raw2 - 2.0 * s.sum_x_raw + sxx;
-        cit.push(Some(pearson(n, sx, sxx, sy, syy, sxy)));
-        p_upper.push((s.upper > 0.0).then(|| s.correct_upper / s.upper));
-        p_lower.push((s.lower > 0.0).then(|| s.correct_lower / s.lower));
-    }
     let bank_index: HashMap<&str, &ItemInfo> = bank.iter().map(|i| (i.item.as_str(), i)).collect();
     let mut rows: Vec<ItemRow> = Vec::with_capacity(items.len().max(bank.len()));
     let mut group_sizes: HashMap<String, (u64, u64, u64)> = HashMap::new();
-    for i in 0..items.len() {
-        let id = ids[i].clone();
+    for (code, s) in &items {
+        let id = item_name(*code);
         let info = bank_index.get(id.as_str());
-        group_sizes.insert(id.clone(), (responses[i], n_lower[i], n_upper[i]));
-        let discrimination = p_upper[i].zip(p_lower[i]).map(|(u, l)| u - l);
+        let n = s.count;
+        let p = Some(s.correct / n);
+        // x² = x for 0/1 scores; the rest score is raw − x.
+        let (sx, sxx) = (s.correct, s.correct);
+        let pbis = pearson(n, sx, sxx, s.sum_raw, s.sum_raw2, s.sum_x_raw);
+        let (sy, sxy) = (s.sum_raw - sx, s.sum_x_raw - sxx);
+        let syy = s.sum_raw2 - 2.0 * s.sum_x_raw + sxx;
+        let cit = Some(pearson(n, sx, sxx, sy, syy, sxy));
+        let p_upper = (s.upper > 0.0).then(|| s.correct_upper / s.upper);
+        let p_lower = (s.lower > 0.0).then(|| s.correct_lower / s.lower);
+        group_sizes.insert(id.clone(), (n as u64, s.lower as u64, s.upper as u64));
         rows.push(ItemRow {
             question: info
                 .map(|i| i.question.clone())
                 .or_else(|| question_of.get(id.as_str()).map(|q| q.to_string()))
                 .unwrap_or_default(),
             topic: info.and_then(|i| i.topic.clone()),
-            responses: responses[i],
-            p_value: p[i],
-            point_biserial: pbis[i],
-            corrected_item_total: cit[i],
-            discrimination_index: discrimination,
+            responses: n as u64,
+            p_value: p,
+            point_biserial: Some(pbis),
+            corrected_item_total: cit,
+            discrimination_index: p_upper.zip(p_lower).map(|(u, l)| u - l),
             irt_a: info.and_then(|i| i.a),
             irt_b: info.and_then(|i| i.b),
             irt_c: info.and_then(|i| i.c),
-            flags: flags(p[i], cit[i]),
+            flags: flags(p, cit),
             item: id,
         });
     }
@@ -840,9 +820,8 @@ const DENSE_OPTION_KEYS: u64 = 1 << 16;
 /// The sums of every (question, answer) pair that occurs, by key = question code ×
 /// `answers_known` + answer code. The rows are split among the threads.
 fn option_sums(
-    items: &[u32],
-    answers: &[u32],
-    answers_known: usize,
+    (items, items_known): (&[u32], usize),
+    (answers, answers_known): (&[u32], usize),
     persons: &[u32],
     x: &[f64],
     sums: &PersonSums,
@@ -854,7 +833,7 @@ fn option_sums(
         let person = persons[row] as usize;
         sum.add_row(x[row], sums.raw[person], sums.group[person]);
     };
-    let keys_known = (items.iter().copied().max().map_or(0, u64::from) + 1) * answers_known;
+    let keys_known = items_known as u64 * answers_known;
     if keys_known > DENSE_OPTION_KEYS {
         let mut table: PlHashMap<u64, OptionSums> = PlHashMap::new();
         for row in 0..items.len() {
@@ -1003,7 +982,7 @@ mod tests {
         assert_eq!(sums.variance, Some(2.0 / 3.0));
         let by_pair = |answers_known: usize| {
             let mut pairs: Vec<((u64, u64), [f64; 9])> =
-                option_sums(&items, &answers, answers_known, &persons, &x, &sums)
+                option_sums((&items, 2), (&answers, answers_known), &persons, &x, &sums)
                     .into_iter()
                     .map(|(key, s)| {
                         let ak = answers_known as u64;

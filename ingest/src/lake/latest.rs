@@ -15,7 +15,6 @@
 //! ≈ 150 ms of a score report's read. One pass over the same columns with a hash map from
 //! document to its best change takes ≈ 30 ms (benches/RESULTS.md).
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -236,8 +235,8 @@ impl ExecutionPlan for LatestChangeExec {
     }
 }
 
-/// One change's place in the order: greater is later.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// One change's place in the order: greater is later (fields compared in this order).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
     /// `changed_at` DESC NULLS LAST: a missing time is earlier than any time.
     changed_at: Option<i64>,
@@ -245,22 +244,6 @@ struct Rank {
     /// is later than any offset.
     offset: (bool, i64),
     partition: (bool, i32),
-}
-
-impl Ord for Rank {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.changed_at, self.offset, self.partition).cmp(&(
-            other.changed_at,
-            other.offset,
-            other.partition,
-        ))
-    }
-}
-
-impl PartialOrd for Rank {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
 }
 
 /// The latest change of each document among `batches` (columns: [`KEY_COLUMNS`], then
@@ -293,12 +276,9 @@ fn latest(
                 partition: (partitions.is_null(row), partitions.value(row)),
             };
             let id = ids.is_valid(row).then(|| ids.value(row));
-            match best.get_mut(&id) {
-                Some(held) if held.0 >= rank => {}
-                Some(held) => *held = (rank, (b, row)),
-                None => {
-                    best.insert(id, (rank, (b, row)));
-                }
+            let held = best.entry(id).or_insert((rank, (b, row)));
+            if rank > held.0 {
+                *held = (rank, (b, row));
             }
         }
     }
