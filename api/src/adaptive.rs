@@ -10,9 +10,11 @@
 //!
 //! A finished session is stored as a result like a fixed-form submission (`score`/`total`
 //! over the items it gave, plus `adaptive` with θ, SE and the scale score), so change
-//! events, score cards, reports, SQL and calibration see it. Its result id is fixed when
-//! the session starts: if the process dies between storing the result and the session's
-//! final state, answering again finds the result instead of storing a second one.
+//! events, score cards, reports, SQL and calibration see it. It is stored together with
+//! the session's final state (the embedded store: one transaction, one fsync), and only
+//! over the state the answer was computed from. Its result id is fixed when the session
+//! starts: if the process dies between storing the result and the session's final state
+//! (MongoDB: two writes), answering again finds the result instead of storing a second.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use examflow_engine::cat::{
-    CatBank, CatConfig, CatSession, FirstItem, SelectionRule, Step, StopRule,
-};
+use examflow_engine::cat::{CatConfig, CatSession, FirstItem, SelectionRule, Step, StopRule};
 use examflow_engine::cat::{ClassificationRule, StartRule};
 use examflow_engine::{Bank, QuestionMark};
 use examflow_ingest::document::{format_timestamp, new_document_id};
@@ -491,6 +491,7 @@ pub async fn answer(
         at: format_timestamp(now),
     });
     let mut row = live.row.clone();
+    let expected = row.answered;
     row.answered = state.answers.len() as i64;
     row.updated_at = format_timestamp(now);
     let stepped = started.elapsed();
@@ -503,7 +504,7 @@ pub async fn answer(
                 "progress": progress_json(&state),
             });
             row.state = state_text(&state);
-            app.session_store.put_session(row.clone()).await?;
+            store_answered(&app, &id, &row, expected).await?;
             body
         }
         Step::Finished {
@@ -513,8 +514,7 @@ pub async fn answer(
             stop_reason,
             ..
         } => {
-            let outcome = finish(
-                &app,
+            let (outcome, result) = finish(
                 &exam,
                 &row,
                 &mut state,
@@ -522,13 +522,21 @@ pub async fn answer(
                 se,
                 items_used,
                 stop_reason.as_str(),
-                &bank,
-            )
-            .await?;
+            );
             row.status = "finished".into();
             row.result_id = Some(state.result_id.clone());
             row.state = state_text(&state);
-            app.session_store.put_session(row.clone()).await?;
+            if !app
+                .session_store
+                .finish_session_if(row.clone(), expected, &result)
+                .await?
+            {
+                return Err(answered_concurrently(&app, &id));
+            }
+            app.metrics
+                .submissions
+                .with_label_values(&[result.exam.as_str(), result.result.as_str()])
+                .inc();
             finished_json(&id, &state, &outcome)
         }
     };
@@ -552,6 +560,36 @@ pub async fn answer(
     Ok(Json(body))
 }
 
+/// Stores the state after one more answer, only over the state it was computed from
+/// (`expected` answers): with MongoDB another server may have answered this session since
+/// it was read. The loser forgets its copy and answers 409; the student's page reloads the
+/// session and sees the answer that won.
+async fn store_answered(
+    app: &AppState,
+    id: &str,
+    row: &StoredSession,
+    expected: i64,
+) -> Result<(), ApiError> {
+    if app
+        .session_store
+        .replace_session_if(row.clone(), expected)
+        .await?
+    {
+        return Ok(());
+    }
+    Err(answered_concurrently(app, id))
+}
+
+/// The loser of two simultaneous answers: its copy of the session is stale.
+fn answered_concurrently(app: &AppState, id: &str) -> ApiError {
+    app.sessions.forget(id);
+    conflict(
+        "answered_concurrently",
+        "another request answered this adaptive session at the same moment; \
+         GET /api/adaptive/sessions/{id} shows where it stands now",
+    )
+}
+
 /// Answers slower than this are logged (debug) with where the time went: most of the
 /// 5 ms p99 budget of issue 6's benchmark.
 const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_millis(4);
@@ -565,10 +603,10 @@ fn finished_json(id: &str, state: &SessionState, outcome: &Outcome) -> Value {
     v
 }
 
-/// Stores the finished session's result (once) and fills in its outcome.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    app: &AppState,
+/// The outcome of a finished session and its result document (stored with the session's
+/// final state by the caller). The result id was fixed when the session started, so a
+/// retry after a crash finds the result already stored instead of adding a second.
+fn finish(
     exam: &Bank,
     row: &StoredSession,
     state: &mut SessionState,
@@ -576,8 +614,7 @@ async fn finish(
     se: f64,
     items_used: usize,
     stop_reason: &str,
-    _bank: &CatBank,
-) -> Result<Outcome, ApiError> {
+) -> (Outcome, ResultDocument) {
     let scale_score = (state.scale_mean + state.scale_sd * theta).round();
     let passed = state.cut_score.map(|cut| theta >= cut);
     let result = match passed {
@@ -606,52 +643,45 @@ async fn finish(
         ),
         finished_at: format_timestamp(now),
     };
-    if app.store.get_result(&state.result_id).await?.is_none() {
-        let details: Vec<QuestionMark> = state
-            .answers
-            .iter()
-            .map(|a| {
-                let item = exam.item(&a.item);
-                QuestionMark {
-                    question: item.map(|i| i.question.clone()).unwrap_or_default(),
-                    user_answer: a.answer.clone(),
-                    correct_answer: item.map(|i| i.correct_answer.clone()).unwrap_or_default(),
-                    is_correct: a.correct,
-                    item: a.item.clone(),
-                }
-            })
-            .collect();
-        let total = details.len() as u32;
-        let doc = ResultDocument {
-            id: state.result_id.clone(),
-            email: row.email.clone(),
-            exam: exam.name.clone(),
-            score: correct as u32,
-            total,
-            percentage: (100 * correct as u32 + total / 2)
-                .checked_div(total)
-                .unwrap_or_default(),
-            result: result.into(),
-            details,
-            submitted_at: format_timestamp(now),
-            adaptive: Some(AdaptiveOutcome {
-                session: row.id.clone(),
-                theta,
-                se,
-                scale_score,
-                stop_reason: stop_reason.into(),
-                calibration_version: row.calibration_version,
-                cut_score: state.cut_score,
-            }),
-        };
-        app.store.insert_result(&doc).await?;
-        app.metrics
-            .submissions
-            .with_label_values(&[doc.exam.as_str(), doc.result.as_str()])
-            .inc();
-    }
+    let details: Vec<QuestionMark> = state
+        .answers
+        .iter()
+        .map(|a| {
+            let item = exam.item(&a.item);
+            QuestionMark {
+                question: item.map(|i| i.question.clone()).unwrap_or_default(),
+                user_answer: a.answer.clone(),
+                correct_answer: item.map(|i| i.correct_answer.clone()).unwrap_or_default(),
+                is_correct: a.correct,
+                item: a.item.clone(),
+            }
+        })
+        .collect();
+    let total = details.len() as u32;
+    let doc = ResultDocument {
+        id: state.result_id.clone(),
+        email: row.email.clone(),
+        exam: exam.name.clone(),
+        score: correct as u32,
+        total,
+        percentage: (100 * correct as u32 + total / 2)
+            .checked_div(total)
+            .unwrap_or_default(),
+        result: result.into(),
+        details,
+        submitted_at: format_timestamp(now),
+        adaptive: Some(AdaptiveOutcome {
+            session: row.id.clone(),
+            theta,
+            se,
+            scale_score,
+            stop_reason: stop_reason.into(),
+            calibration_version: row.calibration_version,
+            cut_score: state.cut_score,
+        }),
+    };
     state.outcome = Some(outcome.clone());
-    Ok(outcome)
+    (outcome, doc)
 }
 
 /// `GET /api/adaptive/sessions/{id}`: progress for its student; for staff also the trace

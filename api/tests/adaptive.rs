@@ -329,6 +329,50 @@ async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused()
     }
 }
 
+/// Another server (MongoDB deployments run several) stores an answer to the same session
+/// between this server's read and its write: this server's answer is refused with 409
+/// instead of overwriting the other, and the session goes on from what was stored.
+#[tokio::test]
+async fn an_answer_stored_meanwhile_by_another_writer_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("banks");
+    write_bank(&banks, "algebra", 30);
+    let server = start(&dir.path().join("data"), &banks, None);
+    let ada = server.token("ada@example.com", "student");
+    let (_, started) = server
+        .post("/api/adaptive/algebra/sessions", Some(&ada), &json!({}))
+        .await;
+    let session = started["session"].as_str().unwrap().to_string();
+    let (status, next) = answer(&server, &ada, &session, &started["question"], true).await;
+    assert_eq!(status, 200, "{next}");
+
+    // The other writer: the stored row moves on behind this server's back.
+    let db = rusqlite::Connection::open(server.data_dir.join("examflow.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let bumped = db
+        .execute(
+            "UPDATE adaptive_sessions SET answered = answered + 1 WHERE id = ?1",
+            [&session],
+        )
+        .unwrap();
+    assert_eq!(bumped, 1);
+    drop(db);
+
+    let question = next["question"].clone();
+    let (status, body) = answer(&server, &ada, &session, &question, true).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "answered_concurrently", "{body}");
+    // The refused answer changed nothing; the session is read again and goes on.
+    let (status, state) = server
+        .get(&format!("/api/adaptive/sessions/{session}"), Some(&ada))
+        .await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["question"]["id"], question["id"], "{state}");
+    let (status, body) = answer(&server, &ada, &session, &question, true).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["progress"]["answered"], 2, "{body}");
+}
+
 #[tokio::test]
 async fn a_session_survives_a_restart_and_keeps_its_calibration_version() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,29 @@ pub trait SessionStore: Send + Sync {
     /// Inserts the session, or replaces the one with the same id; returns once it is
     /// durable (an answer is acknowledged only after its new state is stored).
     async fn put_session(&self, session: StoredSession) -> Result<()>;
+    /// Replaces the stored session only if it still has `expected_answered` answers (the
+    /// state this writer started from); returns `false`, changing nothing, when another
+    /// writer stored a newer state first or the session does not exist. Durable before it
+    /// returns, like [`put_session`](Self::put_session). Two servers answering one session at
+    /// the same moment: one wins, the other learns it lost instead of overwriting.
+    async fn replace_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+    ) -> Result<bool>;
+    /// Finishes a session: stores `result` unless a result with its id is stored already
+    /// (a retry after a crash), then the session's final state as
+    /// [`replace_session_if`](Self::replace_session_if) does; `false` when the session lost
+    /// that race. Never a finished session without its result. The embedded store does
+    /// both in one transaction (one fsync; a lost race stores neither); MongoDB stores the
+    /// result first (without a replica-set transaction, a lost race may leave the result of
+    /// the losing answer under the session's result id).
+    async fn finish_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+        result: &ResultDocument,
+    ) -> Result<bool>;
     async fn get_session(&self, id: &str) -> Result<Option<StoredSession>>;
     /// Up to `limit` sessions, optionally of one exam, newest first (by `created_at`, then
     /// `id`, both descending).

@@ -102,9 +102,15 @@ impl From<&CatResult> for Step {
     }
 }
 
-/// Derived state rebuilt from the persisted fields (not serialised).
+/// Derived state rebuilt from the persisted fields (not serialised: the stored state
+/// stays small, which keeps the durable write of every answer short).
 #[derive(Debug, Clone)]
 struct Runtime {
+    /// Log-likelihood of the answers at each grid node (updated in O(nodes) per answer;
+    /// rebuilt from the trace in the same order, so bit for bit the same).
+    loglik: Vec<f64>,
+    /// Test information at each grid node.
+    tinfo: Vec<f64>,
     fingerprint: u64,
     bank_len: usize,
     used: Vec<bool>,
@@ -131,10 +137,6 @@ pub struct CatSession {
     rng: CatRng,
     #[serde(serialize_with = "ser_u64_hex", deserialize_with = "de_u64_hex")]
     bank_fingerprint: u64,
-    /// Log-likelihood of the answers at each grid node (updated in O(nodes) per answer).
-    loglik: Vec<f64>,
-    /// Test information at each grid node.
-    tinfo: Vec<f64>,
     /// SPRT log likelihood ratio (0 without SPRT).
     sprt_llr: f64,
     theta: f64,
@@ -160,8 +162,6 @@ impl CatSession {
             config: config.clone(),
             rng: CatRng::new(seed),
             bank_fingerprint: bank.fingerprint(),
-            loglik: vec![0.0; GRID_POINTS],
-            tinfo: vec![0.0; GRID_POINTS],
             sprt_llr: 0.0,
             theta: config.start.theta,
             se: config.prior.sd,
@@ -174,7 +174,7 @@ impl CatSession {
         s.ensure_runtime(bank)?;
         {
             let rt = s.rt.as_mut().expect("runtime");
-            posterior(&s.loglik, &s.config.prior, &mut rt.post);
+            posterior(&rt.loglik, &s.config.prior, &mut rt.post);
         }
         let first = match s.config.start.first_item {
             FirstItem::ByRule => s.select(bank),
@@ -225,15 +225,7 @@ impl CatSession {
         let rt = self.rt.as_mut().expect("runtime");
         let i = rt.pending_idx.expect("pending index");
         let (a, b, c) = (bank.a[i], bank.b[i], bank.c[i]);
-        // Grid updates from the bank tables: O(nodes). ln P / ln Q from the item's
-        // `kl_nodes` records (item-major, so one item's values are contiguous).
-        let j = if correct { 1 } else { 3 };
-        for (l, v) in self.loglik.iter_mut().zip(bank.kl_row(i)) {
-            *l += v[j];
-        }
-        for (t, v) in self.tinfo.iter_mut().zip(bank.row(&bank.info, i)) {
-            *t += v;
-        }
+        rt.add_to_grid(bank, i, correct);
         if let Some(cr) = &self.config.stop.classification
             && cr.method == ClassMethod::Sprt
         {
@@ -257,11 +249,11 @@ impl CatSession {
 
         // Estimate.
         let prior = self.config.prior;
-        let eap = posterior(&self.loglik, &prior, &mut rt.post);
+        let eap = posterior(&rt.loglik, &prior, &mut rt.post);
         let est = match point_estimate(
             self.config.estimator,
-            &self.loglik,
-            &self.tinfo,
+            &rt.loglik,
+            &rt.tinfo,
             &rt.answered,
             &prior,
             eap,
@@ -450,6 +442,8 @@ impl CatSession {
             })
         };
         let mut rt = Runtime {
+            loglik: vec![0.0; GRID_POINTS],
+            tinfo: vec![0.0; GRID_POINTS],
             fingerprint: bank.fingerprint(),
             bank_len: n,
             used: vec![false; n],
@@ -481,6 +475,7 @@ impl CatSession {
                 c: bank.c[i],
                 x: t.correct,
             });
+            rt.add_to_grid(bank, i, t.correct);
         }
         for id in &self.blocked {
             if let Some(i) = bank.index_of(id) {
@@ -491,10 +486,7 @@ impl CatSession {
         if let Some(p) = &self.pending {
             rt.pending_idx = Some(look(p)?);
         }
-        if self.loglik.len() != GRID_POINTS || self.tinfo.len() != GRID_POINTS {
-            return Err(CatError::Corrupt("grid state has the wrong length".into()));
-        }
-        posterior(&self.loglik, &self.config.prior, &mut rt.post);
+        posterior(&rt.loglik, &self.config.prior, &mut rt.post);
         self.bank_fingerprint = bank.fingerprint();
         self.rt = Some(rt);
         Ok(())
@@ -556,6 +548,20 @@ impl CatSession {
             self.blocked.push(bank.id(j).to_string());
         }
         pick
+    }
+}
+
+impl Runtime {
+    /// Adds item `i`'s response to the grid sums: O(nodes), from the bank tables (ln P /
+    /// ln Q from the item's `kl_nodes` records, item-major, so contiguous).
+    fn add_to_grid(&mut self, bank: &CatBank, i: usize, correct: bool) {
+        let j = if correct { 1 } else { 3 };
+        for (l, v) in self.loglik.iter_mut().zip(bank.kl_row(i)) {
+            *l += v[j];
+        }
+        for (t, v) in self.tinfo.iter_mut().zip(bank.row(&bank.info, i)) {
+            *t += v;
+        }
     }
 }
 

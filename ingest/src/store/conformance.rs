@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::{SessionStore, StoredCalibration, StoredSession};
+use super::{ResultStore, SessionStore, StoredCalibration, StoredSession};
+use crate::document::ResultDocument;
 
 fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
     StoredSession {
@@ -70,6 +71,23 @@ pub async fn check_session_store(store: &dyn SessionStore) {
     finished.result_id = Some("665f1c0e8b3e4a0012345678".into());
     finished.updated_at = "2024-05-01T10:05:00.000Z".into();
     finished.state = r#"{"outcome":{"theta":0.5}}"#.into();
+    // A conditional replace from a stale state (3 answers expected, 0 stored) changes
+    // nothing; from the stored one it replaces; a missing session is not created.
+    assert!(!store.replace_session_if(finished.clone(), 3).await.unwrap());
+    assert_eq!(store.get_session("s1").await.unwrap(), Some(s1.clone()));
+    assert!(store.replace_session_if(finished.clone(), 0).await.unwrap());
+    assert_eq!(
+        store.get_session("s1").await.unwrap(),
+        Some(finished.clone())
+    );
+    assert!(
+        !store.replace_session_if(finished.clone(), 0).await.unwrap(),
+        "the second of two writers from the same state loses"
+    );
+    let mut ghost = s2.clone();
+    ghost.id = "ghost".into();
+    assert!(!store.replace_session_if(ghost, 0).await.unwrap());
+    assert_eq!(store.get_session("ghost").await.unwrap(), None);
     store.put_session(finished.clone()).await.unwrap();
     assert_eq!(store.get_session("s1").await.unwrap(), Some(finished));
 
@@ -183,4 +201,83 @@ pub async fn check_concurrent_calibrations(stores: &[Arc<dyn SessionStore>]) {
     let mut responses: Vec<i64> = listed.iter().map(|c| c.responses).collect();
     responses.sort_unstable();
     assert_eq!(responses, (0..10).collect::<Vec<i64>>());
+}
+
+fn result_of(session: &str, score: u32) -> ResultDocument {
+    ResultDocument::new(
+        &format!("{session}@example.com"),
+        examflow_engine::ScoredSubmission {
+            exam: "geo".into(),
+            score,
+            total: 10,
+            percentage: score * 10,
+            result: examflow_engine::Outcome::Passed,
+            details: vec![],
+        },
+        chrono::Utc::now(),
+    )
+}
+
+/// Finishing a session: only over the state it was computed from; the result stored with
+/// it; a result already stored under the id (a retry after a crash) kept as it is.
+pub async fn check_finish<S: ResultStore + SessionStore>(store: &S) {
+    let active = session("f1", "geo", "2024-05-02T10:00:00.000Z");
+    store.put_session(active.clone()).await.unwrap();
+    let result = result_of("f1", 7);
+    let mut finished = active.clone();
+    finished.status = "finished".into();
+    finished.answered = 3;
+    finished.result_id = Some(result.id.clone());
+    finished.state = r#"{"outcome":{"theta":1.5}}"#.into();
+
+    assert!(
+        !store
+            .finish_session_if(finished.clone(), 2, &result)
+            .await
+            .unwrap(),
+        "a stale state does not finish the session"
+    );
+    assert_eq!(store.get_session("f1").await.unwrap(), Some(active.clone()));
+    assert!(
+        store
+            .finish_session_if(finished.clone(), 0, &result)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_session("f1").await.unwrap(),
+        Some(finished.clone())
+    );
+    assert_eq!(
+        store.get_result(&result.id).await.unwrap(),
+        Some(result.clone())
+    );
+    assert!(
+        !store
+            .finish_session_if(finished.clone(), 0, &result)
+            .await
+            .unwrap(),
+        "finishing twice from the same state: the second loses"
+    );
+
+    // The result was stored before a crash, the session's final state not: finishing again
+    // keeps the stored result (no second one under the id).
+    let again = session("f2", "geo", "2024-05-02T10:00:01.000Z");
+    store.put_session(again.clone()).await.unwrap();
+    let first = result_of("f2", 4);
+    store.insert_result(&first).await.unwrap();
+    let mut retried = result_of("f2", 9);
+    retried.id = first.id.clone();
+    let mut done = again.clone();
+    done.status = "finished".into();
+    done.answered = 1;
+    done.result_id = Some(first.id.clone());
+    assert!(
+        store
+            .finish_session_if(done.clone(), 0, &retried)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_session("f2").await.unwrap(), Some(done));
+    assert_eq!(store.get_result(&first.id).await.unwrap(), Some(first));
 }

@@ -328,6 +328,39 @@ impl SessionStore for MongoStore {
         Ok(())
     }
 
+    async fn replace_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+    ) -> Result<bool> {
+        self.ensure_indexes().await?;
+        // One document, filtered on the version read: atomic on the server.
+        let replaced = self
+            .sessions
+            .replace_one(
+                doc! {"_id": &session.id, "answered": expected_answered},
+                session_to_bson(&session),
+            )
+            .await?;
+        Ok(replaced.matched_count == 1)
+    }
+
+    async fn finish_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+        result: &ResultDocument,
+    ) -> Result<bool> {
+        // The result first, so a crash in between leaves a session that is answered again
+        // (and finds its result), never a finished session without one.
+        match self.collection.insert_one(result.to_bson()).await {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.replace_session_if(session, expected_answered).await
+    }
+
     async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
         match self.sessions.find_one(doc! {"_id": id}).await? {
             Some(doc) => Ok(Some(session_from_bson(&doc)?)),

@@ -100,8 +100,8 @@ impl OutboxReader {
     }
 }
 
-/// One result waiting for the group-commit writer.
-struct InsertJob {
+/// A result as written: its row and its change event for the outbox.
+struct ResultRow {
     id: String,
     email: String,
     exam: String,
@@ -109,36 +109,100 @@ struct InsertJob {
     doc: String,
     key: Vec<u8>,
     value: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<rusqlite::Result<()>>,
+}
+
+impl ResultRow {
+    fn new(doc: &ResultDocument) -> Result<Self> {
+        let text = serde_json::to_string(doc).map_err(|e| IngestError::CorruptDocument {
+            id: doc.id.clone(),
+            message: e.to_string(),
+        })?;
+        let ts_ms = Utc::now().timestamp_millis();
+        let (key, value) = insert_event(doc, CHANGE_EVENT_DB, CHANGE_EVENT_COLLECTION, ts_ms);
+        Ok(ResultRow {
+            id: doc.id.clone(),
+            email: doc.email.clone(),
+            exam: doc.exam.clone(),
+            submitted_at: doc.submitted_at.clone(),
+            doc: text,
+            key,
+            value,
+        })
+    }
+
+    /// Inserts the result and its change event; with `if_absent`, a result already stored
+    /// under the id is kept and no second event is made. Returns whether it inserted.
+    fn insert(&self, tx: &Connection, if_absent: bool) -> rusqlite::Result<bool> {
+        let sql = if if_absent {
+            "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO NOTHING"
+        } else {
+            "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
+        let inserted = tx.execute(
+            sql,
+            params![self.id, self.email, self.exam, self.submitted_at, self.doc],
+        )?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO outbox (key, value, created_at) VALUES (?1, ?2, ?3)",
+            params![self.key, self.value, now()],
+        )?;
+        Ok(true)
+    }
+}
+
+/// One result waiting for the group-commit writer.
+struct InsertJob {
+    row: ResultRow,
+    done: tokio::sync::oneshot::Sender<rusqlite::Result<bool>>,
+}
+
+/// A finishing adaptive session: its result (unless stored already) and its final state
+/// (only over `expected_answered`), in one transaction.
+struct FinishJob {
+    result: ResultRow,
+    session: StoredSession,
+    expected_answered: i64,
+    done: tokio::sync::oneshot::Sender<rusqlite::Result<bool>>,
 }
 
 /// One adaptive session's new state waiting for the group-commit writer.
 struct SessionJob {
     session: StoredSession,
-    done: tokio::sync::oneshot::Sender<rusqlite::Result<()>>,
+    /// Replace only a stored session with this many answers (none: insert or replace).
+    expected_answered: Option<i64>,
+    done: tokio::sync::oneshot::Sender<rusqlite::Result<bool>>,
 }
 
 /// What the group-commit writer writes.
 enum WriteJob {
     Result(InsertJob),
     Session(SessionJob),
+    Finish(FinishJob),
 }
 
 impl WriteJob {
-    fn write(&self, tx: &Connection) -> rusqlite::Result<()> {
+    /// Writes the job; `false` when a conditional replace found a newer state.
+    fn write(&self, tx: &Connection) -> rusqlite::Result<bool> {
         match self {
             WriteJob::Result(job) => {
-                tx.execute(
-                    "INSERT INTO results (id, email, exam, submitted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![job.id, job.email, job.exam, job.submitted_at, job.doc],
-                )?;
-                tx.execute(
-                    "INSERT INTO outbox (key, value, created_at) VALUES (?1, ?2, ?3)",
-                    params![job.key, job.value, now()],
-                )?;
+                job.row.insert(tx, false)?;
+            }
+            WriteJob::Finish(job) => {
+                // The session first: a lost race writes nothing at all.
+                if !replace_session_if(tx, &job.session, job.expected_answered)? {
+                    return Ok(false);
+                }
+                job.result.insert(tx, true)?;
             }
             WriteJob::Session(job) => {
                 let s = &job.session;
+                if let Some(expected) = job.expected_answered {
+                    return replace_session_if(tx, s, expected);
+                }
                 tx.execute(
                     "INSERT INTO adaptive_sessions (id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -159,16 +223,36 @@ impl WriteJob {
                 )?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn answer(self, outcome: rusqlite::Result<()>) {
+    fn answer(self, outcome: rusqlite::Result<bool>) {
         let done = match self {
             WriteJob::Result(job) => job.done,
             WriteJob::Session(job) => job.done,
+            WriteJob::Finish(job) => job.done,
         };
         let _ = done.send(outcome);
     }
+}
+
+/// Replaces session `s` only if it is stored with `expected` answers.
+fn replace_session_if(tx: &Connection, s: &StoredSession, expected: i64) -> rusqlite::Result<bool> {
+    let changed = tx.execute(
+        "UPDATE adaptive_sessions SET status = ?2, answered = ?3, result_id = ?4,
+           updated_at = ?5, state = ?6
+         WHERE id = ?1 AND answered = ?7",
+        params![
+            s.id,
+            s.status,
+            s.answered,
+            s.result_id,
+            s.updated_at,
+            s.state,
+            expected
+        ],
+    )?;
+    Ok(changed == 1)
 }
 
 /// Most results committed in one transaction (one fsync).
@@ -189,16 +273,16 @@ fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Recei
                 Err(_) => break,
             }
         }
-        let mut outcomes: Vec<rusqlite::Result<()>> = Vec::with_capacity(batch.len());
+        let mut outcomes: Vec<rusqlite::Result<bool>> = Vec::with_capacity(batch.len());
         let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
         let committed = (|| -> rusqlite::Result<()> {
             let mut tx = conn.transaction()?;
             for job in &batch {
                 let mut sp = tx.savepoint()?;
                 match job.write(&sp) {
-                    Ok(()) => {
+                    Ok(written) => {
                         sp.commit()?;
-                        outcomes.push(Ok(()));
+                        outcomes.push(Ok(written));
                     }
                     Err(e) => {
                         sp.rollback()?;
@@ -337,8 +421,8 @@ impl SqliteStore {
     async fn write_durably(
         &self,
         job: WriteJob,
-        answer: tokio::sync::oneshot::Receiver<rusqlite::Result<()>>,
-    ) -> Result<()> {
+        answer: tokio::sync::oneshot::Receiver<rusqlite::Result<bool>>,
+    ) -> Result<bool> {
         let stopped = || IngestError::Task("the SQLite writer has stopped".into());
         // A full queue blocks briefly (back-pressure) off the async runtime.
         let inserts = self.inserts.clone();
@@ -365,8 +449,50 @@ impl SqliteStore {
     /// Writes an adaptive session's state (insert or replace); returns once it is on disk.
     pub async fn put_session(&self, session: StoredSession) -> Result<()> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        self.write_durably(WriteJob::Session(SessionJob { session, done }), answer)
-            .await
+        let job = SessionJob {
+            session,
+            expected_answered: None,
+            done,
+        };
+        self.write_durably(WriteJob::Session(job), answer).await?;
+        Ok(())
+    }
+
+    /// See [`SessionStore::finish_session_if`]: here one transaction, so either both the
+    /// result (with its change event) and the final state are stored, or neither.
+    pub async fn finish_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+        result: &ResultDocument,
+    ) -> Result<bool> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = FinishJob {
+            result: ResultRow::new(result)?,
+            session,
+            expected_answered,
+            done,
+        };
+        let finished = self.write_durably(WriteJob::Finish(job), answer).await?;
+        if finished {
+            self.outbox_notify.notify_one();
+        }
+        Ok(finished)
+    }
+
+    /// See [`SessionStore::replace_session_if`]; group-committed like every session write.
+    pub async fn replace_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+    ) -> Result<bool> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = SessionJob {
+            session,
+            expected_answered: Some(expected_answered),
+            done,
+        };
+        self.write_durably(WriteJob::Session(job), answer).await
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
@@ -688,21 +814,9 @@ impl ResultStore for SqliteStore {
     }
 
     async fn insert_result(&self, doc: &ResultDocument) -> Result<()> {
-        let text = serde_json::to_string(doc).map_err(|e| IngestError::CorruptDocument {
-            id: doc.id.clone(),
-            message: e.to_string(),
-        })?;
-        let ts_ms = Utc::now().timestamp_millis();
-        let (key, value) = insert_event(doc, CHANGE_EVENT_DB, CHANGE_EVENT_COLLECTION, ts_ms);
         let (done, answer) = tokio::sync::oneshot::channel();
         let job = WriteJob::Result(InsertJob {
-            id: doc.id.clone(),
-            email: doc.email.clone(),
-            exam: doc.exam.clone(),
-            submitted_at: doc.submitted_at.clone(),
-            doc: text,
-            key,
-            value,
+            row: ResultRow::new(doc)?,
             done,
         });
         self.write_durably(job, answer).await?;
@@ -786,6 +900,23 @@ fn insert_calibration(
 impl SessionStore for SqliteStore {
     async fn put_session(&self, session: StoredSession) -> Result<()> {
         SqliteStore::put_session(self, session).await
+    }
+
+    async fn replace_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+    ) -> Result<bool> {
+        SqliteStore::replace_session_if(self, session, expected_answered).await
+    }
+
+    async fn finish_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+        result: &ResultDocument,
+    ) -> Result<bool> {
+        SqliteStore::finish_session_if(self, session, expected_answered, result).await
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
@@ -999,6 +1130,53 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::store::conformance::check_session_store(&store).await;
         crate::store::conformance::check_calibration_after(&store).await;
+        crate::store::conformance::check_finish(&store).await;
+    }
+
+    /// Here finishing is one transaction: a lost race stores no result and no change
+    /// event; a won one exactly one of each.
+    #[tokio::test]
+    async fn finishing_stores_result_event_and_state_together_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let active = StoredSession {
+            id: "s".into(),
+            exam: "geo".into(),
+            email: "a@example.com".into(),
+            calibration_version: 1,
+            status: "active".into(),
+            answered: 4,
+            result_id: None,
+            created_at: "2024-05-02T10:00:00.000Z".into(),
+            updated_at: "2024-05-02T10:00:00.000Z".into(),
+            state: "{}".into(),
+        };
+        store.put_session(active.clone()).await.unwrap();
+        let result = doc("a@example.com", "geo");
+        let mut finished = active.clone();
+        finished.status = "finished".into();
+        finished.answered = 5;
+        finished.result_id = Some(result.id.clone());
+
+        assert!(
+            !store
+                .finish_session_if(finished.clone(), 3, &result)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get_result(&result.id).await.unwrap(), None);
+        let events = || store.count_pending_outbox(OutboxReader::Publisher);
+        assert_eq!(events().await.unwrap(), 0);
+
+        assert!(
+            store
+                .finish_session_if(finished.clone(), 4, &result)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get_result(&result.id).await.unwrap(), Some(result));
+        assert_eq!(events().await.unwrap(), 1);
+        assert_eq!(store.get_session("s").await.unwrap(), Some(finished));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
