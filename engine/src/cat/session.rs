@@ -171,11 +171,8 @@ impl CatSession {
             result: None,
             rt: None,
         };
+        // Also sets the posterior to the prior (no answers yet).
         s.ensure_runtime(bank)?;
-        {
-            let rt = s.rt.as_mut().expect("runtime");
-            posterior(&rt.loglik, &s.config.prior, &mut rt.post);
-        }
         let first = match s.config.start.first_item {
             FirstItem::ByRule => s.select(bank),
             FirstItem::RandomMedium { k } => {
@@ -225,24 +222,13 @@ impl CatSession {
         let rt = self.rt.as_mut().expect("runtime");
         let i = rt.pending_idx.expect("pending index");
         let (a, b, c) = (bank.a[i], bank.b[i], bank.c[i]);
-        rt.add_to_grid(bank, i, correct);
+        rt.record_answer(bank, i, correct);
         if let Some(cr) = &self.config.stop.classification
             && cr.method == ClassMethod::Sprt
         {
             let (p2, q2) = ln_pq(a, b, c, cr.cut + cr.delta);
             let (p1, q1) = ln_pq(a, b, c, cr.cut - cr.delta);
             self.sprt_llr += if correct { p2 - p1 } else { q2 - q1 };
-        }
-        rt.answered.push(Resp {
-            a,
-            b,
-            c,
-            x: correct,
-        });
-        rt.administered.push(i);
-        rt.used[i] = true;
-        if bank.topic_of[i] != NO_TOPIC {
-            rt.topic_counts[bank.topic_of[i] as usize] += 1;
         }
         rt.pending_idx = None;
         self.pending = None;
@@ -463,19 +449,7 @@ impl CatSession {
             post: vec![0.0; GRID_POINTS],
         };
         for t in &self.trace {
-            let i = look(&t.item)?;
-            rt.used[i] = true;
-            rt.administered.push(i);
-            if bank.topic_of[i] != NO_TOPIC {
-                rt.topic_counts[bank.topic_of[i] as usize] += 1;
-            }
-            rt.answered.push(Resp {
-                a: bank.a[i],
-                b: bank.b[i],
-                c: bank.c[i],
-                x: t.correct,
-            });
-            rt.add_to_grid(bank, i, t.correct);
+            rt.record_answer(bank, look(&t.item)?, t.correct);
         }
         for id in &self.blocked {
             if let Some(i) = bank.index_of(id) {
@@ -552,9 +526,22 @@ impl CatSession {
 }
 
 impl Runtime {
-    /// Adds item `i`'s response to the grid sums: O(nodes), from the bank tables (ln P /
-    /// ln Q from the item's `kl_nodes` records, item-major, so contiguous).
-    fn add_to_grid(&mut self, bank: &CatBank, i: usize, correct: bool) {
+    /// Records the response to item `i`: used, its topic counted, and added to the grid
+    /// sums in O(nodes) from the bank tables (ln P / ln Q from the item's `kl_nodes`
+    /// records, item-major, so contiguous). The same for a new answer and for rebuilding
+    /// from the trace, so both give the same sums bit for bit.
+    fn record_answer(&mut self, bank: &CatBank, i: usize, correct: bool) {
+        self.answered.push(Resp {
+            a: bank.a[i],
+            b: bank.b[i],
+            c: bank.c[i],
+            x: correct,
+        });
+        self.administered.push(i);
+        self.used[i] = true;
+        if bank.topic_of[i] != NO_TOPIC {
+            self.topic_counts[bank.topic_of[i] as usize] += 1;
+        }
         let j = if correct { 1 } else { 3 };
         for (l, v) in self.loglik.iter_mut().zip(bank.kl_row(i)) {
             *l += v[j];

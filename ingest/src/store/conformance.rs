@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{ResultStore, SessionStore, StoredCalibration, StoredSession};
 use crate::document::ResultDocument;
 
-fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
+pub(crate) fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
     StoredSession {
         id: id.into(),
         exam: exam.into(),

@@ -160,20 +160,14 @@ struct InsertJob {
     done: tokio::sync::oneshot::Sender<rusqlite::Result<bool>>,
 }
 
-/// A finishing adaptive session: its result (unless stored already) and its final state
-/// (only over `expected_answered`), in one transaction.
-struct FinishJob {
-    result: ResultRow,
-    session: StoredSession,
-    expected_answered: i64,
-    done: tokio::sync::oneshot::Sender<rusqlite::Result<bool>>,
-}
-
 /// One adaptive session's new state waiting for the group-commit writer.
 struct SessionJob {
     session: StoredSession,
     /// Replace only a stored session with this many answers (none: insert or replace).
     expected_answered: Option<i64>,
+    /// A finishing session's result (unless stored already), in the same transaction.
+    /// Boxed: most session jobs have none, and the queue holds jobs by value.
+    result: Option<Box<ResultRow>>,
     done: tokio::sync::oneshot::Sender<rusqlite::Result<bool>>,
 }
 
@@ -181,7 +175,6 @@ struct SessionJob {
 enum WriteJob {
     Result(InsertJob),
     Session(SessionJob),
-    Finish(FinishJob),
 }
 
 impl WriteJob {
@@ -191,36 +184,18 @@ impl WriteJob {
             WriteJob::Result(job) => {
                 job.row.insert(tx, false)?;
             }
-            WriteJob::Finish(job) => {
-                // The session first: a lost race writes nothing at all.
-                if !replace_session_if(tx, &job.session, job.expected_answered)? {
+            WriteJob::Session(job) => {
+                let stored = match job.expected_answered {
+                    Some(expected) => replace_session_if(tx, &job.session, expected)?,
+                    None => upsert_session(tx, &job.session)?,
+                };
+                // A lost race writes nothing at all (nor the result).
+                if !stored {
                     return Ok(false);
                 }
-                job.result.insert(tx, true)?;
-            }
-            WriteJob::Session(job) => {
-                let s = &job.session;
-                if let Some(expected) = job.expected_answered {
-                    return replace_session_if(tx, s, expected);
+                if let Some(result) = &job.result {
+                    result.insert(tx, true)?;
                 }
-                tx.execute(
-                    "INSERT INTO adaptive_sessions (id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, answered = excluded.answered,
-                       result_id = excluded.result_id, updated_at = excluded.updated_at, state = excluded.state",
-                    params![
-                        s.id,
-                        s.exam,
-                        s.email,
-                        s.calibration_version,
-                        s.status,
-                        s.answered,
-                        s.result_id,
-                        s.created_at,
-                        s.updated_at,
-                        s.state
-                    ],
-                )?;
             }
         }
         Ok(true)
@@ -230,10 +205,32 @@ impl WriteJob {
         let done = match self {
             WriteJob::Result(job) => job.done,
             WriteJob::Session(job) => job.done,
-            WriteJob::Finish(job) => job.done,
         };
         let _ = done.send(outcome);
     }
+}
+
+/// Inserts session `s`, or replaces the stored one with its id (always stored: `true`).
+fn upsert_session(tx: &Connection, s: &StoredSession) -> rusqlite::Result<bool> {
+    tx.execute(
+        "INSERT INTO adaptive_sessions (id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, answered = excluded.answered,
+           result_id = excluded.result_id, updated_at = excluded.updated_at, state = excluded.state",
+        params![
+            s.id,
+            s.exam,
+            s.email,
+            s.calibration_version,
+            s.status,
+            s.answered,
+            s.result_id,
+            s.created_at,
+            s.updated_at,
+            s.state
+        ],
+    )?;
+    Ok(true)
 }
 
 /// Replaces session `s` only if it is stored with `expected` answers.
@@ -446,16 +443,37 @@ impl SqliteStore {
             })
     }
 
-    /// Writes an adaptive session's state (insert or replace); returns once it is on disk.
-    pub async fn put_session(&self, session: StoredSession) -> Result<()> {
+    /// Queues a session write (see [`SessionJob`]) and waits until it is on disk.
+    async fn write_session(
+        &self,
+        session: StoredSession,
+        expected_answered: Option<i64>,
+        result: Option<Box<ResultRow>>,
+    ) -> Result<bool> {
         let (done, answer) = tokio::sync::oneshot::channel();
         let job = SessionJob {
             session,
-            expected_answered: None,
+            expected_answered,
+            result,
             done,
         };
-        self.write_durably(WriteJob::Session(job), answer).await?;
+        self.write_durably(WriteJob::Session(job), answer).await
+    }
+
+    /// Writes an adaptive session's state (insert or replace); returns once it is on disk.
+    pub async fn put_session(&self, session: StoredSession) -> Result<()> {
+        self.write_session(session, None, None).await?;
         Ok(())
+    }
+
+    /// See [`SessionStore::replace_session_if`]; group-committed like every session write.
+    pub async fn replace_session_if(
+        &self,
+        session: StoredSession,
+        expected_answered: i64,
+    ) -> Result<bool> {
+        self.write_session(session, Some(expected_answered), None)
+            .await
     }
 
     /// See [`SessionStore::finish_session_if`]: here one transaction, so either both the
@@ -466,33 +484,14 @@ impl SqliteStore {
         expected_answered: i64,
         result: &ResultDocument,
     ) -> Result<bool> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job = FinishJob {
-            result: ResultRow::new(result)?,
-            session,
-            expected_answered,
-            done,
-        };
-        let finished = self.write_durably(WriteJob::Finish(job), answer).await?;
+        let result = Box::new(ResultRow::new(result)?);
+        let finished = self
+            .write_session(session, Some(expected_answered), Some(result))
+            .await?;
         if finished {
             self.outbox_notify.notify_one();
         }
         Ok(finished)
-    }
-
-    /// See [`SessionStore::replace_session_if`]; group-committed like every session write.
-    pub async fn replace_session_if(
-        &self,
-        session: StoredSession,
-        expected_answered: i64,
-    ) -> Result<bool> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job = SessionJob {
-            session,
-            expected_answered: Some(expected_answered),
-            done,
-        };
-        self.write_durably(WriteJob::Session(job), answer).await
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Option<StoredSession>> {
@@ -1139,18 +1138,8 @@ mod tests {
     async fn finishing_stores_result_event_and_state_together_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        let active = StoredSession {
-            id: "s".into(),
-            exam: "geo".into(),
-            email: "a@example.com".into(),
-            calibration_version: 1,
-            status: "active".into(),
-            answered: 4,
-            result_id: None,
-            created_at: "2024-05-02T10:00:00.000Z".into(),
-            updated_at: "2024-05-02T10:00:00.000Z".into(),
-            state: "{}".into(),
-        };
+        let mut active = crate::store::conformance::session("s", "geo", "2024-05-02T10:00:00Z");
+        active.answered = 4;
         store.put_session(active.clone()).await.unwrap();
         let result = doc("a@example.com", "geo");
         let mut finished = active.clone();
