@@ -24,7 +24,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use examflow_engine::cat::{CatConfig, CatSession, FirstItem, SelectionRule, Step, StopRule};
+use examflow_engine::cat::{
+    CatConfig, CatSession, FirstItem, SelectionRule, Step, StopReason, StopRule,
+};
 use examflow_engine::cat::{ClassificationRule, StartRule};
 use examflow_engine::{Bank, QuestionMark};
 use examflow_ingest::document::{format_timestamp, new_document_id};
@@ -84,6 +86,14 @@ struct Outcome {
     items_used: usize,
     correct: usize,
     stop_reason: String,
+    /// With a cut score: `confidence_interval` when the 95% interval of θ lies on one side
+    /// of the cut, else `final_estimate` (the test ended at its maximum length, time or bank
+    /// with the interval still across the cut: θ decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decision_basis: Option<String>,
+    /// The 95% confidence interval of θ, `[low, high]`.
+    #[serde(default)]
+    interval: Option<[f64; 2]>,
     explanation: String,
     finished_at: String,
 }
@@ -100,6 +110,12 @@ struct SessionState {
     /// The id the finished session's result gets (fixed at the start: idempotent finish).
     result_id: String,
     outcome: Option<Outcome>,
+    /// The exam's time limit: the session finishes with its current estimate at
+    /// `closes_at` (deadline + grace). None when untimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closes_at: Option<String>,
 }
 
 /// A session in memory: its stored row and its decoded state.
@@ -156,6 +172,12 @@ fn session_config(
                 .join(", ")
         )));
     }
+    // The exam's policy is a floor the request can only raise: longer or more precise,
+    // never shorter or looser (422 names the limit).
+    let below = |m: String| ApiError::Refused {
+        code: "below_exam_policy",
+        message: m,
+    };
     let max_length = request.max_length.unwrap_or(policy.max_length);
     if max_length == 0 || max_length > policy.max_length {
         return Err(bad(format!(
@@ -163,9 +185,19 @@ fn session_config(
             policy.max_length
         )));
     }
-    let min_length = request
-        .min_length
-        .unwrap_or(policy.min_length.min(max_length));
+    if max_length < policy.min_length {
+        return Err(below(format!(
+            "max_length {max_length} is below this exam's min_length {}: a test cannot be shorter than that",
+            policy.min_length
+        )));
+    }
+    let min_length = request.min_length.unwrap_or(policy.min_length);
+    if min_length < policy.min_length {
+        return Err(below(format!(
+            "min_length {min_length} is below this exam's min_length {}",
+            policy.min_length
+        )));
+    }
     if min_length > max_length {
         return Err(bad(format!(
             "min_length {min_length} is larger than max_length {max_length}"
@@ -175,7 +207,16 @@ fn session_config(
     let max_length = max_length.min(bank_items.max(1));
     let min_length = min_length.min(max_length);
     let se = request.se.unwrap_or(policy.se_target);
-    if !(se.is_finite() && se >= policy.min_se_target) {
+    if !se.is_finite() {
+        return Err(bad(format!("se {se} is not a number")));
+    }
+    if se > policy.se_target {
+        return Err(below(format!(
+            "se {se} is looser than this exam's se_target {}: a session may ask for more precision, not less",
+            policy.se_target
+        )));
+    }
+    if se < policy.min_se_target {
         return Err(bad(format!(
             "se {se} is below this exam's smallest SE target {}",
             policy.min_se_target
@@ -281,6 +322,8 @@ pub async fn start_session(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let exam = exam_of(&app, &exam_name)?;
+    app.limits
+        .take(&app.config.limits, &identity, crate::limits::Limited::Start)?;
     // The body is optional: none (or blank) takes the exam's defaults.
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
@@ -291,6 +334,11 @@ pub async fn start_session(
     };
     let policy = app.config.adaptive.policy_of(&exam.name);
     let config = session_config(&policy, &request, exam.items.len())?;
+    let exam_policy = app.config.exam_policy(&exam.name);
+    let admission = app
+        .gate
+        .admit(&app, &identity, &exam.name, &exam_policy)
+        .await?;
     let (version, bank) = app.calibrations.latest(&app, &exam).await?;
     let id = new_document_id();
     let seed = seed_from(&id);
@@ -306,7 +354,17 @@ pub async fn start_session(
         answers: Vec::new(),
         result_id: new_document_id(),
         outcome: None,
+        deadline: None,
+        closes_at: None,
     };
+    let mut state = state;
+    if let Some(deadline) = crate::policy::deadline_of(&exam_policy, Utc::now()) {
+        state.deadline = Some(format_timestamp(deadline));
+        state.closes_at = Some(format_timestamp(crate::policy::closes_at(
+            &exam_policy,
+            deadline,
+        )));
+    }
     let row = StoredSession {
         id: id.clone(),
         exam: exam.name.clone(),
@@ -318,8 +376,10 @@ pub async fn start_session(
         created_at: now.clone(),
         updated_at: now,
         state: state_text(&state),
+        closes_at: state.closes_at.clone(),
     };
     app.session_store.put_session(row.clone()).await?;
+    drop(admission);
     let body = json!({
         "session": id,
         "exam": exam.name,
@@ -328,6 +388,8 @@ pub async fn start_session(
         "rule": rule_name(config.rule),
         "question": question_json(&exam, &first, 1),
         "progress": progress_json(&state),
+        "deadline": state.deadline,
+        "seconds_left": seconds_left(&state, Utc::now()),
     });
     let slot = app
         .sessions
@@ -414,10 +476,22 @@ pub async fn answer(
     let loaded = started.elapsed();
     let live = guard.as_mut().expect("loaded above");
     if live.row.email != identity.email {
-        return Err(ApiError::Forbidden(
-            "this adaptive session belongs to another student".into(),
+        // Another student's session does not exist for this caller.
+        return Err(ApiError::not_found(format!("adaptive session {id:?}")));
+    }
+    if live.state.outcome.is_none() && past(&live.state.closes_at, Utc::now()) {
+        expire(&app, &id, live).await?;
+        return Err(conflict(
+            "attempt_closed",
+            "this adaptive session's time ran out; it finished with the estimate it had \
+             (GET /api/adaptive/sessions/{id} shows the result)",
         ));
     }
+    app.limits.take(
+        &app.config.limits,
+        &identity,
+        crate::limits::Limited::Answer,
+    )?;
     if live.state.outcome.is_some() {
         return Err(conflict(
             "session_finished",
@@ -479,11 +553,18 @@ pub async fn answer(
         .await?;
     // Work on a copy: the stored state changes only once the new one is on disk.
     let mut state = live.state.clone();
-    let step = state
+    let mut step = state
         .cat
         .answer(&bank, &pending, correct)
         .map_err(|e| ApiError::Invalid(format!("adaptive session {id}: {e}")))?;
     let now = Utc::now();
+    // An answer in the grace period counts, but no further question is given.
+    if matches!(step, Step::Next { .. }) && past(&state.deadline, now) {
+        step = state
+            .cat
+            .finish_now(StopReason::TimeLimit)
+            .map_err(|e| ApiError::Invalid(format!("adaptive session {id}: {e}")))?;
+    }
     state.answers.push(GivenAnswer {
         item: pending.clone(),
         answer: chosen,
@@ -502,41 +583,16 @@ pub async fn answer(
                 "session": id,
                 "question": question_json(&exam, &item, state.answers.len() + 1),
                 "progress": progress_json(&state),
+                "seconds_left": seconds_left(&state, now),
             });
             row.state = state_text(&state);
             store_answered(&app, &id, &row, expected).await?;
             body
         }
-        Step::Finished {
-            theta,
-            se,
-            items_used,
-            stop_reason,
-            ..
-        } => {
-            let (outcome, result) = finish(
-                &exam,
-                &row,
-                &mut state,
-                theta,
-                se,
-                items_used,
-                stop_reason.as_str(),
-            );
-            row.status = "finished".into();
-            row.result_id = Some(state.result_id.clone());
-            row.state = state_text(&state);
-            if !app
-                .session_store
-                .finish_session_if(row.clone(), expected, &result)
-                .await?
-            {
-                return Err(answered_concurrently(&app, &id));
-            }
-            app.metrics
-                .submissions
-                .with_label_values(&[result.exam.as_str(), result.result.as_str()])
-                .inc();
+        finished @ Step::Finished { .. } => {
+            let outcome =
+                finish_and_store(&app, &id, &exam, &mut row, &mut state, expected, finished)
+                    .await?;
             finished_json(&id, &state, &outcome)
         }
     };
@@ -578,6 +634,119 @@ async fn store_answered(
         return Ok(());
     }
     Err(answered_concurrently(app, id))
+}
+
+/// Whether the instant `at` (RFC 3339) has passed.
+fn past(at: &Option<String>, now: chrono::DateTime<Utc>) -> bool {
+    at.as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| now > t)
+}
+
+fn seconds_left(state: &SessionState, now: chrono::DateTime<Utc>) -> Option<i64> {
+    state
+        .deadline
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|d| (d.with_timezone(&Utc) - now).num_seconds().max(0))
+}
+
+/// Finishes the timed sessions past deadline + grace that nobody answers (called every
+/// second with the attempts' deadline sweep, also right after a restart).
+pub async fn finish_due_sessions(app: &AppState) {
+    let now = format_timestamp(Utc::now());
+    let due = match app.session_store.due_sessions(&now, 100).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading adaptive sessions past their deadline failed");
+            return;
+        }
+    };
+    for row in due {
+        let id = row.id;
+        let finished = async {
+            let mut guard = locked(app, &id).await?;
+            let live = guard.as_mut().expect("loaded above");
+            if live.state.outcome.is_none() && past(&live.state.closes_at, Utc::now()) {
+                expire(app, &id, live).await?;
+            }
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        match finished {
+            Ok(()) => tracing::info!(session = %id, "adaptive session finished at its deadline"),
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "finishing an adaptive session at its deadline failed")
+            }
+        }
+    }
+}
+
+/// Finishes a session whose time ran out with the estimate it has, stored like any
+/// finished session (result, change event, final state).
+async fn expire(app: &AppState, id: &str, live: &mut Live) -> Result<(), ApiError> {
+    let exam = exam_of(app, &live.row.exam)?;
+    let mut state = live.state.clone();
+    let finished = state
+        .cat
+        .finish_now(StopReason::TimeLimit)
+        .map_err(|e| ApiError::Invalid(format!("adaptive session {id}: {e}")))?;
+    let mut row = live.row.clone();
+    let expected = row.answered;
+    row.updated_at = format_timestamp(Utc::now());
+    finish_and_store(app, id, &exam, &mut row, &mut state, expected, finished).await?;
+    live.state = state;
+    live.row = row;
+    Ok(())
+}
+
+/// Finishes the session with `finished` (a [`Step::Finished`]): its outcome, result and
+/// final state, stored only over the state with `expected` answers.
+async fn finish_and_store(
+    app: &AppState,
+    id: &str,
+    exam: &Bank,
+    row: &mut StoredSession,
+    state: &mut SessionState,
+    expected: i64,
+    finished: Step,
+) -> Result<Outcome, ApiError> {
+    let Step::Finished {
+        theta,
+        se,
+        items_used,
+        stop_reason,
+        ..
+    } = finished
+    else {
+        return Err(ApiError::Invalid(format!(
+            "adaptive session {id}: finishing gave a next question"
+        )));
+    };
+    let (outcome, result) = finish(
+        exam,
+        row,
+        state,
+        theta,
+        se,
+        items_used,
+        stop_reason.as_str(),
+    );
+    row.status = "finished".into();
+    row.result_id = Some(state.result_id.clone());
+    row.state = state_text(state);
+    if !app
+        .session_store
+        .finish_session_if(row.clone(), expected, &result)
+        .await?
+    {
+        return Err(answered_concurrently(app, id));
+    }
+    app.metrics
+        .submissions
+        .with_label_values(&[result.exam.as_str(), result.result.as_str()])
+        .inc();
+    Ok(outcome)
 }
 
 /// The loser of two simultaneous answers: its copy of the session is stale.
@@ -624,6 +793,15 @@ fn finish(
     };
     let correct = state.answers.iter().filter(|a| a.correct).count();
     let now = Utc::now();
+    let interval = [theta - 1.96 * se, theta + 1.96 * se];
+    let decision_basis = state.cut_score.map(|cut| {
+        if interval[0] > cut || interval[1] < cut {
+            "confidence_interval"
+        } else {
+            "final_estimate"
+        }
+        .to_string()
+    });
     let outcome = Outcome {
         theta,
         se,
@@ -633,6 +811,8 @@ fn finish(
         items_used,
         correct,
         stop_reason: stop_reason.into(),
+        decision_basis,
+        interval: Some(interval),
         explanation: explanation(
             theta,
             se,
@@ -678,7 +858,11 @@ fn finish(
             stop_reason: stop_reason.into(),
             calibration_version: row.calibration_version,
             cut_score: state.cut_score,
+            decision_basis: outcome.decision_basis.clone(),
+            interval: outcome.interval,
         }),
+        attempt_id: None,
+        submitted_by: None,
     };
     state.outcome = Some(outcome.clone());
     (outcome, doc)
@@ -691,18 +875,19 @@ pub async fn get_session(
     identity: Identity,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let guard = locked(&app, &id).await?;
-    let live = guard.as_ref().expect("loaded above");
+    let mut guard = locked(&app, &id).await?;
+    let live = guard.as_mut().expect("loaded above");
     let staff = identity.role.sees_all_results();
     if !staff && live.row.email != identity.email {
-        return Err(ApiError::Forbidden(
-            "this adaptive session belongs to another student".into(),
-        ));
+        return Err(ApiError::not_found(format!("adaptive session {id:?}")));
     }
-    Ok(Json(session_json(&app, live, staff)))
+    if live.state.outcome.is_none() && past(&live.state.closes_at, Utc::now()) {
+        expire(&app, &id, live).await?;
+    }
+    Ok(Json(session_json(&app, live, staff, identity.role)))
 }
 
-fn session_json(app: &AppState, live: &Live, staff: bool) -> Value {
+fn session_json(app: &AppState, live: &Live, staff: bool, role: crate::auth::Role) -> Value {
     let state = &live.state;
     let mut v = json!({
         "session": live.row.id,
@@ -714,13 +899,21 @@ fn session_json(app: &AppState, live: &Live, staff: bool) -> Value {
     });
     if let Some(outcome) = &state.outcome {
         v["result"] = finished_json(&live.row.id, state, outcome);
-    } else if let Some(pending) = state.cat.pending_item()
-        && let Some(exam) = app.banks.get(&live.row.exam)
-    {
-        v["question"] = question_json(exam, pending, state.answers.len() + 1);
+    } else {
+        v["deadline"] = json!(state.deadline);
+        v["seconds_left"] = json!(seconds_left(state, Utc::now()));
+        if let Some(pending) = state.cat.pending_item()
+            && let Some(exam) = app.banks.get(&live.row.exam)
+        {
+            v["question"] = question_json(exam, pending, state.answers.len() + 1);
+        }
     }
     if staff {
-        v["email"] = json!(live.row.email);
+        v["email"] = if app.pseudonyms.hides_emails_from(role) {
+            json!(app.pseudonyms.of(&live.row.email))
+        } else {
+            json!(live.row.email)
+        };
         v["calibration_version"] = json!(live.row.calibration_version);
         v["config"] = serde_json::to_value(state.cat.config()).unwrap_or_default();
         v["theta"] = json!(state.cat.theta());

@@ -1,15 +1,28 @@
-//! Identity and roles: HS256 bearer tokens with claims `email`, `role`, `exp`; optionally a
-//! JWT in a header set by a trusted proxy (the seed's `X-Amzn-Oidc-Data`).
+//! Identity and roles: HS256 bearer tokens issued by this server (claims `email`, `role`,
+//! `exp`), and optionally a signed JWT in a header set by a trusted proxy, verified against
+//! configured public keys ([`proxy`]) with roles from a server-side map ([`roles`]).
+//!
+//! A request with `Authorization: Bearer` is judged by that token alone (scripts and
+//! `examflow token` keep working behind a proxy); otherwise by the identity header when
+//! one is configured.
 
+mod proxy;
+mod roles;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
 
-use axum::extract::FromRequestParts;
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
+pub use proxy::ProxyVerifier;
+
+use crate::config::AuthConfig;
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -178,7 +191,8 @@ pub fn load_or_create_secret(
     Ok(secret.into_bytes())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a new file readable by its owner only (0600), durably; fails if it exists.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -189,29 +203,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Reads the payload of a JWT without checking its signature: only for the header a
-/// trusted proxy sets (it has verified the token).
-fn proxy_identity(token: &str) -> Result<Identity, ApiError> {
-    let bad = |m: &str| ApiError::Unauthorized(format!("identity header: {m}"));
-    let payload = token.split('.').nth(1).ok_or_else(|| bad("not a JWT"))?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| bad("payload is not base64url"))?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| bad("payload is not JSON"))?;
-    let email = claims
-        .get("email")
-        .and_then(|e| e.as_str())
-        .ok_or_else(|| bad("no email claim"))?;
-    validate_email(email).map_err(ApiError::Unauthorized)?;
-    let role = match claims.get("role").and_then(|r| r.as_str()) {
-        Some(r) => r.parse().map_err(ApiError::Unauthorized)?,
-        None => Role::Student,
-    };
-    Ok(Identity {
-        email: email.to_string(),
-        role,
-    })
+/// Whether dev login is on although the server listens beyond loopback (explicit
+/// `auth.dev_login = true`): every start warns and the page shows a banner.
+pub fn dev_login_warning(auth: &AuthConfig, listen: SocketAddr) -> bool {
+    auth.dev_login_enabled(listen) && !listen.ip().is_loopback()
+}
+
+/// `GET /api/dev-login`: `{"enabled": bool, "warning": bool}`, for the page's sign-in form
+/// and its "development sign-in" banner (`warning`: on, on a non-loopback address).
+pub async fn dev_login_status(State(state): State<AppState>) -> Json<Value> {
+    let (auth, listen) = (&state.config.auth, state.config.server.listen);
+    Json(json!({
+        "enabled": auth.dev_login_enabled(listen),
+        "warning": dev_login_warning(auth, listen),
+    }))
 }
 
 impl FromRequestParts<AppState> for Identity {
@@ -230,13 +235,20 @@ impl FromRequestParts<AppState> for Identity {
                 })?;
             return state.tokens.verify(token.trim());
         }
-        if let Some(header) = &state.config.auth.identity_header
-            && let Some(value) = parts.headers.get(header.as_str())
-        {
-            let token = value
-                .to_str()
-                .map_err(|_| ApiError::Unauthorized("identity header is not text".into()))?;
-            return proxy_identity(token);
+        if let Some(proxy) = &state.proxy {
+            let mut values = parts.headers.get_all(proxy.header()).iter();
+            if let Some(value) = values.next() {
+                if values.next().is_some() {
+                    return Err(ApiError::Unauthorized(format!(
+                        "more than one {} header",
+                        proxy.header()
+                    )));
+                }
+                let token = value
+                    .to_str()
+                    .map_err(|_| ApiError::Unauthorized("identity header is not text".into()))?;
+                return proxy.verify(token.trim()).await;
+            }
         }
         Err(ApiError::Unauthorized(
             "sign in first: send \"Authorization: Bearer <token>\" (get one from the page's login or `examflow token`)".into(),
@@ -282,18 +294,17 @@ mod tests {
     }
 
     #[test]
-    fn proxy_header_payload_gives_the_email() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(br#"{"email":"p@x.org","sub":"1"}"#);
-        let id = proxy_identity(&format!("h.{payload}.sig")).unwrap();
-        assert_eq!(
-            id,
-            Identity {
-                email: "p@x.org".into(),
-                role: Role::Student
-            }
-        );
-        assert!(proxy_identity("garbage").is_err());
+    fn dev_login_warns_only_when_forced_on_beyond_loopback() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let mut auth = AuthConfig::default();
+        assert!(!dev_login_warning(&auth, lo) && !dev_login_warning(&auth, any));
+        assert!(!auth.dev_login_enabled(any));
+        auth.dev_login = Some(true);
+        assert!(!dev_login_warning(&auth, lo));
+        assert!(dev_login_warning(&auth, any));
+        auth.dev_login = Some(false);
+        assert!(!dev_login_warning(&auth, any) && !auth.dev_login_enabled(lo));
     }
 
     #[test]

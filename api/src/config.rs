@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use examflow_ingest::KafkaSettings;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,36 @@ pub struct Config {
     pub adaptive: AdaptiveConfig,
     pub sql: SqlConfig,
     pub pgwire: PgwireConfig,
+    /// The policy of every exam (`[exam_defaults]`).
+    pub exam_defaults: ExamPolicy,
+    /// Per-exam overrides of `exam_defaults` (`[exams."NAME"]`).
+    pub exams: std::collections::BTreeMap<String, ExamPolicyOverride>,
+    /// Per-identity rate limits (`[limits]`).
+    pub limits: LimitsConfig,
+}
+
+/// Per-identity rate limits, over the whole server: each is a number of requests per
+/// minute per signed-in identity, with a burst of the same size; more answer 429 with
+/// `Retry-After`. 0 turns a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Starting fixed-form attempts and adaptive sessions. Default 10 per minute.
+    pub starts_per_minute: u32,
+    /// One-shot submissions and attempt submits. Default 10 per minute.
+    pub submissions_per_minute: u32,
+    /// Saved answers (fixed-form and adaptive). Default 600 per minute.
+    pub answers_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            starts_per_minute: 10,
+            submissions_per_minute: 10,
+            answers_per_minute: 600,
+        }
+    }
 }
 
 /// The PostgreSQL wire protocol (`psql`, BI tools, psycopg): read-only SQL over the same
@@ -303,12 +334,53 @@ pub struct AuthConfig {
     /// HS256 secret for bearer tokens. Default: generated on first start and kept in
     /// `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
-    /// Whether the page's dev login (type an email, get a student token) is on. Default true.
-    pub dev_login: bool,
-    /// Header set by a trusted proxy carrying a JWT whose payload names the user (e.g.
-    /// `X-Amzn-Oidc-Data`). Only enable behind a proxy that strips it from clients.
-    /// Default: unset.
+    /// Whether the page's dev login (type an email, get a student token) is on. Default:
+    /// on when `server.listen` is a loopback address, off on any other address unless set
+    /// to `true` explicitly (then every start logs a warning and the page shows a
+    /// "development sign-in" banner).
+    pub dev_login: Option<bool>,
+    /// Header set by a trusted proxy carrying a signed JWT that names the user (e.g. the
+    /// AWS ALB's `X-Amzn-Oidc-Data`, or an OIDC provider's ID token). It is verified,
+    /// never believed: it needs a key source (`identity_public_key_file`, `alb_key_url`,
+    /// `jwks_file` or `jwks_url`), else the server refuses to start. Default: unset.
     pub identity_header: Option<String>,
+    /// PEM public key (`BEGIN PUBLIC KEY`: EC P-256 for the ALB's ES256, P-384, RSA or
+    /// Ed25519) that signs the header's JWT, whatever its `kid`. Default: unset.
+    pub identity_public_key_file: Option<PathBuf>,
+    /// URL template of the ALB's per-`kid` public keys, e.g.
+    /// `https://public-keys.auth.elb.eu-west-1.amazonaws.com/{kid}`; keys are cached.
+    /// Default: unset.
+    pub alb_key_url: Option<String>,
+    /// The load balancer's ARN; when set, the header's `signer` must equal it. Default: unset.
+    pub alb_arn: Option<String>,
+    /// A JWKS document (OIDC providers: Keycloak, Dex, ...) on disk. Default: unset.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, fetched at start (when that fails the server starts anyway, warns and
+    /// fetches again when a token arrives), cached and refreshed (also when an unknown
+    /// `kid` arrives, at most once a minute). Default: unset.
+    pub jwks_url: Option<String>,
+    /// How long fetched keys (JWKS or ALB keys) are used before a refresh, in seconds (a
+    /// failed refresh keeps the old keys). At least 1. Default 3600.
+    pub jwks_refresh_secs: u64,
+    /// When set, the token's `iss` (the payload's, else the ALB header's) must equal it.
+    /// Default: unset.
+    pub issuer: Option<String>,
+    /// When set, the token's `aud` (a string or a list) must contain it; without `aud`,
+    /// the ALB header's `client` must equal it. Default: unset.
+    pub audience: Option<String>,
+    /// Opt-in: read roles from this claim of the verified header token (dotted path, e.g.
+    /// `realm_access.roles`; a string or a list of strings). Default: unset (roles come
+    /// only from `[auth.roles]`).
+    pub role_claim: Option<String>,
+    /// Server-side roles by email: `admin = ["ops@example.edu"]`, `educator =
+    /// ["*@staff.example.edu"]`, `analyst = [...]` (`*@domain` matches a whole domain).
+    /// Everyone else is a student. Default: empty.
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+    /// Analysts see student emails instead of pseudonyms. Default false.
+    pub analyst_sees_emails: bool,
+    /// Secret of the analysts' pseudonyms (HMAC-SHA256 of the email). Default: generated
+    /// on first start and kept in `<data_dir>/pseudonym-secret`.
+    pub pseudonym_secret: Option<String>,
     /// Lifetime of tokens issued by dev login, in seconds. Default 8 hours.
     pub token_ttl_secs: u64,
 }
@@ -317,14 +389,194 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             jwt_secret: None,
-            dev_login: true,
+            dev_login: None,
             identity_header: None,
+            identity_public_key_file: None,
+            alb_key_url: None,
+            alb_arn: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 3600,
+            issuer: None,
+            audience: None,
+            role_claim: None,
+            roles: Default::default(),
+            analyst_sees_emails: false,
+            pseudonym_secret: None,
             token_ttl_secs: 8 * 3600,
         }
     }
 }
 
+impl AuthConfig {
+    /// Whether dev login is on for a server listening on `listen`: as configured, else
+    /// only on a loopback address.
+    pub fn dev_login_enabled(&self, listen: SocketAddr) -> bool {
+        self.dev_login.unwrap_or_else(|| listen.ip().is_loopback())
+    }
+}
+
+/// What a student ever sees of an exam's answer key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewPolicy {
+    /// Per-question correctness and keys with the result (the original behaviour).
+    #[default]
+    Immediately,
+    /// Score, total, percentage and result at once; correctness and keys once `close_at`
+    /// has passed (never, when the exam has no `close_at`).
+    AfterClose,
+    /// Score, total, percentage and result only.
+    Never,
+}
+
+/// The delivery policy of an exam (`[exam_defaults]`, `[exams."NAME"]`): time limit,
+/// attempts, review and window. Applies to fixed-form attempts and adaptive sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExamPolicy {
+    /// Seconds from an attempt's start to its deadline. Default: none (untimed).
+    pub time_limit_secs: Option<u64>,
+    /// Answers saved up to deadline + grace still count. Default 30.
+    pub grace_secs: u64,
+    /// Most attempts per student (fixed-form and adaptive together). Default: unlimited.
+    pub max_attempts: Option<u32>,
+    /// What a student sees of the keys. Default `immediately`.
+    pub review: ReviewPolicy,
+    /// Attempts may start only from this instant (RFC 3339). Default: none.
+    #[serde(with = "opt_instant")]
+    pub open_at: Option<DateTime<Utc>>,
+    /// Attempts may start only before this instant (RFC 3339). Default: none.
+    #[serde(with = "opt_instant")]
+    pub close_at: Option<DateTime<Utc>>,
+}
+
+impl Default for ExamPolicy {
+    fn default() -> Self {
+        ExamPolicy {
+            time_limit_secs: None,
+            grace_secs: 30,
+            max_attempts: None,
+            review: ReviewPolicy::Immediately,
+            open_at: None,
+            close_at: None,
+        }
+    }
+}
+
+impl ExamPolicy {
+    /// Whether a student may see per-question correctness and keys at `now`.
+    pub fn shows_keys(&self, now: DateTime<Utc>) -> bool {
+        match self.review {
+            ReviewPolicy::Immediately => true,
+            ReviewPolicy::AfterClose => self.close_at.is_some_and(|close| now >= close),
+            ReviewPolicy::Never => false,
+        }
+    }
+
+    fn check(&self, exam: &str) -> Result<(), String> {
+        if self.time_limit_secs == Some(0) {
+            return Err(format!("{exam}: time_limit_secs must be at least 1"));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(format!("{exam}: max_attempts must be at least 1"));
+        }
+        if let (Some(open), Some(close)) = (self.open_at, self.close_at)
+            && close <= open
+        {
+            return Err(format!(
+                "{exam}: close_at {close} is not after open_at {open}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-exam changes to [`ExamPolicy`]; keys left out keep `[exam_defaults]`' value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExamPolicyOverride {
+    pub time_limit_secs: Option<u64>,
+    pub grace_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub review: Option<ReviewPolicy>,
+    #[serde(with = "opt_instant")]
+    pub open_at: Option<DateTime<Utc>>,
+    #[serde(with = "opt_instant")]
+    pub close_at: Option<DateTime<Utc>>,
+}
+
+/// Instants as RFC 3339 strings (`"2026-12-01T09:00:00Z"`) or TOML datetimes with an offset.
+mod opt_instant {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Toml(toml::value::Datetime),
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(at) => s.serialize_str(&at.to_rfc3339()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text = match Option::<Raw>::deserialize(d)? {
+            None => return Ok(None),
+            Some(Raw::Text(t)) => t,
+            Some(Raw::Toml(t)) => t.to_string(),
+        };
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| Some(at.with_timezone(&Utc)))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not an RFC 3339 instant with a time zone (e.g. \"2026-12-01T09:00:00Z\"): {e}"
+                ))
+            })
+    }
+}
+
 impl Config {
+    /// The delivery policy of `exam`: `[exam_defaults]` with `[exams."NAME"]` applied.
+    pub fn exam_policy(&self, exam: &str) -> ExamPolicy {
+        let mut policy = self.exam_defaults.clone();
+        if let Some(o) = self.exams.get(exam) {
+            if o.time_limit_secs.is_some() {
+                policy.time_limit_secs = o.time_limit_secs;
+            }
+            if let Some(v) = o.grace_secs {
+                policy.grace_secs = v;
+            }
+            if o.max_attempts.is_some() {
+                policy.max_attempts = o.max_attempts;
+            }
+            if let Some(v) = o.review {
+                policy.review = v;
+            }
+            if o.open_at.is_some() {
+                policy.open_at = o.open_at;
+            }
+            if o.close_at.is_some() {
+                policy.close_at = o.close_at;
+            }
+        }
+        policy
+    }
+
+    /// Checks what the types cannot: every exam's policy is coherent.
+    pub fn validate(&self) -> Result<(), String> {
+        self.exam_defaults.check("exam_defaults")?;
+        for name in self.exams.keys() {
+            self.exam_policy(name).check(&format!("exams.{name:?}"))?;
+        }
+        Ok(())
+    }
+
     /// Reads `path`, or `examflow.toml` in the working directory when it exists, or defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ApiError> {
         let path = match path {
@@ -340,7 +592,7 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ApiError> {
-        toml::from_str(text).map_err(|e| {
+        let config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|span| line_column(text, span.start))
@@ -351,7 +603,28 @@ impl Config {
                 column,
                 message: e.message().to_string(),
             }
-        })
+        })?;
+        config.validate().map_err(|message| {
+            // Point at the exam's table when the message names one.
+            let (line, column) = config
+                .exams
+                .keys()
+                .find(|name| message.starts_with(&format!("exams.{name:?}")))
+                .and_then(|name| {
+                    text.find(&format!("[exams.\"{name}\"]"))
+                        .or_else(|| text.find(&format!("[exams.{name}]")))
+                })
+                .or_else(|| text.find("[exam_defaults]"))
+                .map(|at| line_column(text, at))
+                .unwrap_or((1, 1));
+            ApiError::Config {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        Ok(config)
     }
 }
 
@@ -375,7 +648,13 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.storage.banks_dir, PathBuf::from("data/question_banks"));
-        assert!(c.auth.dev_login);
+        assert_eq!(c.auth.dev_login, None);
+        assert!(c.auth.dev_login_enabled(c.server.listen));
+        assert!(!c.auth.dev_login_enabled("0.0.0.0:8080".parse().unwrap()));
+        assert!(!c.auth.dev_login_enabled("10.1.2.3:8080".parse().unwrap()));
+        assert!(c.auth.dev_login_enabled("[::1]:8080".parse().unwrap()));
+        assert_eq!(c.exam_policy("any").review, ReviewPolicy::Immediately);
+        assert_eq!(c.exam_policy("any").max_attempts, None);
         assert_eq!(
             c.kafka.change_event_topic(),
             "mongo-trigger-topic.exams.score"
@@ -395,7 +674,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.listen.port(), 9000);
         assert_eq!(c.pgwire.listen.map(|a| a.port()), Some(5433));
-        assert!(!c.auth.dev_login);
+        assert_eq!(c.auth.dev_login, Some(false));
         assert!(c.kafka.enabled());
         assert_eq!(c.kafka.properties["fetch.wait.max.ms"], "50");
         assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
@@ -416,6 +695,53 @@ mod tests {
         assert_eq!(geo.rule, examflow_engine::cat::SelectionRule::Kl);
         assert_eq!(c.adaptive.policy_of("other").cut_score, None);
         assert_eq!(c.adaptive.policy_of("other").min_length, 5);
+    }
+
+    #[test]
+    fn exam_policies_override_the_defaults() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "[exam_defaults]\nmax_attempts = 3\nreview = \"never\"\n\
+             [exams.\"intro-statistics\"]\ntime_limit_secs = 1800\ngrace_secs = 5\nmax_attempts = 1\n\
+             review = \"after_close\"\nopen_at = \"2026-12-01T09:00:00Z\"\nclose_at = 2026-12-01T12:00:00+01:00\n",
+        )
+        .unwrap();
+        let p = c.exam_policy("intro-statistics");
+        assert_eq!(p.time_limit_secs, Some(1800));
+        assert_eq!(p.grace_secs, 5);
+        assert_eq!(p.max_attempts, Some(1));
+        assert_eq!(p.review, ReviewPolicy::AfterClose);
+        let close = p.close_at.unwrap();
+        assert_eq!(close.to_rfc3339(), "2026-12-01T11:00:00+00:00");
+        assert!(!p.shows_keys(close - chrono::Duration::seconds(1)));
+        assert!(p.shows_keys(close));
+        let other = c.exam_policy("other");
+        assert_eq!(other.max_attempts, Some(3));
+        assert_eq!(other.review, ReviewPolicy::Never);
+        assert_eq!(other.grace_secs, 30);
+        assert!(!other.shows_keys(close));
+    }
+
+    #[test]
+    fn incoherent_policies_are_refused_with_their_place() {
+        let e = Config::parse(
+            Path::new("x.toml"),
+            "[server]\n\n[exams.\"geo\"]\nopen_at = \"2026-12-01T12:00:00Z\"\nclose_at = \"2026-12-01T09:00:00Z\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("x.toml:3:1:") && e.contains("close_at"),
+            "{e}"
+        );
+        let e = Config::parse(
+            Path::new("x.toml"),
+            "[exam_defaults]\nopen_at = \"tomorrow\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("x.toml:2:") && e.contains("RFC 3339"), "{e}");
+        assert!(Config::parse(Path::new("x.toml"), "[exam_defaults]\nmax_attempts = 0\n").is_err());
     }
 
     #[test]

@@ -29,6 +29,15 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A well-formed request the exam's policy refuses (422), e.g. below its minimum length.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    /// Over a per-identity rate limit (429 with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("storage is unavailable: {0}")]
     Storage(#[from] IngestError),
     #[error("{path}:{line}:{column}: {message}")]
@@ -79,6 +88,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not_acceptable"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             ApiError::Input { .. } => (StatusCode::BAD_REQUEST, "invalid_input"),
             ApiError::Config { .. } | ApiError::Io { .. } | ApiError::Invalid(_) => {
@@ -103,6 +114,16 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        error_response(status, code, &self.to_string())
+        let mut response = error_response(status, code, &self.to_string());
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+        }
+        response
     }
 }

@@ -234,7 +234,8 @@ pub fn format_batches(batches: &[RecordBatch], format: SqlFormat) -> anyhow::Res
                     .with_header(true)
                     .build(&mut out);
                 for batch in batches {
-                    writer.write(batch)?;
+                    // Text cells that start like a formula get a quote (CSV injection).
+                    writer.write(&crate::sql::csv_safe_batch(batch)?)?;
                 }
             }
             String::from_utf8(out)?

@@ -1,6 +1,7 @@
 //! `examflow`: the server and command line of examflow.
 
 mod adaptive;
+mod attempts;
 mod auth;
 mod banks;
 mod calibrate_cmd;
@@ -9,8 +10,11 @@ mod config;
 mod error;
 mod item_stats;
 mod lake_cmd;
+mod limits;
 mod metrics;
 mod pgwire;
+mod policy;
+mod pseudonym;
 mod reports;
 mod server;
 mod simulate_cmd;
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use examflow_ingest::kafka;
-use examflow_ingest::store::{MongoStore, ResultStore, SessionStore, SqliteStore};
+use examflow_ingest::store::{AttemptStore, MongoStore, ResultStore, SessionStore, SqliteStore};
 
 use crate::auth::{Role, TokenKeys, load_or_create_secret, validate_email};
 use crate::banks::BankRegistry;
@@ -85,7 +89,7 @@ struct ServeArgs {
     /// MongoDB connection string; results go to MongoDB instead of the embedded store.
     #[arg(long, env = "EXAMFLOW_MONGODB_URI")]
     mongodb_uri: Option<String>,
-    /// Turn the page's dev login on or off [default: true].
+    /// Turn the page's dev login on or off [default: on only on a loopback address].
     #[arg(long, env = "EXAMFLOW_DEV_LOGIN")]
     dev_login: Option<bool>,
     /// Serve the PostgreSQL wire protocol on this address (port 0 picks a free port)
@@ -167,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.storage.mongodb_uri = Some(v);
             }
             if let Some(v) = args.dev_login {
-                config.auth.dev_login = v;
+                config.auth.dev_login = Some(v);
             }
             if let Some(v) = args.pgwire_listen {
                 config.pgwire.listen = Some(v);
@@ -216,6 +220,22 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Identity: refuse to start with an identity header nothing can verify, unreadable key
+    // files or a bad [auth.roles]; warn when dev login is forced on beyond loopback.
+    let proxy = auth::ProxyVerifier::from_config(&config.auth)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    if auth::dev_login_warning(&config.auth, config.server.listen) {
+        tracing::warn!(
+            listen = %config.server.listen,
+            "dev login is ON on a non-loopback address (auth.dev_login = true): anyone who \
+             can reach this server can sign in as any student email; the page shows a \
+             development sign-in banner"
+        );
+    }
+    if let Some(proxy) = &proxy {
+        proxy.prefetch().await;
+    }
     let data_dir = config.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -223,18 +243,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let local = Arc::new(SqliteStore::open(&data_dir)?);
     // With MongoDB, one client serves results, sessions and calibrations: replicas share
     // all three.
-    let (store, session_store): (Arc<dyn ResultStore>, Arc<dyn SessionStore>) =
-        match &config.storage.mongodb_uri {
-            Some(uri) => {
-                let mongo = Arc::new(
-                    MongoStore::connect(uri, Some(&config.storage.mongodb_database))
-                        .await
-                        .context("connecting to MongoDB")?,
-                );
-                (mongo.clone(), mongo)
-            }
-            None => (local.clone(), local.clone()),
-        };
+    let (store, session_store, attempts): (
+        Arc<dyn ResultStore>,
+        Arc<dyn SessionStore>,
+        Arc<dyn AttemptStore>,
+    ) = match &config.storage.mongodb_uri {
+        Some(uri) => {
+            let mongo = Arc::new(
+                MongoStore::connect(uri, Some(&config.storage.mongodb_database))
+                    .await
+                    .context("connecting to MongoDB")?,
+            );
+            (mongo.clone(), mongo.clone(), mongo)
+        }
+        None => (local.clone(), local.clone(), local.clone()),
+    };
     let banks = Arc::new(BankRegistry::load(&config.storage.banks_dir));
     let metrics = Metrics::new();
     let embedded = config.storage.mongodb_uri.is_none();
@@ -258,6 +281,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             &metrics.registry,
         )?;
     }
+    // Score cards leave out the keys of exams whose review policy hides them now.
+    let shows_keys: examflow_ingest::score_cards::KeyPolicy = {
+        let config = config.clone();
+        Arc::new(move |exam: &str| config.exam_policy(exam).shows_keys(chrono::Utc::now()))
+    };
     if config.kafka.enabled() {
         let settings = config.kafka.clone();
         let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
@@ -276,14 +304,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     }
                 });
             }
-            if let Err(e) = kafka::run_score_card_consumer(settings, Some(local2), metrics2).await {
+            if let Err(e) =
+                kafka::run_score_card_consumer(settings, Some(local2), metrics2, shows_keys).await
+            {
                 tracing::error!(error = %e, "score-card consumer stopped");
             }
         });
     } else if embedded {
         let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
         tokio::spawn(async move {
-            if let Err(e) = kafka::run_outbox_score_cards(local2, metrics2).await {
+            if let Err(e) = kafka::run_outbox_score_cards(local2, metrics2, shows_keys).await {
                 tracing::error!(error = %e, "score-card consumer stopped");
             }
         });
@@ -320,6 +350,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    let pseudonyms = Arc::new(pseudonym::Pseudonyms::load(&config.auth, &data_dir)?);
     let state = AppState {
         config: Arc::new(config),
         banks: banks.clone(),
@@ -327,16 +358,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         local,
         session_store,
         tokens: TokenKeys::new(&secret),
+        proxy,
         metrics,
         lake,
         sessions: Default::default(),
         calibrations: Default::default(),
+        attempts,
+        gate: Default::default(),
+        limits: Default::default(),
+        pseudonyms,
     };
     let pgwire_addr = pgwire::start(&state).await?;
     if let Some(pg) = pgwire_addr {
         tracing::info!("pgwire listening on {pg}");
     }
     tokio::spawn(calibration::run_schedule(state.clone()));
+    tokio::spawn(attempts::run_deadlines(state.clone()));
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
     let _ = print_banner(addr, pgwire_addr, &banks);

@@ -11,12 +11,14 @@
 //!   DataFusion's own settings (`SET datafusion.…`) are fixed by the server.
 //! - Live: one long-lived DataFusion catalog serves every connection; its tables resolve
 //!   when a query scans them, so a connection sees rows that arrived after it connected.
+//!   Analysts (unless `auth.analyst_sees_emails`) get a second one, the same tables with
+//!   every student email a pseudonym (`crate::pseudonym`); the role signed in picks it.
 //! - Limits: `[sql] memory_limit_bytes` per connection (each has its own memory pool and
 //!   runs one query at a time), `[sql] timeout_secs` per query (also while its rows stream).
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -61,6 +63,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Identity, TokenKeys};
 use crate::config::PgwireConfig;
+use crate::pseudonym::Pseudonyms;
 use crate::server::AppState;
 
 /// The database name clients see (`current_database()`; `-d` is not checked).
@@ -82,6 +85,16 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
     };
     let tls = tls_acceptor(&settings)?;
     let ctx = Arc::new(context(state).await?);
+    // The analysts' catalog: every table with emails wrapped, views planned over them.
+    let analyst_ctx = if state.pseudonyms.hides_any() {
+        let analyst_ctx = context(state).await?;
+        crate::pseudonym::pseudonymise_session(&analyst_ctx, &state.pseudonyms)
+            .await
+            .map_err(|e| anyhow::anyhow!("setting up the analysts' pgwire tables: {e}"))?;
+        Arc::new(analyst_ctx)
+    } else {
+        ctx.clone()
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding pgwire.listen {listen}"))?;
@@ -93,6 +106,8 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
     }
     let shared = SharedHandlers::new(
         ctx,
+        analyst_ctx,
+        state.pseudonyms.clone(),
         state.tokens.clone(),
         Duration::from_secs(state.config.sql.timeout_secs.max(1)),
         state.config.sql.memory_limit_bytes,
@@ -168,10 +183,13 @@ async fn context(state: &AppState) -> anyhow::Result<SessionContext> {
     Ok(ctx)
 }
 
-/// What every connection shares: the session with the tables (whose runtime is not used
-/// for queries), sign-in, and the registry that cancel requests look connections up in.
+/// What every connection shares: the sessions with the tables (whose runtimes are not used
+/// for queries; staff's and analysts'), sign-in, and the registry that cancel requests look
+/// connections up in.
 struct SharedHandlers {
     ctx: Arc<SessionContext>,
+    /// The analysts' catalog (`ctx` itself when analysts see emails).
+    analyst_ctx: Arc<SessionContext>,
     startup: Arc<TokenStartup>,
     cancel: Arc<DefaultCancelHandler>,
     timeout: Duration,
@@ -181,6 +199,8 @@ struct SharedHandlers {
 impl SharedHandlers {
     fn new(
         ctx: Arc<SessionContext>,
+        analyst_ctx: Arc<SessionContext>,
+        pseudonyms: Arc<Pseudonyms>,
         tokens: TokenKeys,
         timeout: Duration,
         memory_limit_bytes: usize,
@@ -192,8 +212,10 @@ impl SharedHandlers {
         parameters.default_transaction_read_only = true;
         SharedHandlers {
             ctx,
+            analyst_ctx,
             startup: Arc::new(TokenStartup {
                 tokens,
+                pseudonyms,
                 parameters,
                 manager: manager.clone(),
                 require_tls: tls,
@@ -205,22 +227,33 @@ impl SharedHandlers {
         }
     }
 
-    /// Handlers for one connection, with a session of its own (see [`connection_context`]).
+    /// Handlers for one connection, with a session of its own (see [`connection_context`])
+    /// over staff's catalog and one over the analysts'; sign-in picks which one serves it.
     fn for_connection(&self) -> anyhow::Result<Handlers> {
-        let ctx = connection_context(&self.ctx, self.memory_limit_bytes)?;
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            // First, so a failed transaction block refuses everything until ROLLBACK.
-            Arc::new(TransactionStatementHook),
-            Arc::new(ReadOnly),
-            Arc::new(CursorStatementHook),
-            Arc::new(SetShowHook),
-        ];
+        let runtime = examflow_ingest::lake::query::limited_runtime(self.memory_limit_bytes)?;
+        let service = |shared: &SessionContext, analyst: bool| {
+            let ctx = connection_context_on(shared, runtime.clone());
+            let hooks: Vec<Arc<dyn QueryHook>> = vec![
+                // First, so a failed transaction block refuses everything until ROLLBACK.
+                Arc::new(TransactionStatementHook),
+                Arc::new(ReadOnly { analyst }),
+                Arc::new(CursorStatementHook),
+                Arc::new(SetShowHook),
+            ];
+            Arc::new(DfSessionService::new_with_hooks(ctx, hooks))
+        };
+        let hides_emails = Arc::new(OnceLock::new());
         Ok(Handlers {
             service: Arc::new(Service {
-                inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+                staff: service(&self.ctx, false),
+                analyst: service(&self.analyst_ctx, true),
+                hides_emails: hides_emails.clone(),
                 timeout: self.timeout,
             }),
-            startup: self.startup.clone(),
+            startup: Arc::new(ConnectionStartup {
+                shared: self.startup.clone(),
+                hides_emails,
+            }),
             cancel: self.cancel.clone(),
         })
     }
@@ -229,20 +262,30 @@ impl SharedHandlers {
 /// A connection's session: the shared session's catalog (tables resolved at scan time,
 /// views, `pg_catalog`) with a runtime of its own, so `[sql] memory_limit_bytes` bounds
 /// each connection's query (a connection runs one at a time), not all of them together.
+#[cfg(test)]
 fn connection_context(
     shared: &SessionContext,
     memory_limit_bytes: usize,
 ) -> anyhow::Result<Arc<SessionContext>> {
     let runtime = examflow_ingest::lake::query::limited_runtime(memory_limit_bytes)?;
+    Ok(connection_context_on(shared, runtime))
+}
+
+/// [`connection_context`] with a given runtime (a connection's two sessions, staff's and
+/// analysts', share one: it runs one query at a time).
+fn connection_context_on(
+    shared: &SessionContext,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> Arc<SessionContext> {
     let state = SessionStateBuilder::new_from_existing(shared.state())
         .with_runtime_env(runtime)
         .build();
-    Ok(Arc::new(SessionContext::new_with_state(state)))
+    Arc::new(SessionContext::new_with_state(state))
 }
 
 struct Handlers {
     service: Arc<Service>,
-    startup: Arc<TokenStartup>,
+    startup: Arc<ConnectionStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
@@ -267,6 +310,8 @@ impl PgWireServerHandlers for Handlers {
 /// Cleartext password sign-in where the password is an examflow token.
 struct TokenStartup {
     tokens: TokenKeys,
+    /// Decides which identities see pseudonyms.
+    pseudonyms: Arc<Pseudonyms>,
     parameters: DefaultServerParameterProvider,
     manager: Arc<ConnectionManager>,
     require_tls: bool,
@@ -313,8 +358,17 @@ impl TokenStartup {
     }
 }
 
+/// One connection's sign-in: [`TokenStartup`], and it records whether the identity sees
+/// pseudonyms, which picks the connection's catalog.
+struct ConnectionStartup {
+    shared: Arc<TokenStartup>,
+    /// Set once, at sign-in; until then the connection answers nothing (pgwire runs no query
+    /// before authentication) and would be an analyst's.
+    hides_emails: Arc<OnceLock<bool>>,
+}
+
 #[async_trait]
-impl StartupHandler for TokenStartup {
+impl StartupHandler for ConnectionStartup {
     async fn on_startup<C>(
         &self,
         client: &mut C,
@@ -326,11 +380,12 @@ impl StartupHandler for TokenStartup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         use futures::SinkExt;
+        let shared = &self.shared;
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
-                if self.require_tls && !client.is_secure() {
+                if shared.require_tls && !client.is_secure() {
                     return Err(error(
                         "FATAL",
                         "28000",
@@ -352,23 +407,33 @@ impl StartupHandler for TokenStartup {
                     .cloned()
                     .unwrap_or_default();
                 let peer = client.socket_addr();
-                let identity = match self.check(&user, &password.password) {
+                let identity = match shared.check(&user, &password.password) {
                     Ok(identity) => identity,
                     Err(e) => {
                         tracing::info!(%peer, user, "pgwire sign-in refused: {e}");
                         return Err(e);
                     }
                 };
-                tracing::info!(%peer, email = identity.email, role = ?identity.role, "pgwire sign-in");
-                let (pid, secret) = self.pids.generate(client);
+                let hides_emails = shared.pseudonyms.hides_emails(&identity);
+                if self.hides_emails.set(hides_emails).is_err()
+                    && self.hides_emails.get() != Some(&hides_emails)
+                {
+                    return Err(error(
+                        "FATAL",
+                        "28000",
+                        "this connection has already signed in as another role",
+                    ));
+                }
+                tracing::info!(%peer, email = identity.email, role = ?identity.role, pseudonyms = hides_emails, "pgwire sign-in");
+                let (pid, secret) = shared.pids.generate(client);
                 client.set_pid_and_secret_key(pid, secret.clone());
                 // Lets a cancel request (psql's Ctrl-C) stop the connection's query.
-                let (handle, guard) = self.manager.register(pid, secret);
+                let (handle, guard) = shared.manager.register(pid, secret);
                 client
                     .session_extensions()
                     .insert::<Arc<ConnectionHandle>>(handle);
                 client.session_extensions().insert::<ConnectionGuard>(guard);
-                finish_authentication(client, &self.parameters).await?;
+                finish_authentication(client, &shared.parameters).await?;
             }
             _ => {}
         }
@@ -510,11 +575,17 @@ fn options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-fn verify(plan: &LogicalPlan) -> PgWireResult<()> {
+/// Checks a plan: read-only, and for analysts nothing that prints raw column statistics.
+fn verify(plan: &LogicalPlan, analyst: bool) -> PgWireResult<()> {
     options().verify_plan(plan).map_err(|e| {
         let message = e.strip_backtrace();
         read_only(format!("{message} (only {ALLOWED})"))
-    })
+    })?;
+    if analyst {
+        crate::pseudonym::check_plan_for_analysts(plan)
+            .map_err(|message| error("ERROR", "42501", message))?;
+    }
+    Ok(())
 }
 
 fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
@@ -522,13 +593,17 @@ fn api_error(e: datafusion::error::DataFusionError) -> PgWireError {
 }
 
 /// Plans a statement the way datafusion-postgres does, and checks the plan.
-async fn plan(ctx: &SessionContext, statement: &Statement) -> PgWireResult<LogicalPlan> {
+async fn plan(
+    ctx: &SessionContext,
+    statement: &Statement,
+    analyst: bool,
+) -> PgWireResult<LogicalPlan> {
     let plan = ctx
         .state()
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await
         .map_err(api_error)?;
-    verify(&plan)?;
+    verify(&plan, analyst)?;
     Ok(plan)
 }
 
@@ -554,6 +629,7 @@ async fn declare(
     ctx: &SessionContext,
     stmts: &[datafusion::sql::sqlparser::ast::Declare],
     client: &mut dyn HookClient,
+    analyst: bool,
 ) -> PgWireResult<Response> {
     use datafusion::sql::sqlparser::ast::DeclareType;
     use pgwire::api::stmt::StoredStatement;
@@ -577,7 +653,7 @@ async fn declare(
             ));
         }
         let statement = Statement::Query(query.clone());
-        let plan = plan(ctx, &statement).await?;
+        let plan = plan(ctx, &statement, analyst).await?;
         let response = run(ctx, plan.clone(), client).await?;
         let stored = StoredStatement::new(
             name.value.clone(),
@@ -593,9 +669,12 @@ async fn declare(
     )))
 }
 
-/// Refuses everything but queries and harmless session statements.
+/// Refuses everything but queries and harmless session statements (and, on an analyst's
+/// connection, `EXPLAIN VERBOSE`: see [`crate::pseudonym::check_plan_for_analysts`]).
 #[derive(Debug)]
-struct ReadOnly;
+struct ReadOnly {
+    analyst: bool,
+}
 
 #[async_trait]
 impl QueryHook for ReadOnly {
@@ -607,7 +686,7 @@ impl QueryHook for ReadOnly {
     ) -> Option<PgWireResult<Response>> {
         let result = async {
             if let Statement::Declare { stmts } = statement {
-                return declare(ctx, stmts, client).await.map(Some);
+                return declare(ctx, stmts, client, self.analyst).await.map(Some);
             }
             if let Some(zone) = time_zone_setting(statement) {
                 return set_time_zone(client, zone).await.map(Some);
@@ -616,7 +695,7 @@ impl QueryHook for ReadOnly {
                 Check::PassOn => Ok(None),
                 Check::Plan => {
                     // Runs the checked plan itself rather than the statement's text again.
-                    let plan = plan(ctx, statement).await?;
+                    let plan = plan(ctx, statement, self.analyst).await?;
                     Ok(Some(Response::Query(run(ctx, plan, client).await?)))
                 }
             }
@@ -633,7 +712,7 @@ impl QueryHook for ReadOnly {
     ) -> Option<PgWireResult<LogicalPlan>> {
         match check_statement(statement) {
             Err(e) => Some(Err(e)),
-            Ok(Check::Plan) => Some(plan(ctx, statement).await),
+            Ok(Check::Plan) => Some(plan(ctx, statement, self.analyst).await),
             // The cursor hook plans DECLARE as an empty relation; `declare` checks it.
             Ok(Check::PassOn) => None,
         }
@@ -648,20 +727,34 @@ impl QueryHook for ReadOnly {
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if let Statement::Declare { stmts } = statement {
-            return Some(declare(ctx, stmts, client).await);
+            return Some(declare(ctx, stmts, client, self.analyst).await);
         }
         if let Some(zone) = time_zone_setting(statement) {
             return Some(set_time_zone(client, zone).await);
         }
-        verify(plan).err().map(Err)
+        verify(plan, self.analyst).err().map(Err)
     }
 }
 
 /// datafusion-postgres's service with `[sql] timeout_secs` over each query, its rows
-/// included.
+/// included: over staff's catalog, or the analysts' when the identity signed in sees
+/// pseudonyms.
 struct Service {
-    inner: Arc<DfSessionService>,
+    staff: Arc<DfSessionService>,
+    analyst: Arc<DfSessionService>,
+    /// Set at sign-in (see [`ConnectionStartup`]).
+    hides_emails: Arc<OnceLock<bool>>,
     timeout: Duration,
+}
+
+impl Service {
+    /// The service of the identity signed in; the analysts' until sign-in has decided.
+    fn inner(&self) -> &Arc<DfSessionService> {
+        match self.hides_emails.get() {
+            Some(false) => &self.staff,
+            _ => &self.analyst,
+        }
+    }
 }
 
 fn timeout_error(limit: Duration) -> PgWireError {
@@ -712,7 +805,7 @@ impl SimpleQueryHandler for Service {
         let deadline = Instant::now() + self.timeout;
         let responses = tokio::time::timeout_at(
             deadline,
-            SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
+            SimpleQueryHandler::do_query(self.inner().as_ref(), client, query),
         )
         .await
         .map_err(|_| timeout_error(self.timeout))??;
@@ -729,7 +822,7 @@ impl ExtendedQueryHandler for Service {
     type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.inner().query_parser()
     }
 
     async fn do_query<C>(
@@ -747,7 +840,7 @@ impl ExtendedQueryHandler for Service {
         let deadline = Instant::now() + self.timeout;
         let response = tokio::time::timeout_at(
             deadline,
-            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
+            ExtendedQueryHandler::do_query(self.inner().as_ref(), client, portal, max_rows),
         )
         .await
         .map_err(|_| timeout_error(self.timeout))??;
@@ -816,11 +909,21 @@ mod tests {
     #[tokio::test]
     async fn plans_that_write_are_refused() {
         let ctx = SessionContext::new();
-        let e = plan(&ctx, &statement("SELECT 1 AS a INTO t"))
+        let e = plan(&ctx, &statement("SELECT 1 AS a INTO t"), false)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("read-only"), "{e}");
-        assert!(plan(&ctx, &statement("SELECT 1 AS a")).await.is_ok());
+        assert!(plan(&ctx, &statement("SELECT 1 AS a"), false).await.is_ok());
+        // Analysts: no EXPLAIN VERBOSE (raw column statistics), EXPLAIN is fine.
+        let verbose = statement("EXPLAIN VERBOSE SELECT 1 AS a");
+        assert!(plan(&ctx, &verbose, false).await.is_ok());
+        let e = plan(&ctx, &verbose, true).await.unwrap_err();
+        assert!(e.to_string().contains("statistics"), "{e}");
+        assert!(
+            plan(&ctx, &statement("EXPLAIN SELECT 1 AS a"), true)
+                .await
+                .is_ok()
+        );
     }
 
     /// Connections share the tables but not the memory pool: one connection's query using

@@ -13,7 +13,7 @@ use chrono::Utc;
 use examflow_engine::AnswerChoice;
 use examflow_engine::scoring::score_submission;
 use examflow_ingest::ResultDocument;
-use examflow_ingest::store::{ResultFilter, ResultStore, SessionStore, SqliteStore};
+use examflow_ingest::store::{AttemptStore, ResultFilter, ResultStore, SessionStore, SqliteStore};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -38,6 +38,8 @@ pub struct AppState {
     /// every server), else the embedded store.
     pub session_store: Arc<dyn SessionStore>,
     pub tokens: TokenKeys,
+    /// Verifies `auth.identity_header` (None when it is not configured).
+    pub proxy: Option<Arc<crate::auth::ProxyVerifier>>,
     pub metrics: Metrics,
     /// The lake's tables (filled by the Kafka ingest when Kafka is configured).
     pub lake: Arc<examflow_ingest::lake::Lake>,
@@ -45,6 +47,14 @@ pub struct AppState {
     pub sessions: Arc<crate::adaptive::SessionCache>,
     /// CAT banks of the stored calibration versions.
     pub calibrations: Arc<crate::calibration::CalibrationCache>,
+    /// Fixed-form attempts: in the store of the results (MongoDB or embedded).
+    pub attempts: Arc<dyn AttemptStore>,
+    /// One start at a time per student and exam (attempt counting).
+    pub gate: Arc<crate::policy::Gate>,
+    /// Per-identity rate limits.
+    pub limits: Arc<crate::limits::RateLimits>,
+    /// Pseudonyms of student emails, and who sees them instead of emails (analysts).
+    pub pseudonyms: Arc<crate::pseudonym::Pseudonyms>,
 }
 
 /// Most results one listing returns.
@@ -117,11 +127,28 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/openapi.json", get(web::openapi))
         .route("/api/docs", get(web::docs))
-        .route("/api/dev-login", post(dev_login))
+        .route(
+            "/api/dev-login",
+            get(crate::auth::dev_login_status).post(dev_login),
+        )
         .route("/api/me", get(me))
         .route("/api/exams", get(list_exams))
         .route("/api/exams/{name}", get(get_exam))
         .route("/api/exams/{name}/submissions", post(submit))
+        .route(
+            "/api/exams/{name}/attempts",
+            post(crate::attempts::start_attempt),
+        )
+        .route("/api/attempts", get(crate::attempts::list_attempts))
+        .route("/api/attempts/{id}", get(crate::attempts::get_attempt))
+        .route(
+            "/api/attempts/{id}/answers/{index}",
+            axum::routing::put(crate::attempts::save_answer),
+        )
+        .route(
+            "/api/attempts/{id}/submit",
+            post(crate::attempts::submit_attempt),
+        )
         .route("/api/exams/{name}/item-stats", get(item_stats))
         .route("/api/results", get(list_results))
         .route("/api/results/{id}", get(get_result))
@@ -216,9 +243,15 @@ async fn dev_login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DevLogin>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.config.auth.dev_login {
+    if !state
+        .config
+        .auth
+        .dev_login_enabled(state.config.server.listen)
+    {
         return Err(ApiError::Forbidden(
-            "dev login is turned off on this server (auth.dev_login = false)".into(),
+            "dev login is turned off on this server (it is on by default only on a loopback \
+             address; set auth.dev_login = true to force it)"
+                .into(),
         ));
     }
     let email = body.email.trim().to_lowercase();
@@ -240,9 +273,20 @@ async fn list_exams(State(state): State<AppState>) -> Json<Value> {
         .banks
         .exams
         .values()
-        .map(|b| json!({"name": b.name, "questions": b.items.len()}))
+        .map(|b| json!({"name": b.name, "questions": b.items.len(), "policy": policy_json(&state, &b.name)}))
         .collect();
     Json(Value::Array(exams))
+}
+
+/// An exam's delivery policy as clients see it (to show time limits and windows).
+fn policy_json(state: &AppState, exam: &str) -> Value {
+    let policy = state.config.exam_policy(exam);
+    let now = Utc::now();
+    let open = crate::policy::check_window(&policy, now).is_ok();
+    let mut v = serde_json::to_value(&policy).unwrap_or_default();
+    v["open_now"] = json!(open);
+    v["timed"] = json!(policy.time_limit_secs.is_some());
+    v
 }
 
 fn bank_of<'a>(
@@ -261,15 +305,10 @@ async fn get_exam(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let bank = bank_of(&state, &name)?;
-    let questions: Vec<Value> = bank
-        .items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            json!({"id": item.id, "index": index, "question": item.question, "options": item.options})
-        })
-        .collect();
-    Ok(Json(json!({"name": bank.name, "questions": questions})))
+    let questions = crate::attempts::questions_json(bank);
+    Ok(Json(
+        json!({"name": bank.name, "questions": questions, "policy": policy_json(&state, &bank.name)}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -277,6 +316,8 @@ struct Submission {
     answers: Vec<AnswerChoice>,
 }
 
+/// `POST /api/exams/{name}/submissions`: a one-shot submission of an untimed exam, within
+/// its window and attempts; the response shows what `review` allows.
 async fn submit(
     State(state): State<AppState>,
     identity: Identity,
@@ -284,9 +325,29 @@ async fn submit(
     ApiJson(body): ApiJson<Submission>,
 ) -> Result<Response, ApiError> {
     let bank = bank_of(&state, &name)?;
+    let policy = state.config.exam_policy(&bank.name);
+    if policy.time_limit_secs.is_some() {
+        return Err(crate::policy::conflict(
+            "timed_exam_needs_attempt",
+            format!(
+                "exam {name:?} is timed: start an attempt with POST /api/exams/{name}/attempts"
+            ),
+        ));
+    }
+    state.limits.take(
+        &state.config.limits,
+        &identity,
+        crate::limits::Limited::Submission,
+    )?;
+    // Scored before admission: a malformed submission uses no attempt.
     let scored = score_submission(bank, &body.answers)?;
+    let admission = state
+        .gate
+        .admit(&state, &identity, &bank.name, &policy)
+        .await?;
     let doc = ResultDocument::new(&identity.email, scored, Utc::now());
     state.store.insert_result(&doc).await?;
+    drop(admission);
     state
         .metrics
         .submissions
@@ -296,7 +357,7 @@ async fn submit(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(doc),
+        Json(crate::policy::result_for(&state, &identity, &doc)),
     )
         .into_response())
 }
@@ -312,8 +373,15 @@ async fn list_results(
     State(state): State<AppState>,
     identity: Identity,
     ApiQuery(query): ApiQuery<ResultQuery>,
-) -> Result<Json<Vec<ResultDocument>>, ApiError> {
+) -> Result<Json<Vec<Value>>, ApiError> {
     let email = if identity.role.sees_all_results() {
+        if query.email.is_some() && state.pseudonyms.hides_emails(&identity) {
+            return Err(ApiError::Forbidden(
+                "analysts see students by pseudonym: filter by email is not available \
+                 (use POST /api/sql, where emails are pseudonyms too)"
+                    .into(),
+            ));
+        }
         query.email
     } else {
         if query.email.as_ref().is_some_and(|e| *e != identity.email) {
@@ -321,28 +389,33 @@ async fn list_results(
                 "students can only list their own results".into(),
             ));
         }
-        Some(identity.email)
+        Some(identity.email.clone())
     };
     let filter = ResultFilter {
         email,
         exam: query.exam,
         limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
     };
-    Ok(Json(state.store.list_results(&filter).await?))
+    let docs = state.store.list_results(&filter).await?;
+    Ok(Json(
+        docs.iter()
+            .map(|doc| crate::policy::result_for(&state, &identity, doc))
+            .collect(),
+    ))
 }
 
 async fn get_result(
     State(state): State<AppState>,
     identity: Identity,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<ResultDocument>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::not_found(format!("result {id:?}"));
     let doc = state.store.get_result(&id).await?.ok_or_else(not_found)?;
     // Another student's result is reported as not found: its existence is not revealed.
     if !identity.role.sees_all_results() && doc.email != identity.email {
         return Err(not_found());
     }
-    Ok(Json(doc))
+    Ok(Json(crate::policy::result_for(&state, &identity, &doc)))
 }
 
 #[derive(Deserialize)]

@@ -154,13 +154,29 @@ fn timeout_error(limit: Duration) -> ApiError {
 }
 
 /// A session with every table: the lake (live), the ability estimates, and the session
-/// store's adaptive sessions and calibrations.
+/// store's adaptive sessions and calibrations, with student emails as they are (staff).
 pub async fn session(state: &AppState) -> Result<SessionContext, ApiError> {
     let ctx = new_session_with_memory_limit(state.config.sql.memory_limit_bytes)?;
     register_lake(&ctx, &state.lake, true).await?;
     // Read when a query scans them: building `abilities` alone takes ~0.5 s with 250k
     // users, a cost every query paid when the tables were built up front.
     crate::sql_tables::register_at_scan(&ctx, state)?;
+    Ok(ctx)
+}
+
+/// [`session`] as `identity` may see it: for analysts (unless `auth.analyst_sees_emails`)
+/// every student email is a pseudonym (`crate::pseudonym`); staff get [`session`] itself,
+/// at no extra cost.
+pub async fn session_for(
+    state: &AppState,
+    identity: &Identity,
+) -> Result<SessionContext, ApiError> {
+    let ctx = session(state).await?;
+    if state.pseudonyms.hides_emails(identity) {
+        crate::pseudonym::pseudonymise_session(&ctx, &state.pseudonyms)
+            .await
+            .map_err(|e| ApiError::Invalid(format!("setting up the analyst's tables: {e}")))?;
+    }
     Ok(ctx)
 }
 
@@ -176,7 +192,8 @@ pub async fn post_sql(
     let limits = &state.config.sql;
     let timeout = Duration::from_secs(limits.timeout_secs.max(1));
     let deadline = tokio::time::Instant::now() + timeout;
-    let ctx = session(&state).await?;
+    let hides_emails = state.pseudonyms.hides_emails(&identity);
+    let ctx = session_for(&state, &identity).await?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -185,19 +202,36 @@ pub async fn post_sql(
         .sql_with_options(&request.sql, options)
         .await
         .map_err(invalid_sql)?;
+    if hides_emails {
+        crate::pseudonym::check_plan_for_analysts(frame.logical_plan()).map_err(|message| {
+            ApiError::BadRequest {
+                code: "invalid_sql",
+                message,
+            }
+        })?;
+    }
+    // EXPLAIN must stay the root of its plan: its few rows are not limited.
+    let explain = matches!(
+        frame.logical_plan(),
+        datafusion::logical_expr::LogicalPlan::Explain(_)
+            | datafusion::logical_expr::LogicalPlan::Analyze(_)
+    );
+    let limit = |frame: datafusion::dataframe::DataFrame, rows: usize| {
+        if explain {
+            Ok(frame)
+        } else {
+            frame.limit(0, Some(rows)).map_err(invalid_sql)
+        }
+    };
     if format == Format::Json {
-        let frame = frame
-            .limit(0, Some(MAX_JSON_ROWS + 1))
-            .map_err(invalid_sql)?;
+        let frame = limit(frame, MAX_JSON_ROWS + 1)?;
         let batches = tokio::time::timeout_at(deadline, frame.collect())
             .await
             .map_err(|_| timeout_error(timeout))?
             .map_err(invalid_sql)?;
         return json_response(&batches);
     }
-    let frame = frame
-        .limit(0, Some(limits.max_stream_rows))
-        .map_err(invalid_sql)?;
+    let frame = limit(frame, limits.max_stream_rows)?;
     let stream = tokio::time::timeout_at(deadline, frame.execute_stream())
         .await
         .map_err(|_| timeout_error(timeout))?
@@ -321,7 +355,7 @@ impl Encoder {
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(!*header_written)
                     .build(&mut out);
-                writer.write(batch).map_err(io_error)?;
+                writer.write(&csv_safe_batch(batch)?).map_err(io_error)?;
                 drop(writer);
                 *header_written = true;
                 Ok(out.into())
@@ -407,6 +441,89 @@ fn encoded_stream(
     )
 }
 
+/// The batch with every text cell that a spreadsheet would run as a formula neutralised
+/// (`examflow_reports::render::csv_safe`: a `'` before a cell starting with `=`, `+`, `-`,
+/// `@`, tab or carriage return), for CSV output. Only string columns (also dictionaries of
+/// strings): numbers, dates and the rest are written as they are. Columns with nothing to
+/// neutralise are not copied.
+pub fn csv_safe_batch(batch: &RecordBatch) -> Result<RecordBatch, std::io::Error> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{
+        Array, ArrayRef, AsArray, LargeStringArray, StringArray, StringViewArray,
+    };
+    use datafusion::arrow::datatypes::DataType;
+    use examflow_reports::render::{csv_needs_guard, csv_safe};
+
+    fn needs<'a>(mut values: impl Iterator<Item = Option<&'a str>>) -> bool {
+        values.any(|v| v.is_some_and(csv_needs_guard))
+    }
+    let mut changed = false;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for original in batch.columns() {
+        let column = match original.data_type() {
+            DataType::Dictionary(_, value)
+                if matches!(
+                    value.as_ref(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) =>
+            {
+                datafusion::arrow::compute::cast(original, value).map_err(io_error)?
+            }
+            _ => original.clone(),
+        };
+        let safe: Option<ArrayRef> = match column.data_type() {
+            DataType::Utf8 if needs(column.as_string::<i32>().iter()) => Some(Arc::new(
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(csv_safe))
+                    .collect::<StringArray>(),
+            )),
+            DataType::LargeUtf8 if needs(column.as_string::<i64>().iter()) => Some(Arc::new(
+                column
+                    .as_string::<i64>()
+                    .iter()
+                    .map(|v| v.map(csv_safe))
+                    .collect::<LargeStringArray>(),
+            )),
+            DataType::Utf8View if needs(column.as_string_view().iter()) => Some(Arc::new(
+                column
+                    .as_string_view()
+                    .iter()
+                    .map(|v| v.map(csv_safe))
+                    .collect::<StringViewArray>(),
+            )),
+            _ => None,
+        };
+        let column = safe.unwrap_or(column);
+        changed |= !Arc::ptr_eq(&column, original);
+        columns.push(column);
+    }
+    if !changed {
+        return Ok(batch.clone());
+    }
+    let fields: Vec<datafusion::arrow::datatypes::FieldRef> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(field, column)| {
+            Arc::new(
+                field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(column.data_type().clone()),
+            )
+        })
+        .collect();
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        batch.schema().metadata().clone(),
+    ));
+    RecordBatch::try_new(schema, columns).map_err(io_error)
+}
+
 /// The batch with its top-level string and binary view columns compacted. Scans of the
 /// lake's Parquet files return `Utf8View` columns whose data buffers are shared with the
 /// decoded pages, and the IPC writer ships every referenced buffer whole: without this an
@@ -470,6 +587,86 @@ mod tests {
             ipc(&compact),
             ipc(&batch)
         );
+    }
+
+    /// CSV cells of text that start like a formula get a quote; numbers (also negative),
+    /// and text that does not, are written as before.
+    #[test]
+    fn csv_neutralises_text_cells_only() {
+        use std::sync::Arc;
+
+        use datafusion::arrow::array::{
+            DictionaryArray, Float64Array, Int64Array, StringArray, StringViewArray,
+        };
+        use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("answer", DataType::Utf8, true),
+            Field::new("view", DataType::Utf8View, true),
+            Field::new("delta", DataType::Float64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new(
+                "dict",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
+        ]));
+        let dict: DictionaryArray<Int32Type> =
+            vec!["@a", "b", "@a", "-c", "d"].into_iter().collect();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![
+                    Some("=1+1"),
+                    Some("+x"),
+                    Some("-1.5"),
+                    None,
+                    Some("plain = fine"),
+                ])),
+                Arc::new(StringViewArray::from(vec![
+                    "@SUM(A1)",
+                    "\tx",
+                    "\rx",
+                    "ok",
+                    "a-string-longer-than-twelve-bytes",
+                ])),
+                Arc::new(Float64Array::from(vec![-1.5, 2.0, -0.25, 0.0, 1e-3])),
+                Arc::new(Int64Array::from(vec![-1, 2, 3, 4, 5])),
+                Arc::new(dict),
+            ],
+        )
+        .unwrap();
+        let mut encoder = Encoder::new(Format::Csv, batch.schema()).unwrap();
+        let text = String::from_utf8(encoder.batch(&batch).unwrap().to_vec()).unwrap();
+        let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        let rows: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect();
+        let column = |i: usize| rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>();
+        assert_eq!(column(0), ["'=1+1", "'+x", "'-1.5", "", "plain = fine"]);
+        assert_eq!(
+            column(1),
+            [
+                "'@SUM(A1)",
+                "'\tx",
+                "'\rx",
+                "ok",
+                "a-string-longer-than-twelve-bytes"
+            ]
+        );
+        assert_eq!(column(2), ["-1.5", "2.0", "-0.25", "0.0", "0.001"]);
+        assert_eq!(column(3), ["-1", "2", "3", "4", "5"]);
+        assert_eq!(column(4), ["'@a", "b", "'@a", "'-c", "d"]);
+
+        // Nothing to neutralise: the very same columns.
+        let plain = batch.slice(4, 1);
+        let plain = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![plain.schema().field(0).clone()])),
+            vec![plain.column(0).clone()],
+        )
+        .unwrap();
+        let same = csv_safe_batch(&plain).unwrap();
+        assert!(Arc::ptr_eq(same.column(0), plain.column(0)));
     }
 
     fn accept(value: &str) -> HeaderMap {

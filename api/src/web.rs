@@ -44,6 +44,11 @@ mod tests {
             "/api/exams",
             "/api/exams/{name}",
             "/api/exams/{name}/submissions",
+            "/api/exams/{name}/attempts",
+            "/api/attempts",
+            "/api/attempts/{id}",
+            "/api/attempts/{id}/answers/{index}",
+            "/api/attempts/{id}/submit",
             "/api/results",
             "/api/results/{id}",
             "/api/score-cards",
@@ -72,6 +77,11 @@ mod tests {
             ("/api/exams/{name}/calibrations", "get"),
             ("/api/exams/{name}/calibrations/{version}", "get"),
             ("/api/reports/exams", "get"),
+            ("/api/exams/{name}/attempts", "post"),
+            ("/api/attempts", "get"),
+            ("/api/attempts/{id}", "get"),
+            ("/api/attempts/{id}/answers/{index}", "put"),
+            ("/api/attempts/{id}/submit", "post"),
             ("/api/reports/exams/{name}", "get"),
         ] {
             let op = &paths[route][method];

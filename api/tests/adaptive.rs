@@ -240,7 +240,8 @@ async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused()
     let first = started["question"].clone();
     let path = format!("/api/adaptive/sessions/{session}/answers");
 
-    // Not signed in: 401. Someone else: 403, and they cannot read it either.
+    // Not signed in: 401. Someone else: 404 (it does not exist for them), and they cannot
+    // read it either.
     let (status, _) = server
         .post(
             &path,
@@ -256,11 +257,12 @@ async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused()
             &json!({"item": first["id"], "answer": "right"}),
         )
         .await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.to_string().contains("another student"), "{body}");
     let (status, _) = server
         .get(&format!("/api/adaptive/sessions/{session}"), Some(&bob))
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404);
 
     // An item other than the pending one.
     let (status, body) = server
@@ -327,6 +329,29 @@ async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused()
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"]["message"].is_string(), "{body}");
     }
+    // The exam's policy is a floor: shorter or looser than it is 422, naming the limit.
+    for (bad, limit) in [
+        (json!({"max_length": 1}), "min_length 5"),
+        (json!({"min_length": 2}), "min_length 5"),
+        (json!({"se": 0.9}), "se_target 0.3"),
+    ] {
+        let (status, body) = server
+            .post("/api/adaptive/algebra/sessions", Some(&ada), &bad)
+            .await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "below_exam_policy", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(limit), "{bad}: {message}");
+    }
+    // Longer or more precise is allowed.
+    let (status, body) = server
+        .post(
+            "/api/adaptive/algebra/sessions",
+            Some(&ada),
+            &json!({"min_length": 8, "se": 0.25}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
 
 /// Another server (MongoDB deployments run several) stores an answer to the same session
@@ -444,6 +469,17 @@ async fn a_session_survives_a_restart_and_keeps_its_calibration_version() {
         "cut score 0 and every answer right: {done}"
     );
     assert_eq!(done["result"], "passed");
+    // How the decision was made, with the interval it rests on.
+    let interval = done["interval"].as_array().unwrap();
+    let (low, high) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());
+    let theta = done["theta"].as_f64().unwrap();
+    assert!(low < theta && theta < high, "{done}");
+    let expected = if low > 0.0 {
+        "confidence_interval"
+    } else {
+        "final_estimate"
+    };
+    assert_eq!(done["decision_basis"], expected, "{done}");
     let (_, full) = server
         .get(
             &format!("/api/adaptive/sessions/{session}"),

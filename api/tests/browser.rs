@@ -6,86 +6,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::browser::{guarded, launch, screenshots, wait_for};
 use common::{Server, ServerOptions, answer_key, sample_banks};
-use futures::FutureExt;
 use serde_json::{Value, json};
 use thirtyfour::prelude::*;
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_chromedriver() -> Option<(Driver, u16)> {
-    let Ok(path) = which("chromedriver") else {
-        panic!(
-            "chromedriver is not installed: run scripts/test-all (it installs chromium and chromium-driver)"
-        );
-    };
-    let port = common::kafka::free_port();
-    let child = Command::new(path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Driver(child), port));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join(name))
-                .find(|p| p.is_file())
-        })
-        .ok_or(())
-}
-
-/// Where screenshots are kept for people to look at.
-fn screenshots() -> PathBuf {
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&shots).ok();
-    shots
-}
-
-/// Headless Chromium driven through a chromedriver of its own; both end on drop/quit.
-async fn launch() -> WebDriverResult<(WebDriver, Driver, tempfile::TempDir)> {
-    let (driver_process, port) = start_chromedriver().expect("chromedriver did not start");
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = DesiredCapabilities::chrome();
-    caps.set_binary("/usr/bin/chromium")?;
-    for arg in [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1200,900",
-    ] {
-        caps.add_arg(arg)?;
-    }
-    caps.add_arg(&format!("--user-data-dir={}", profile.path().display()))?;
-    let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps).await?;
-    Ok((driver, driver_process, profile))
-}
 
 #[tokio::test]
 async fn student_takes_an_exam_in_the_browser() -> WebDriverResult<()> {
@@ -93,20 +18,13 @@ async fn student_takes_an_exam_in_the_browser() -> WebDriverResult<()> {
     let server = Server::start(ServerOptions::new(dir.path()));
     let (driver, _driver_process, _profile) = launch().await?;
     // A failed assertion panics: keep a screenshot and quit Chromium before unwinding.
-    let outcome = AssertUnwindSafe(take_exam(&driver, &server))
-        .catch_unwind()
-        .await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = driver
-            .screenshot(&screenshots().join("fixed-form-failure.png"))
-            .await;
-        eprintln!("server log:\n{}", server.log());
-    }
-    driver.quit().await?;
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    guarded(
+        vec![driver.clone()],
+        &server,
+        "fixed-form-failure",
+        take_exam(&driver, &server),
+    )
+    .await
 }
 
 async fn take_exam(driver: &WebDriver, server: &Server) -> WebDriverResult<()> {
@@ -128,9 +46,13 @@ async fn take_exam(driver: &WebDriver, server: &Server) -> WebDriverResult<()> {
 
     let key = answer_key(&sample_banks(), "world-geography");
     let n = key.len();
-    let next = driver.find(By::Id("next")).await?;
-    // Next is disabled until the question is answered.
-    assert!(!next.is_enabled().await?);
+    // Questions may be skipped (the summary lists them before submitting): Next works
+    // before answering, and the question says it has no answer yet.
+    assert!(driver.find(By::Id("next")).await?.is_enabled().await?);
+    assert_eq!(
+        driver.find(By::Id("save-status")).await?.text().await?,
+        "Not answered yet"
+    );
     // Answer each question; the first one wrongly, then go Back and fix it.
     for (i, correct) in key.iter().enumerate() {
         let title = driver.find(By::Id("question-title")).await?;
@@ -176,6 +98,17 @@ async fn take_exam(driver: &WebDriver, server: &Server) -> WebDriverResult<()> {
             driver.find(By::Id("next")).await?.click().await?;
         }
     }
+    // Submitting goes through the summary: nothing left unanswered or flagged.
+    driver.find(By::Id("to-summary")).await?.click().await?;
+    let counts = driver
+        .query(By::Id("summary-counts"))
+        .and_displayed()
+        .first()
+        .await?;
+    assert_eq!(
+        counts.text().await?,
+        format!("You answered {n} of {n} questions.")
+    );
     let submit = driver.find(By::Id("submit")).await?;
     assert!(submit.is_displayed().await?);
     submit.click().await?;
@@ -229,22 +162,6 @@ fn key_by_question(exam: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Polls `f` until it gives Some (20 s at most: the machine may be busy with builds).
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> WebDriverResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = WebDriverResult<Option<T>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The question the adaptive view shows: (id, number), once it is displayed. Read in one
 /// script so that the id and the number always belong to the same question (the page may
 /// render the next one between two WebDriver calls).
@@ -291,20 +208,13 @@ async fn student_takes_an_adaptive_test_in_the_browser() -> WebDriverResult<()> 
     let server = Server::start(ServerOptions::new(dir.path()));
     let (driver, _driver_process, _profile) = launch().await?;
     // A failed assertion panics: keep a screenshot and quit Chromium before unwinding.
-    let outcome = AssertUnwindSafe(take_adaptive_test(&driver, &server))
-        .catch_unwind()
-        .await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        let _ = driver
-            .screenshot(&screenshots().join("adaptive-failure.png"))
-            .await;
-        eprintln!("server log:\n{}", server.log());
-    }
-    driver.quit().await?;
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    guarded(
+        vec![driver.clone()],
+        &server,
+        "adaptive-failure",
+        take_adaptive_test(&driver, &server),
+    )
+    .await
 }
 
 async fn take_adaptive_test(driver: &WebDriver, server: &Server) -> WebDriverResult<()> {

@@ -229,7 +229,8 @@ async fn embedded_results_reach_the_scores_view_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = start(&data, None);
-    let analyst = server.token("ana@example.com", "analyst");
+    // Emails as stored: staff see them (analysts see pseudonyms, tests/pseudonyms.rs).
+    let staff = server.token("edu@example.com", "educator");
     let key = common::answer_key(&common::sample_banks(), "rust-basics");
     let submit = |server: &Server, email: &str| {
         let token = server.token(email, "student");
@@ -252,7 +253,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let count_sql =
         json!({"sql": "SELECT count(*) AS n, count(DISTINCT document_id) AS docs FROM scores"});
     let seen = common::eventually(std::time::Duration::from_secs(5), || async {
-        let (_, rows) = server.post("/api/sql", Some(&analyst), &count_sql).await;
+        let (_, rows) = server.post("/api/sql", Some(&staff), &count_sql).await;
         (rows[0]["n"] == 1).then_some(rows)
     })
     .await;
@@ -260,7 +261,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (_, rows) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT document_id, email, exam, score, total, source_topic FROM scores"}),
         )
         .await;
@@ -271,7 +272,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (_, details) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT count(*) AS n FROM score_details"}),
         )
         .await;
@@ -282,7 +283,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let server = start(&data, None);
     submit(&server, "b@example.com").await;
     let seen = common::eventually(std::time::Duration::from_secs(5), || async {
-        let (_, rows) = server.post("/api/sql", Some(&analyst), &count_sql).await;
+        let (_, rows) = server.post("/api/sql", Some(&staff), &count_sql).await;
         (rows[0]["docs"] == 2).then_some(rows)
     })
     .await
@@ -291,7 +292,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (_, changes) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT count(*) AS n FROM score_changes"}),
         )
         .await;
@@ -301,7 +302,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (status, summary) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT exam, results, takers, pass_rate, mean_percentage FROM exam_summary"}),
         )
         .await;
@@ -314,7 +315,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (status, items) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT count(*) AS n, min(p_value) AS low, max(responses) AS most FROM question_difficulty"}),
         )
         .await;
@@ -325,7 +326,7 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (status, history) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT email, attempt, percentage FROM student_history ORDER BY email"}),
         )
         .await;
@@ -338,9 +339,42 @@ async fn embedded_results_reach_the_scores_view_once() {
     let (status, _) = server
         .post(
             "/api/sql",
-            Some(&analyst),
+            Some(&staff),
             &json!({"sql": "SELECT count(*) AS n FROM attempt_question_difficulty"}),
         )
         .await;
     assert_eq!(status, 200);
+}
+
+/// `EXPLAIN` stays the root of its plan (the row limits are not put above it), in JSON and
+/// in the streamed formats; text cells that start like a formula are neutralised in CSV.
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_and_csv_cells_that_look_like_formulas() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), None);
+    let educator = server.token("edu@example.com", "educator");
+    let sql = "EXPLAIN SELECT count(*) AS n FROM attempts";
+    let (status, _, _, body) = query(&server, &educator, sql, None, None).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let rows: Vec<Value> = serde_json::from_slice(&body).unwrap();
+    assert!(
+        rows.iter().any(|r| r["plan_type"] == "physical_plan"),
+        "{rows:?}"
+    );
+    let (status, _, _, body) = query(&server, &educator, sql, None, Some("csv")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    let (status, _, _, body) = query(
+        &server,
+        &educator,
+        "SELECT '=1+1' AS f, '-x' AS g, -1.5 AS h, 'a=b' AS i",
+        None,
+        Some("csv"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "f,g,h,i\n'=1+1,'-x,-1.5,a=b\n"
+    );
 }

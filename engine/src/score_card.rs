@@ -46,13 +46,7 @@ fn field_or(doc: &Value, key: &str, default: &str) -> String {
 
 /// Renders the score card for one result document.
 pub fn format_score_card(doc: &Value) -> String {
-    let email = field_or(doc, "email", "No email provided");
-    let result = field_or(doc, "result", "Result not available");
-    let score = field_or(doc, "score", "Score not available");
-    let mut card = format!("{SCORE_CARD_TITLE}\n\n");
-    card += &format!("Student: {email}\n");
-    card += &format!("Score: {score}\n");
-    card += &format!("Result: {}\n\n", result.to_uppercase());
+    let mut card = card_header(doc);
     card += "Exam Details:\n";
     if let Some(details) = doc.get("details").and_then(Value::as_array) {
         for question in details {
@@ -69,6 +63,26 @@ pub fn format_score_card(doc: &Value) -> String {
             card += &format!("  Correct Answer: {correct_answer}\n\n");
         }
     }
+    card
+}
+
+/// The card of an exam whose review policy hides the keys: the same header, score and
+/// result, and no question, answer or correct answer.
+pub fn format_score_card_without_keys(doc: &Value) -> String {
+    let mut card = card_header(doc);
+    card += "Exam Details: not shown (this exam's review policy hides the answers).\n";
+    card
+}
+
+/// The title, student, score and result lines of the original template.
+fn card_header(doc: &Value) -> String {
+    let email = field_or(doc, "email", "No email provided");
+    let result = field_or(doc, "result", "Result not available");
+    let score = field_or(doc, "score", "Score not available");
+    let mut card = format!("{SCORE_CARD_TITLE}\n\n");
+    card += &format!("Student: {email}\n");
+    card += &format!("Score: {score}\n");
+    card += &format!("Result: {}\n\n", result.to_uppercase());
     card
 }
 
@@ -107,6 +121,11 @@ Exam Details:\n\
             ]
         });
         assert_eq!(format_score_card(&doc), EXPECTED);
+        let hidden = format_score_card_without_keys(&doc);
+        assert!(hidden.starts_with(&EXPECTED[..EXPECTED.find("Exam Details:").unwrap()]));
+        for key in ["Romania", "Germany", "2+2", "Correct Answer"] {
+            assert!(!hidden.contains(key), "{key} in {hidden}");
+        }
     }
 
     #[test]

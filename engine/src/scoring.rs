@@ -73,6 +73,17 @@ pub fn score_submission(
     bank: &Bank,
     answers: &[AnswerChoice],
 ) -> Result<ScoredSubmission, ScoringError> {
+    let answers: Vec<Option<AnswerChoice>> = answers.iter().cloned().map(Some).collect();
+    score_answers(bank, &answers)
+}
+
+/// Scores answers that may be missing (a saved attempt submitted by the student or at its
+/// deadline): an unanswered question is wrong and its `user_answer` is empty. Otherwise the
+/// same rules as [`score_submission`].
+pub fn score_answers(
+    bank: &Bank,
+    answers: &[Option<AnswerChoice>],
+) -> Result<ScoredSubmission, ScoringError> {
     if answers.len() != bank.items.len() {
         return Err(ScoringError::WrongAnswerCount {
             expected: bank.items.len(),
@@ -81,6 +92,16 @@ pub fn score_submission(
     }
     let mut details = Vec::with_capacity(answers.len());
     for (index, (item, answer)) in bank.items.iter().zip(answers).enumerate() {
+        let Some(answer) = answer else {
+            details.push(QuestionMark {
+                question: item.question.clone(),
+                user_answer: String::new(),
+                correct_answer: item.correct_answer.clone(),
+                is_correct: false,
+                item: item.id.clone(),
+            });
+            continue;
+        };
         let user_answer = match answer {
             AnswerChoice::Text(text) => {
                 item.options.iter().find(|o| *o == text).ok_or_else(|| {
@@ -137,6 +158,25 @@ pub fn summary_sentence(score: u32, total: u32, percentage: u32, result: Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unanswered_questions_count_as_wrong() {
+        let bank = Bank::parse(
+            "t",
+            "t.json",
+            br#"[{"question":"a?","options":["x","y"],"correct_answer":"x"},
+                {"question":"b?","options":["x","y"],"correct_answer":"y"}]"#,
+        )
+        .unwrap();
+        let scored = score_answers(&bank, &[None, Some(AnswerChoice::Text("y".into()))]).unwrap();
+        assert_eq!((scored.score, scored.total), (1, 2));
+        assert_eq!(scored.details[0].user_answer, "");
+        assert!(!scored.details[0].is_correct);
+        let none = score_answers(&bank, &[None, None]).unwrap();
+        assert_eq!(none.score, 0);
+        assert!(score_answers(&bank, &[None]).is_err());
+        assert!(score_answers(&bank, &[None, Some(AnswerChoice::Index(5))]).is_err());
+    }
 
     fn bank(n: usize) -> Bank {
         let json: Vec<serde_json::Value> = (0..n)

@@ -27,6 +27,12 @@ pub struct ResultDocument {
     /// Set for a finished adaptive session (absent for fixed-form results).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<AdaptiveOutcome>,
+    /// Set for a submitted fixed-form attempt: its id, and who submitted it (`student`, or
+    /// `deadline` when the server submitted it at deadline + grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// The ability estimate of a finished adaptive session, stored with its result. `score`,
@@ -42,6 +48,13 @@ pub struct AdaptiveOutcome {
     pub calibration_version: i64,
     /// The cut score on the θ scale, when the exam has one (then `result` is passed/failed).
     pub cut_score: Option<f64>,
+    /// With a cut score: how the decision was made, `confidence_interval` (the 95%
+    /// interval of θ lies on one side of the cut) or `final_estimate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_basis: Option<String>,
+    /// The 95% confidence interval of θ, `[low, high]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
 }
 
 /// A new MongoDB-style ObjectId in hex: time-ordered and unique without coordination.
@@ -66,6 +79,8 @@ impl ResultDocument {
             details: scored.details,
             submitted_at: format_timestamp(submitted_at),
             adaptive: None,
+            attempt_id: None,
+            submitted_by: None,
         }
     }
 

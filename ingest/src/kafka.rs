@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::error::{IngestError, Result};
 use crate::metrics::IngestMetrics;
-use crate::score_cards::{CardDecision, decide};
+use crate::score_cards::{CardDecision, KeyPolicy, decide_with};
 use crate::store::sqlite::{CardOutcome, OutboxReader, SqliteStore};
 
 /// Kafka settings of the change-event and score-card flow.
@@ -240,7 +240,11 @@ pub async fn run_outbox_relay(
 }
 
 /// Runs the in-process score-card consumer on the embedded store's outbox (no Kafka).
-pub async fn run_outbox_score_cards(store: Arc<SqliteStore>, metrics: IngestMetrics) -> Result<()> {
+pub async fn run_outbox_score_cards(
+    store: Arc<SqliteStore>,
+    metrics: IngestMetrics,
+    shows_keys: KeyPolicy,
+) -> Result<()> {
     loop {
         let pending = match store.pending_outbox(OutboxReader::ScoreCards, 256).await {
             Ok(p) => p,
@@ -261,7 +265,7 @@ pub async fn run_outbox_score_cards(store: Arc<SqliteStore>, metrics: IngestMetr
             .iter()
             .map(|event| {
                 let outcome = outcome_of(
-                    decide(Some(&event.key), Some(&event.value)),
+                    decide_with(Some(&event.key), Some(&event.value), shows_keys.as_ref()),
                     "outbox",
                     &event.value,
                 );
@@ -319,6 +323,7 @@ pub async fn run_score_card_consumer(
     settings: KafkaSettings,
     store: Option<Arc<SqliteStore>>,
     metrics: IngestMetrics,
+    shows_keys: KeyPolicy,
 ) -> Result<()> {
     let topic = settings.change_event_topic();
     let dlq = KafkaSettings::dead_letter_topic(&topic);
@@ -350,7 +355,7 @@ pub async fn run_score_card_consumer(
                 continue;
             }
         };
-        let decision = decide(message.key(), message.payload());
+        let decision = decide_with(message.key(), message.payload(), shows_keys.as_ref());
         match &decision {
             CardDecision::Send { document_id, card } => {
                 produce_until_acked(

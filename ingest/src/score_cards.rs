@@ -2,7 +2,9 @@
 //! Kafka consumer (topic `<prefix>.exams.score` → `email-topic`) and the in-process
 //! consumer of the embedded store's outbox.
 
-use examflow_engine::score_card::format_score_card;
+use std::sync::Arc;
+
+use examflow_engine::score_card::{format_score_card, format_score_card_without_keys};
 
 use crate::debezium::{ChangeEvent, Operation, parse_change_event};
 
@@ -17,8 +19,27 @@ pub enum CardDecision {
     DeadLetter { reason: String },
 }
 
-/// Decides what the score-card consumer does with one message.
+/// Whether the card of a result of exam `exam` may show the questions, answers and keys
+/// (the exam's review policy, as of now).
+pub type KeyPolicy = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A policy that shows every exam's keys (the original behaviour).
+pub fn show_all_keys() -> KeyPolicy {
+    Arc::new(|_| true)
+}
+
+/// Decides what the score-card consumer does with one message (keys always shown).
 pub fn decide(key: Option<&[u8]>, value: Option<&[u8]>) -> CardDecision {
+    decide_with(key, value, &|_| true)
+}
+
+/// Decides what the score-card consumer does with one message; the card leaves out the
+/// questions, answers and keys when `shows_keys(exam)` is false.
+pub fn decide_with(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    shows_keys: &dyn Fn(&str) -> bool,
+) -> CardDecision {
     let change = match parse_change_event(key, value) {
         Ok(ChangeEvent::Change(change)) => change,
         Ok(ChangeEvent::Tombstone { .. }) => {
@@ -53,9 +74,18 @@ pub fn decide(key: Option<&[u8]>, value: Option<&[u8]>) -> CardDecision {
             reason: "\"after\" is not a document".into(),
         };
     }
+    let exam = after
+        .get("exam")
+        .and_then(|e| e.as_str())
+        .unwrap_or_default();
+    let card = if shows_keys(exam) {
+        format_score_card(&after)
+    } else {
+        format_score_card_without_keys(&after)
+    };
     CardDecision::Send {
         document_id: change.document_id.unwrap_or_default(),
-        card: format_score_card(&after),
+        card,
     }
 }
 

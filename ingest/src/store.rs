@@ -69,6 +69,9 @@ pub trait SessionStore: Send + Sync {
         result: &ResultDocument,
     ) -> Result<bool>;
     async fn get_session(&self, id: &str) -> Result<Option<StoredSession>>;
+    /// Active sessions whose `closes_at` (deadline + grace) is at or before `now`, oldest
+    /// first: timed sessions to finish although nobody answers them.
+    async fn due_sessions(&self, now: &str, limit: usize) -> Result<Vec<StoredSession>>;
     /// Up to `limit` sessions, optionally of one exam, newest first (by `created_at`, then
     /// `id`, both descending).
     async fn list_sessions(&self, exam: Option<String>, limit: usize)
@@ -94,6 +97,83 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Option<StoredCalibration>>;
     /// Every version, optionally of one exam, ordered by exam, then version descending.
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>>;
+}
+
+/// Fixed-form exam attempts kept on the server: started, answered one question at a time
+/// (each answer durable before it is acknowledged), submitted by the student or at the
+/// deadline. In the same store as the results (embedded, or MongoDB), so any device and
+/// any server continues the attempt.
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    /// Stores `attempt` (status `open`) unless the student already has an open attempt of
+    /// that exam; returns the open attempt and whether it is the new one. Durable before
+    /// it returns. At most one open attempt per student and exam, also across servers.
+    async fn open_attempt(&self, attempt: StoredAttempt) -> Result<(StoredAttempt, bool)>;
+    async fn get_attempt(&self, id: &str) -> Result<Option<StoredAttempt>>;
+    /// A student's attempts, optionally of one exam, newest first.
+    async fn list_attempts(
+        &self,
+        email: &str,
+        exam: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredAttempt>>;
+    /// Saves one answer of an open attempt (and/or its flag): `answer` `Some(None)` clears
+    /// it, `None` keeps it; `flagged` likewise. Bumps `version`. Durable before it returns;
+    /// `false` (nothing changed) when the attempt is not open or has no such question.
+    async fn save_attempt_answer(
+        &self,
+        id: &str,
+        index: usize,
+        answer: Option<Option<String>>,
+        flagged: Option<bool>,
+        at: &str,
+    ) -> Result<bool>;
+    /// Submits `attempt` (its new status, `submitted_*` fields and `result_id` set by the
+    /// caller) only if it is still open at `expected_version`, storing `result` with it
+    /// (unless a result with its id exists: a retry). `false` when it was submitted or
+    /// answered since: the caller reads it again. The embedded store does both in one
+    /// transaction; MongoDB marks the attempt submitted first (freezing its answers), then
+    /// stores the result, so a crash in between leaves a submitted attempt whose result is
+    /// missing (the caller stores it again from the frozen answers).
+    async fn finish_attempt_if(
+        &self,
+        attempt: StoredAttempt,
+        expected_version: i64,
+        result: &ResultDocument,
+    ) -> Result<bool>;
+    /// Open attempts whose `closes_at` (deadline + grace) is at or before `now`, oldest first.
+    async fn due_attempts(&self, now: &str, limit: usize) -> Result<Vec<StoredAttempt>>;
+    /// How many attempts of `exam` the student has used: stored results (fixed-form
+    /// submissions, submitted attempts, finished adaptive sessions), open attempts and
+    /// active adaptive sessions.
+    async fn attempts_used(&self, email: &str, exam: &str) -> Result<i64>;
+}
+
+/// A fixed-form attempt as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredAttempt {
+    pub id: String,
+    pub exam: String,
+    pub email: String,
+    /// `open` or `submitted`.
+    pub status: String,
+    pub started_at: String,
+    /// `started_at` + the exam's time limit; none when untimed.
+    pub deadline: Option<String>,
+    /// `deadline` + grace: answers are refused and the attempt is submitted after it.
+    pub closes_at: Option<String>,
+    /// One entry per question: the chosen option's text, or none.
+    pub answers: Vec<Option<String>>,
+    /// One entry per question: flagged for review.
+    pub flags: Vec<bool>,
+    /// Bumped by every saved answer and by the submit.
+    pub version: i64,
+    pub updated_at: String,
+    /// The id the submitted attempt's result gets (fixed at the start: idempotent submit).
+    pub result_id: String,
+    pub submitted_at: Option<String>,
+    /// `student` or `deadline`.
+    pub submitted_by: Option<String>,
 }
 
 /// A score card as kept for `GET /api/score-cards`.
@@ -139,6 +219,9 @@ pub struct StoredSession {
     pub created_at: String,
     pub updated_at: String,
     pub state: String,
+    /// Deadline + grace of a timed session (none when untimed): it is finished with its
+    /// current estimate after this instant (RFC 3339).
+    pub closes_at: Option<String>,
 }
 
 /// One version of an exam's item parameters. `params` and `summary` are JSON (the api

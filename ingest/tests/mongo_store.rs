@@ -6,7 +6,8 @@ use chrono::Utc;
 use examflow_engine::{Outcome, ScoredSubmission};
 use examflow_ingest::ResultDocument;
 use examflow_ingest::store::conformance::{
-    check_calibration_after, check_concurrent_calibrations, check_finish, check_session_store,
+    check_attempt_store, check_calibration_after, check_concurrent_calibrations, check_finish,
+    check_session_store,
 };
 use examflow_ingest::store::{MongoStore, ResultFilter, ResultStore, SessionStore};
 
@@ -76,6 +77,18 @@ async fn mongodb_store_keeps_sessions_and_calibrations() {
     check_session_store(&store).await;
     check_calibration_after(&store).await;
     check_finish(&store).await;
+    store.drop_session_collections().await.unwrap();
+    store.drop_collection().await.unwrap();
+}
+
+#[tokio::test]
+async fn mongodb_store_keeps_fixed_form_attempts() {
+    let Some((uri, db)) = test_database("attempt store", "attempts") else {
+        return;
+    };
+    let store = empty_session_store(&uri, &db).await;
+    store.drop_collection().await.unwrap();
+    check_attempt_store(&store).await;
     store.drop_session_collections().await.unwrap();
     store.drop_collection().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! A report as CSV tables (one per request, or all in a zip) and as one HTML page whose
 //! charts are inline SVG drawn here, readable without JavaScript.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -27,24 +28,59 @@ fn render_error(what: &str) -> impl Fn(String) -> ReportError + '_ {
     }
 }
 
+/// First characters that make a spreadsheet read a cell as a formula (or, for tab and
+/// carriage return, shift it into one): OWASP's list for CSV injection.
+pub const CSV_FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether a text cell must be neutralised before it goes into a CSV file.
+pub fn csv_needs_guard(text: &str) -> bool {
+    text.starts_with(CSV_FORMULA_STARTS)
+}
+
+/// A text cell as every CSV of examflow writes it: one that starts with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return gets a single quote in front (`=1+1` → `'=1+1`), so a
+/// spreadsheet shows it as text instead of running it (OWASP, CSV injection). Only text
+/// cells: numbers are written as numbers (`-1.5` stays `-1.5`).
+pub fn csv_safe(text: &str) -> Cow<'_, str> {
+    if csv_needs_guard(text) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A cell of a row serialised to JSON: text neutralised ([`csv_safe`]), numbers and
+/// booleans as the `csv` crate writes them, null empty.
+fn csv_cell(value: &serde_json::Value) -> Cow<'_, str> {
+    match value {
+        serde_json::Value::Null => Cow::Borrowed(""),
+        serde_json::Value::String(s) => csv_safe(s),
+        serde_json::Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// Rows as CSV with `header` as the columns, each cell the row's field of that name (the
+/// header names are the rows' field names, a test checks it).
 fn write_rows<T: Serialize>(rows: &[T], header: &[&str]) -> Result<String, ReportError> {
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(true)
-        .from_writer(Vec::new());
-    if rows.is_empty() {
-        writer
-            .write_record(header)
-            .map_err(|e| render_error("csv")(e.to_string()))?;
-    }
+    let fail = |e: &dyn std::fmt::Display| render_error("csv")(e.to_string());
+    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+    writer.write_record(header).map_err(|e| fail(&e))?;
     for row in rows {
+        let value = serde_json::to_value(row).map_err(|e| fail(&e))?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err(fail(&"a row is not a record"));
+        };
+        let cells: Vec<Cow<'_, str>> = header
+            .iter()
+            .map(|name| fields.get(*name).map_or(Cow::Borrowed(""), csv_cell))
+            .collect();
         writer
-            .serialize(row)
-            .map_err(|e| render_error("csv")(e.to_string()))?;
+            .write_record(cells.iter().map(|c| c.as_bytes()))
+            .map_err(|e| fail(&e))?;
     }
-    let bytes = writer
-        .into_inner()
-        .map_err(|e| render_error("csv")(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|e| render_error("csv")(e.to_string()))
+    let bytes = writer.into_inner().map_err(|e| fail(&e))?;
+    String::from_utf8(bytes).map_err(|e| fail(&e))
 }
 
 /// The `summary` table: one `metric,value` row per number of the summary, reliability and
@@ -56,7 +92,7 @@ fn summary_rows(report: &ExamReport) -> Vec<(String, String)> {
             for (key, v) in map {
                 let text = match v {
                     serde_json::Value::Null => String::new(),
-                    serde_json::Value::String(s) => s,
+                    serde_json::Value::String(s) => csv_safe(&s).into_owned(),
                     other => other.to_string(),
                 };
                 rows.push((format!("{section}{key}"), text));
@@ -113,8 +149,9 @@ pub fn csv_table(report: &ExamReport, table: &str) -> Result<String, ReportError
                     .map_err(|e| render_error("csv")(e.to_string()))
             };
             put(["metric", "value"])?;
+            // Values that were text are already neutralised (`summary_rows`); numbers are not.
             for (metric, value) in &rows {
-                put([metric, value])?;
+                put([&csv_safe(metric), value])?;
             }
             let bytes = writer
                 .into_inner()

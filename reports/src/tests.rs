@@ -519,3 +519,105 @@ fn renderings_hold_every_table() {
     assert!(!html.contains("<exam>"));
     assert!(!html.contains("<script"), "readable without JavaScript");
 }
+
+#[test]
+fn csv_cells_that_would_run_as_formulas_get_a_quote() {
+    for (cell, expected) in [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1.5", "'-1.5"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("a=1", "a=1"),
+        ("", ""),
+        ("'=already", "'=already"),
+    ] {
+        assert_eq!(render::csv_safe(cell), expected, "{cell:?}");
+    }
+}
+
+/// Every table: text cells that start like a formula are neutralised, numbers are not (a
+/// negative statistic stays a negative number), and otherwise the columns and cells are
+/// what serialising the rows with the `csv` crate gives.
+#[test]
+fn report_csv_neutralises_text_and_keeps_numbers() {
+    let exam = simulate(30, 4, 5);
+    let plain = report(&exam);
+    // Plain text: the same bytes as serde's CSV of the rows.
+    fn serde_csv<T: serde::Serialize>(rows: &[T]) -> String {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        for row in rows {
+            writer.serialize(row).unwrap();
+        }
+        String::from_utf8(writer.into_inner().unwrap()).unwrap()
+    }
+    assert_eq!(
+        render::csv_table(&plain, "histogram").unwrap(),
+        serde_csv(&plain.histogram)
+    );
+    assert_eq!(
+        render::csv_table(&plain, "distractors").unwrap(),
+        serde_csv(&plain.distractors)
+    );
+    assert_eq!(
+        render::csv_table(&plain, "trend").unwrap(),
+        serde_csv(&plain.trend)
+    );
+    assert_eq!(
+        render::csv_table(&plain, "students").unwrap(),
+        serde_csv(&plain.students)
+    );
+
+    let mut report = plain.clone();
+    report.exam = "+exam".into();
+    report.items[0].question = "=HYPERLINK(\"http://example.org\",\"x\")".into();
+    report.items[0].irt_b = Some(-1.5);
+    report.distractors[0].option = "@cmd".into();
+    report.distractors[0].mean_correct = Some(-0.25);
+    report.students[0].email = "-2+3@example.org".into();
+    let cells = |table: &str| -> Vec<Vec<String>> {
+        let text = render::csv_table(&report, table).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let mut rows = vec![reader.headers().unwrap().iter().map(String::from).collect()];
+        rows.extend(
+            reader
+                .records()
+                .map(|r| r.unwrap().iter().map(String::from).collect()),
+        );
+        rows
+    };
+    let column = |rows: &[Vec<String>], name: &str| rows[0].iter().position(|h| h == name).unwrap();
+    let items = cells("items");
+    assert_eq!(
+        items[1][column(&items, "question")],
+        "'=HYPERLINK(\"http://example.org\",\"x\")"
+    );
+    assert_eq!(items[1][column(&items, "irt_b")], "-1.5");
+    let distractors = cells("distractors");
+    assert_eq!(distractors[1][column(&distractors, "option")], "'@cmd");
+    assert_eq!(
+        distractors[1][column(&distractors, "mean_correct")],
+        "-0.25"
+    );
+    let students = cells("students");
+    assert_eq!(students[1][column(&students, "email")], "'-2+3@example.org");
+    let summary = cells("summary");
+    let exam_row = summary.iter().find(|r| r[0] == "exam").unwrap();
+    assert_eq!(exam_row[1], "'+exam");
+    // No text cell anywhere starts like a formula; the cells that do are numbers.
+    for table in render::TABLES {
+        for row in cells(table).iter().skip(1) {
+            for cell in row {
+                assert!(
+                    !render::csv_needs_guard(cell) || cell.parse::<f64>().is_ok(),
+                    "{table}: {cell:?} is text that starts like a formula"
+                );
+            }
+        }
+    }
+    let zip = render::csv_zip(&report).unwrap();
+    let files = crate::zip::read(&zip);
+    let items_csv = &files.iter().find(|(n, _)| n == "items.csv").unwrap().1;
+    assert!(String::from_utf8_lossy(items_csv).contains("'=HYPERLINK"));
+}

@@ -357,7 +357,9 @@ async fn main() -> Result<()> {
     let config = dir.path().join("examflow.toml");
     std::fs::write(
         &config,
-        "[adaptive]\ncalibrate_interval_secs = 0\n[adaptive.policy]\nmax_length = 30\nmin_length = 10\nse_target = 0.3\n",
+        // Load generation, not abuse: the per-identity rate limits are off.
+        "[adaptive]\ncalibrate_interval_secs = 0\n[adaptive.policy]\nmax_length = 30\nmin_length = 10\nse_target = 0.3\n\
+         [limits]\nstarts_per_minute = 0\nsubmissions_per_minute = 0\nanswers_per_minute = 0\n",
     )?;
     let mut child = Command::new(examflow_binary()?)
         .arg("--config")

@@ -1,6 +1,7 @@
 //! Submission latency on the embedded default: boots `examflow serve` (release build),
 //! then measures, in one run, the HTTP floor (GET /api/exams), a bare fsync'd write of
-//! the same size on the same disk, and POST submissions (scored, stored, fsync'd),
+//! the same size on the same disk, POST submissions (scored, stored, fsync'd), and saved
+//! answers of server-side attempts (`PUT /api/attempts/{id}/answers/{index}`, fsync'd),
 //! sequentially and with concurrent clients. Prints a table of p50/p99 and ratios.
 //!
 //!     cargo build --release -p examflow -p examflow-benches --bin examflow --bin submit_latency
@@ -97,7 +98,15 @@ async fn main() -> Result<()> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
+    // Load generation, not abuse: the per-identity rate limits are off.
+    let config = dir.path().join("examflow.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nstarts_per_minute = 0\nsubmissions_per_minute = 0\nanswers_per_minute = 0\n",
+    )?;
     let mut child = Command::new(examflow_binary()?)
+        .arg("--config")
+        .arg(&config)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .arg("--banks")
@@ -146,6 +155,47 @@ async fn main() -> Result<()> {
         c.post(&submit_url).bearer_auth(&token).json(&body)
     })
     .await?;
+    // Server-side attempts: one open attempt per student, answers saved one at a time.
+    let students = concurrency.max(1) * 4;
+    let mut attempts = Vec::with_capacity(students);
+    for i in 0..students {
+        let login: Value = client
+            .post(format!("{base}/api/dev-login"))
+            .json(&json!({"email": format!("student{i}@example.com")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = login["token"].as_str().context("dev login")?.to_string();
+        let attempt: Value = client
+            .post(format!("{base}/api/exams/world-geography/attempts"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = attempt["attempt_id"]
+            .as_str()
+            .context("attempt id")?
+            .to_string();
+        attempts.push((token, id));
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let save = |c: &reqwest::Client| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (token, id) = &attempts[n % attempts.len()];
+        let index = (n / attempts.len()) % answers.len();
+        c.put(format!("{base}/api/attempts/{id}/answers/{index}"))
+            .bearer_auth(token)
+            .json(&json!({"answer": answers[index], "flagged": n.is_multiple_of(7)}))
+    };
+    let put_seq = timed_requests(&client, requests, 1, save).await?;
+    let put_conc = timed_requests(&client, requests, concurrency, save).await?;
+    // The submissions again, after the saves: the ratio is taken within one run.
+    let post_again = timed_requests(&client, requests, concurrency, |c| {
+        c.post(&submit_url).bearer_auth(&token).json(&body)
+    })
+    .await?;
     let _ = child.kill();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -163,6 +213,15 @@ async fn main() -> Result<()> {
             &*format!("POST submission, {concurrency} clients"),
             &post_conc,
         ),
+        ("PUT attempt answer, 1 client", &put_seq),
+        (
+            &*format!("PUT attempt answer, {concurrency} clients"),
+            &put_conc,
+        ),
+        (
+            &*format!("POST submission, {concurrency} clients, after the saves"),
+            &post_again,
+        ),
     ] {
         println!(
             "| {name} | {:.3} | {:.3} | {:.3} | {:.0} | {:.1}x |",
@@ -173,5 +232,12 @@ async fn main() -> Result<()> {
             s.p50.as_secs_f64() / get_seq.p50.as_secs_f64()
         );
     }
+    println!(
+        "answer save vs submission, p50 / p99: 1 client {:.2}x / {:.2}x; {concurrency} clients {:.2}x / {:.2}x",
+        put_seq.p50.as_secs_f64() / post_seq.p50.as_secs_f64(),
+        put_seq.p99.as_secs_f64() / post_seq.p99.as_secs_f64(),
+        put_conc.p50.as_secs_f64() / post_conc.p50.as_secs_f64(),
+        put_conc.p99.as_secs_f64() / post_conc.p99.as_secs_f64(),
+    );
     Ok(())
 }

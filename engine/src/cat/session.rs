@@ -22,6 +22,8 @@ pub enum StopReason {
     Classified,
     /// No eligible item was left (bank used up, disabled or closed by content limits).
     BankExhausted,
+    /// The session's time ran out; it finished with the estimate it had.
+    TimeLimit,
 }
 
 impl StopReason {
@@ -31,6 +33,7 @@ impl StopReason {
             StopReason::SeReached => "se_reached",
             StopReason::Classified => "classified",
             StopReason::BankExhausted => "bank_exhausted",
+            StopReason::TimeLimit => "time_limit",
         }
     }
 }
@@ -294,6 +297,28 @@ impl CatSession {
             se: self.se,
             items_used: n,
             stop_reason: reason.expect("reason"),
+            classification: self.classification(),
+        };
+        let step = Step::from(&result);
+        self.result = Some(result);
+        Ok(step)
+    }
+
+    /// Ends the session now with the current estimate (its time ran out): the pending item
+    /// stays unanswered and does not count.
+    pub fn finish_now(&mut self, reason: StopReason) -> Result<Step, CatError> {
+        if self.result.is_some() {
+            return Err(CatError::Finished);
+        }
+        self.pending = None;
+        if let Some(rt) = self.rt.as_mut() {
+            rt.pending_idx = None;
+        }
+        let result = CatResult {
+            theta: self.theta,
+            se: self.se,
+            items_used: self.trace.len(),
+            stop_reason: reason,
             classification: self.classification(),
         };
         let step = Step::from(&result);

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use super::{ResultStore, SessionStore, StoredCalibration, StoredSession};
+use super::{
+    AttemptStore, ResultStore, SessionStore, StoredAttempt, StoredCalibration, StoredSession,
+};
 use crate::document::ResultDocument;
 
 pub(crate) fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
@@ -21,6 +23,7 @@ pub(crate) fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
         updated_at: created_at.into(),
         // Quotes, non-ASCII and nesting: the state is opaque text and must come back as is.
         state: format!(r#"{{"cat":{{"grid":[0.1,-2.5e-3]}},"note":"θ \"{id}\" ✓"}}"#),
+        closes_at: None,
     }
 }
 
@@ -280,4 +283,258 @@ pub async fn check_finish<S: ResultStore + SessionStore>(store: &S) {
     );
     assert_eq!(store.get_session("f2").await.unwrap(), Some(done));
     assert_eq!(store.get_result(&first.id).await.unwrap(), Some(first));
+}
+
+fn attempt(id: &str, email: &str, exam: &str, closes_at: Option<&str>) -> StoredAttempt {
+    StoredAttempt {
+        id: id.into(),
+        exam: exam.into(),
+        email: email.into(),
+        status: "open".into(),
+        started_at: format!("2024-05-03T10:00:0{}.000Z", id.len() % 10),
+        deadline: closes_at.map(|_| "2024-05-03T10:30:00.000Z".into()),
+        closes_at: closes_at.map(str::to_string),
+        answers: vec![None; 3],
+        flags: vec![false; 3],
+        version: 0,
+        updated_at: "2024-05-03T10:00:00.000Z".into(),
+        result_id: crate::document::new_document_id(),
+        submitted_at: None,
+        submitted_by: None,
+    }
+}
+
+/// Fixed-form attempts: one open attempt per student and exam; answers and flags saved
+/// one at a time (clearing too), only while open and only for existing questions; the
+/// submit only from the version read, with its result; due attempts by `closes_at`; the
+/// attempts a student has used (results, open attempts, active adaptive sessions).
+pub async fn check_attempt_store<S: AttemptStore + ResultStore + SessionStore>(store: &S) {
+    let a1 = attempt(
+        "a1",
+        "ann@example.com",
+        "geo",
+        Some("2024-05-03T10:30:30.000Z"),
+    );
+    let (got, created) = store.open_attempt(a1.clone()).await.unwrap();
+    assert!(created);
+    assert_eq!(got, a1);
+    // A second start of the same exam returns the open attempt.
+    let (got, created) = store
+        .open_attempt(attempt("a2", "ann@example.com", "geo", None))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(got.id, "a1");
+    assert_eq!(store.get_attempt("a2").await.unwrap(), None);
+    // Another exam or another student: a new attempt.
+    let b1 = attempt("b1", "ann@example.com", "math", None);
+    assert!(store.open_attempt(b1.clone()).await.unwrap().1);
+    let c1 = attempt(
+        "c1",
+        "bob@example.com",
+        "geo",
+        Some("2024-05-03T11:00:00.000Z"),
+    );
+    assert!(store.open_attempt(c1.clone()).await.unwrap().1);
+
+    // Answers and flags, one question at a time.
+    let at = "2024-05-03T10:01:00.000Z";
+    assert!(
+        store
+            .save_attempt_answer("a1", 0, Some(Some("Paris ✓ \"x\"".into())), None, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_attempt_answer("a1", 2, None, Some(true), at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_attempt_answer("a1", 1, Some(Some("B".into())), Some(false), at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_attempt_answer("a1", 1, Some(None), None, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save_attempt_answer("a1", 3, Some(Some("C".into())), None, at)
+            .await
+            .unwrap(),
+        "no such question"
+    );
+    assert!(
+        !store
+            .save_attempt_answer("nope", 0, Some(Some("C".into())), None, at)
+            .await
+            .unwrap()
+    );
+    let saved = store.get_attempt("a1").await.unwrap().unwrap();
+    assert_eq!(
+        saved.answers,
+        [Some("Paris ✓ \"x\"".to_string()), None, None]
+    );
+    assert_eq!(saved.flags, [false, false, true]);
+    assert_eq!(saved.version, 4);
+    assert_eq!(saved.updated_at, at);
+
+    // Due attempts: open, with closes_at at or before now.
+    let due = store
+        .due_attempts("2024-05-03T10:45:00.000Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a1"]
+    );
+    let due = store
+        .due_attempts("2024-05-03T11:00:00.000Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a1", "c1"]
+    );
+    assert_eq!(
+        store
+            .due_attempts("2024-05-03T11:00:00.000Z", 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Used attempts: one open attempt so far, plus an active adaptive session.
+    assert_eq!(
+        store.attempts_used("ann@example.com", "geo").await.unwrap(),
+        1
+    );
+    let mut s = session("as1", "geo", "2024-05-03T09:00:00.000Z");
+    s.email = "ann@example.com".into();
+    store.put_session(s).await.unwrap();
+    assert_eq!(
+        store.attempts_used("ann@example.com", "geo").await.unwrap(),
+        2
+    );
+
+    // The submit: a stale version changes nothing; the current one stores the result.
+    let mut result = result_of("ann", 1);
+    result.id = saved.result_id.clone();
+    result.email = "ann@example.com".into();
+    let mut submitted = saved.clone();
+    submitted.status = "submitted".into();
+    submitted.submitted_at = Some("2024-05-03T10:20:00.000Z".into());
+    submitted.submitted_by = Some("student".into());
+    submitted.updated_at = "2024-05-03T10:20:00.000Z".into();
+    assert!(
+        !store
+            .finish_attempt_if(submitted.clone(), 3, &result)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_result(&result.id).await.unwrap(),
+        None,
+        "a lost submit stores no result"
+    );
+    assert!(
+        store
+            .finish_attempt_if(submitted.clone(), 4, &result)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_attempt_if(submitted.clone(), 5, &result)
+            .await
+            .unwrap(),
+        "submitted once"
+    );
+    let stored = store.get_attempt("a1").await.unwrap().unwrap();
+    assert_eq!(stored.status, "submitted");
+    assert_eq!(stored.submitted_by.as_deref(), Some("student"));
+    assert_eq!(stored.version, 5);
+    assert_eq!(stored.answers, saved.answers);
+    assert_eq!(store.get_result(&result.id).await.unwrap(), Some(result));
+    // A submitted attempt takes no answers and is no longer due; the result counts.
+    assert!(
+        !store
+            .save_attempt_answer("a1", 0, Some(Some("X".into())), None, at)
+            .await
+            .unwrap()
+    );
+    let due = store
+        .due_attempts("2024-05-03T11:00:00.000Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["c1"]
+    );
+    assert_eq!(
+        store.attempts_used("ann@example.com", "geo").await.unwrap(),
+        2
+    );
+    // Now a new attempt of the same exam can start.
+    let a3 = attempt("a3", "ann@example.com", "geo", None);
+    assert!(store.open_attempt(a3).await.unwrap().1);
+    assert_eq!(
+        store.attempts_used("ann@example.com", "geo").await.unwrap(),
+        3
+    );
+
+    let listed = store
+        .list_attempts("ann@example.com", None, 10)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a1", "a3", "b1"]);
+    let geo = store
+        .list_attempts("ann@example.com", Some("geo".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(geo.len(), 2);
+    assert!(
+        store
+            .list_attempts("nobody@example.com", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Timed adaptive sessions past closes_at are due until they are finished.
+    let mut timed = session("ts1", "geo", "2024-05-03T09:00:00.000Z");
+    timed.closes_at = Some("2024-05-03T09:30:00.000Z".into());
+    store.put_session(timed.clone()).await.unwrap();
+    assert!(
+        store
+            .due_sessions("2024-05-03T09:29:59.000Z", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = store
+        .due_sessions("2024-05-03T09:30:00.000Z", 10)
+        .await
+        .unwrap();
+    assert_eq!(due, [timed.clone()], "the untimed sessions are never due");
+    let mut ended = timed.clone();
+    ended.status = "finished".into();
+    ended.answered = 1;
+    assert!(store.replace_session_if(ended, 0).await.unwrap());
+    assert!(
+        store
+            .due_sessions("2024-05-03T11:00:00.000Z", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

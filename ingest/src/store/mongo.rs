@@ -20,10 +20,13 @@ use super::{ResultFilter, ResultStore, SessionStore, StoredCalibration, StoredSe
 use crate::document::{ResultDocument, bson_to_plain_json};
 use crate::error::{IngestError, Result};
 
+mod attempts;
+
 pub const DATABASE: &str = "exams";
 pub const COLLECTION: &str = "score";
 pub const SESSIONS_COLLECTION: &str = "adaptive_sessions";
 pub const CALIBRATIONS_COLLECTION: &str = "calibrations";
+pub const ATTEMPTS_COLLECTION: &str = "exam_attempts";
 
 /// How often `add_calibration` tries the next free version before giving up. Each lost
 /// race means another writer took a version, so this bounds the writers racing on one
@@ -38,6 +41,7 @@ pub struct MongoStore {
     collection: Collection<Document>,
     sessions: Collection<Document>,
     calibrations: Collection<Document>,
+    attempts: Collection<Document>,
     /// Set once the indexes of the session and calibration collections exist. Made on first
     /// use rather than at connect, so a server starts while MongoDB is still coming up (as
     /// for results); a failed attempt is retried by the next call.
@@ -66,6 +70,7 @@ impl MongoStore {
             collection: durable(COLLECTION),
             sessions: durable(SESSIONS_COLLECTION),
             calibrations: durable(CALIBRATIONS_COLLECTION),
+            attempts: durable(ATTEMPTS_COLLECTION),
             client,
             indexes: OnceCell::new(),
         })
@@ -82,6 +87,7 @@ impl MongoStore {
     pub async fn drop_session_collections(&self) -> Result<()> {
         self.sessions.drop().await?;
         self.calibrations.drop().await?;
+        self.attempts.drop().await?;
         Ok(())
     }
 
@@ -109,6 +115,7 @@ impl MongoStore {
                             .build(),
                     )
                     .await?;
+                self.ensure_attempt_indexes().await?;
                 Ok::<_, IngestError>(())
             })
             .await?;
@@ -260,6 +267,7 @@ fn session_to_bson(s: &StoredSession) -> Document {
         "created_at": &s.created_at,
         "updated_at": &s.updated_at,
         "state": &s.state,
+        "closes_at": s.closes_at.as_deref().map_or(Bson::Null, |at| Bson::String(at.into())),
     }
 }
 
@@ -276,6 +284,7 @@ fn session_from_bson(doc: &Document) -> Result<StoredSession> {
         created_at: f.string("created_at")?,
         updated_at: f.string("updated_at")?,
         state: f.string("state")?,
+        closes_at: f.optional_string("closes_at")?,
     })
 }
 
@@ -392,6 +401,22 @@ impl SessionStore for MongoStore {
         docs.iter().map(session_from_bson).collect()
     }
 
+    async fn due_sessions(&self, now: &str, limit: usize) -> Result<Vec<StoredSession>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.ensure_indexes().await?;
+        let docs: Vec<Document> = self
+            .sessions
+            .find(doc! {"status": "active", "closes_at": {"$ne": Bson::Null, "$lte": now}})
+            .sort(doc! {"closes_at": 1})
+            .limit(find_limit(limit))
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter().map(session_from_bson).collect()
+    }
+
     /// Reads the highest version and inserts the next; when another server took that
     /// number first (duplicate key on the unique index), tries again above it.
     async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64> {
@@ -487,6 +512,7 @@ mod tests {
             created_at: "2024-05-01T10:00:00.000Z".into(),
             updated_at: "2024-05-01T10:05:00.000Z".into(),
             state: r#"{"cat":{}}"#.into(),
+            closes_at: Some("2024-05-01T10:30:00.000Z".into()),
         };
         assert_eq!(
             session_from_bson(&session_to_bson(&session)).unwrap(),
@@ -494,6 +520,7 @@ mod tests {
         );
         let active = StoredSession {
             result_id: None,
+            closes_at: None,
             ..session
         };
         let stored = session_to_bson(&active);

@@ -18,6 +18,8 @@ use crate::debezium::insert_event;
 use crate::document::{ResultDocument, format_timestamp};
 use crate::error::{IngestError, Result};
 
+mod attempts;
+
 /// Database and collection names used in change events, as in production MongoDB.
 pub const CHANGE_EVENT_DB: &str = "exams";
 pub const CHANGE_EVENT_COLLECTION: &str = "score";
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS adaptive_sessions (
     result_id TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    closes_at TEXT
 );
 CREATE INDEX IF NOT EXISTS adaptive_sessions_by_exam ON adaptive_sessions (exam, created_at);
 -- Item parameters of each exam, one row per version; never updated, only added.
@@ -73,6 +76,28 @@ CREATE TABLE IF NOT EXISTS calibrations (
     summary TEXT NOT NULL,
     PRIMARY KEY (exam, version)
 );
+-- Fixed-form attempts kept on the server (answers and flags as JSON arrays, one entry per
+-- question); at most one open attempt per student and exam.
+CREATE TABLE IF NOT EXISTS exam_attempts (
+    id TEXT PRIMARY KEY,
+    exam TEXT NOT NULL,
+    email TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    deadline TEXT,
+    closes_at TEXT,
+    answers TEXT NOT NULL,
+    flags TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    result_id TEXT NOT NULL,
+    submitted_at TEXT,
+    submitted_by TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS exam_attempts_open ON exam_attempts (email, exam) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS exam_attempts_due ON exam_attempts (closes_at) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS exam_attempts_by_email ON exam_attempts (email, started_at);
+CREATE INDEX IF NOT EXISTS adaptive_sessions_by_email ON adaptive_sessions (email, exam, status);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
@@ -175,6 +200,7 @@ struct SessionJob {
 enum WriteJob {
     Result(InsertJob),
     Session(SessionJob),
+    Attempt(attempts::AttemptJob),
 }
 
 impl WriteJob {
@@ -197,6 +223,7 @@ impl WriteJob {
                     result.insert(tx, true)?;
                 }
             }
+            WriteJob::Attempt(job) => return job.write(tx),
         }
         Ok(true)
     }
@@ -205,6 +232,7 @@ impl WriteJob {
         let done = match self {
             WriteJob::Result(job) => job.done,
             WriteJob::Session(job) => job.done,
+            WriteJob::Attempt(job) => job.done,
         };
         let _ = done.send(outcome);
     }
@@ -213,10 +241,11 @@ impl WriteJob {
 /// Inserts session `s`, or replaces the stored one with its id (always stored: `true`).
 fn upsert_session(tx: &Connection, s: &StoredSession) -> rusqlite::Result<bool> {
     tx.execute(
-        "INSERT INTO adaptive_sessions (id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO adaptive_sessions (id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state, closes_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, answered = excluded.answered,
-           result_id = excluded.result_id, updated_at = excluded.updated_at, state = excluded.state",
+           result_id = excluded.result_id, updated_at = excluded.updated_at, state = excluded.state,
+           closes_at = excluded.closes_at",
         params![
             s.id,
             s.exam,
@@ -227,7 +256,8 @@ fn upsert_session(tx: &Connection, s: &StoredSession) -> rusqlite::Result<bool> 
             s.result_id,
             s.created_at,
             s.updated_at,
-            s.state
+            s.state,
+            s.closes_at
         ],
     )?;
     Ok(true)
@@ -357,6 +387,7 @@ impl SqliteStore {
             )
             .map_err(err)?;
         writer.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&writer).map_err(err)?;
         // Checkpoints (WAL → database file, with its own fsync) run on a thread of their own,
         // so no commit waits for one; SQLite's automatic checkpoint would run inside whichever
         // commit crossed the threshold and add its cost to that request's latency.
@@ -503,6 +534,24 @@ impl SqliteStore {
                 session_row,
             )
             .optional()
+        })
+        .await
+    }
+
+    /// Active sessions whose `closes_at` is at or before `now`, oldest first.
+    pub async fn due_sessions(&self, now: &str, limit: usize) -> Result<Vec<StoredSession>> {
+        let now = now.to_string();
+        self.with(false, move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM adaptive_sessions
+                 WHERE status = 'active' AND closes_at IS NOT NULL AND closes_at <= ?1
+                 ORDER BY closes_at LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(
+                params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
+                session_row,
+            )?;
+            rows.collect()
         })
         .await
     }
@@ -759,7 +808,23 @@ fn write_card_outcome(c: &Connection, outcome: &CardOutcome, at: &str) -> rusqli
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state";
+/// Brings a database made by an earlier version up to [`SCHEMA`]: columns added since.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has_closes_at: bool = c.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('adaptive_sessions') WHERE name = 'closes_at'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_closes_at {
+        c.execute_batch("ALTER TABLE adaptive_sessions ADD COLUMN closes_at TEXT;")?;
+    }
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS adaptive_sessions_due ON adaptive_sessions (closes_at)
+         WHERE status = 'active';",
+    )
+}
+
+const SESSION_COLUMNS: &str = "id, exam, email, calibration_version, status, answered, result_id, created_at, updated_at, state, closes_at";
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
     Ok(StoredSession {
@@ -773,6 +838,7 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
         state: r.get(9)?,
+        closes_at: r.get(10)?,
     })
 }
 
@@ -928,6 +994,10 @@ impl SessionStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredSession>> {
         SqliteStore::list_sessions(self, exam, limit).await
+    }
+
+    async fn due_sessions(&self, now: &str, limit: usize) -> Result<Vec<StoredSession>> {
+        SqliteStore::due_sessions(self, now, limit).await
     }
 
     async fn add_calibration(&self, calibration: StoredCalibration) -> Result<i64> {
@@ -1124,12 +1194,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_of_an_earlier_version_gets_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = Connection::open(dir.path().join("examflow.db")).unwrap();
+            old.execute_batch(
+                "CREATE TABLE adaptive_sessions (id TEXT PRIMARY KEY, exam TEXT NOT NULL,
+                   email TEXT NOT NULL, calibration_version INTEGER NOT NULL, status TEXT NOT NULL,
+                   answered INTEGER NOT NULL, result_id TEXT, created_at TEXT NOT NULL,
+                   updated_at TEXT NOT NULL, state TEXT NOT NULL);
+                 INSERT INTO adaptive_sessions VALUES ('old', 'geo', 'a@b.c', 1, 'active', 2, NULL,
+                   '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', '{}');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let old = store.get_session("old").await.unwrap().unwrap();
+        assert_eq!((old.answered, old.closes_at), (2, None));
+        assert!(
+            store
+                .due_sessions("2099-01-01T00:00:00.000Z", 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop(store);
+        // Opening again finds the column there.
+        SqliteStore::open(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
     async fn sessions_and_calibrations_meet_the_session_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::store::conformance::check_session_store(&store).await;
         crate::store::conformance::check_calibration_after(&store).await;
         crate::store::conformance::check_finish(&store).await;
+        crate::store::conformance::check_attempt_store(&store).await;
     }
 
     /// Here finishing is one transaction: a lost race stores no result and no change
