@@ -6,6 +6,7 @@
 //! `examflow token` keep working behind a proxy); otherwise by the identity header when
 //! one is configured.
 
+mod keys;
 mod proxy;
 mod roles;
 

@@ -6,6 +6,9 @@ use axum::response::{Html, IntoResponse, Response};
 
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/app.js");
+const ATTEMPT_SCRIPT: &str = include_str!("../web/attempt.js");
+const ADAPTIVE_SCRIPT: &str = include_str!("../web/adaptive.js");
+const REPORTS_SCRIPT: &str = include_str!("../web/reports.js");
 const STYLE: &str = include_str!("../web/style.css");
 const OPENAPI: &str = include_str!("../web/openapi.json");
 const DOCS: &str = include_str!("../web/docs.html");
@@ -14,12 +17,30 @@ pub async fn index() -> Html<&'static str> {
     Html(INDEX)
 }
 
-pub async fn script() -> Response {
+/// A script of the page. The page's script is split by role: index.html loads attempt.js,
+/// adaptive.js and reports.js before app.js (the shared helpers, the wiring and boot).
+fn javascript(source: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        SCRIPT,
+        source,
     )
         .into_response()
+}
+
+pub async fn script() -> Response {
+    javascript(SCRIPT)
+}
+
+pub async fn attempt_script() -> Response {
+    javascript(ATTEMPT_SCRIPT)
+}
+
+pub async fn adaptive_script() -> Response {
+    javascript(ADAPTIVE_SCRIPT)
+}
+
+pub async fn reports_script() -> Response {
+    javascript(REPORTS_SCRIPT)
 }
 
 pub async fn style() -> Response {
@@ -36,6 +57,29 @@ pub async fn docs() -> Html<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn page_loads_every_script_with_app_js_last() {
+        // app.js calls boot() when it runs, so the scripts it calls into come before it.
+        let sources: Vec<&str> = super::INDEX
+            .split("<script src=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            sources,
+            ["/attempt.js", "/adaptive.js", "/reports.js", "/app.js"]
+        );
+        for script in [
+            super::SCRIPT,
+            super::ATTEMPT_SCRIPT,
+            super::ADAPTIVE_SCRIPT,
+            super::REPORTS_SCRIPT,
+        ] {
+            assert!(script.contains("\"use strict\";"));
+        }
+        assert!(super::SCRIPT.trim_end().ends_with("boot();"));
+    }
+
     #[test]
     fn openapi_document_is_valid_json_listing_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();

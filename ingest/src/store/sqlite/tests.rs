@@ -1,0 +1,250 @@
+//! Unit tests of the embedded store.
+
+use super::*;
+use examflow_engine::{Outcome, ScoredSubmission};
+
+fn doc(email: &str, exam: &str) -> ResultDocument {
+    ResultDocument::new(
+        email,
+        ScoredSubmission {
+            exam: exam.into(),
+            score: 0,
+            total: 0,
+            percentage: 0,
+            result: Outcome::Failed,
+            details: vec![],
+        },
+        Utc::now(),
+    )
+}
+
+/// With SQLite's automatic checkpoint off, the checkpointer thread is what keeps the WAL
+/// from growing without bound: after it has run, new writes reuse the WAL from the start.
+#[tokio::test]
+async fn the_checkpointer_keeps_the_wal_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let wal = dir.path().join("examflow.db-wal");
+    let round = || async {
+        for i in 0..200 {
+            store
+                .insert_result(&doc(&format!("s{i}@x"), "geo"))
+                .await
+                .unwrap();
+        }
+    };
+    round().await;
+    let after_one = std::fs::metadata(&wal).unwrap().len();
+    for _ in 0..4 {
+        tokio::time::sleep(CHECKPOINT_INTERVAL * 3).await;
+        round().await;
+    }
+    let after_five = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        after_five < after_one * 2,
+        "WAL grew from {after_one} to {after_five} bytes over five rounds"
+    );
+    let all = store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: Some("geo".into()),
+            limit: 10_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1000);
+}
+
+#[tokio::test]
+async fn results_and_outbox_are_written_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let a = doc("a@x", "geo");
+    let b = doc("b@x", "math");
+    store.insert_result(&a).await.unwrap();
+    store.insert_result(&b).await.unwrap();
+    assert_eq!(store.get_result(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_result("nope").await.unwrap(), None);
+    let mine = store
+        .list_results(&ResultFilter {
+            email: Some("a@x".into()),
+            exam: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine, vec![a.clone()]);
+    let math = store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: Some("math".into()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(math, vec![b]);
+
+    let pending = store
+        .pending_outbox(OutboxReader::Publisher, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+    store.mark_published(vec![pending[0].seq]).await.unwrap();
+    assert_eq!(
+        store
+            .count_pending_outbox(OutboxReader::Publisher)
+            .await
+            .unwrap(),
+        1
+    );
+    // The other reader is independent.
+    assert_eq!(
+        store
+            .count_pending_outbox(OutboxReader::ScoreCards)
+            .await
+            .unwrap(),
+        2
+    );
+    store
+        .complete_card_events(vec![(
+            pending[0].seq,
+            CardOutcome::Card {
+                document_id: a.id.clone(),
+                card: "card".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .count_pending_outbox(OutboxReader::ScoreCards)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.score_cards(10).await.unwrap()[0].document_id, a.id);
+
+    // Reopening sees everything.
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.get_result(&a.id).await.unwrap(), Some(a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_are_group_committed_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let docs: Vec<ResultDocument> = (0..64).map(|i| doc(&format!("s{i}@x"), "geo")).collect();
+    let duplicate = docs[5].clone();
+    let mut tasks = Vec::new();
+    for d in docs.iter().cloned().chain(std::iter::once(duplicate)) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.insert_result(&d).await }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        if t.await.unwrap().is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 1, "only the duplicate id fails");
+    let all = store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 64);
+    assert_eq!(
+        store
+            .count_pending_outbox(OutboxReader::Publisher)
+            .await
+            .unwrap(),
+        64
+    );
+}
+
+#[tokio::test]
+async fn a_database_of_an_earlier_version_gets_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let old = Connection::open(dir.path().join("examflow.db")).unwrap();
+        old.execute_batch(
+            "CREATE TABLE adaptive_sessions (id TEXT PRIMARY KEY, exam TEXT NOT NULL,
+               email TEXT NOT NULL, calibration_version INTEGER NOT NULL, status TEXT NOT NULL,
+               answered INTEGER NOT NULL, result_id TEXT, created_at TEXT NOT NULL,
+               updated_at TEXT NOT NULL, state TEXT NOT NULL);
+             INSERT INTO adaptive_sessions VALUES ('old', 'geo', 'a@b.c', 1, 'active', 2, NULL,
+               '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', '{}');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let old = store.get_session("old").await.unwrap().unwrap();
+    assert_eq!((old.answered, old.closes_at), (2, None));
+    assert!(
+        store
+            .due_sessions("2099-01-01T00:00:00.000Z", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(store);
+    // Opening again finds the column there.
+    SqliteStore::open(dir.path()).unwrap();
+}
+
+#[tokio::test]
+async fn sessions_and_calibrations_meet_the_session_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    crate::store::conformance::check_session_store(&store).await;
+    crate::store::conformance::check_calibration_after(&store).await;
+    crate::store::conformance::check_finish(&store).await;
+    crate::store::conformance::check_attempt_store(&store).await;
+}
+
+/// Here finishing is one transaction: a lost race stores no result and no change
+/// event; a won one exactly one of each.
+#[tokio::test]
+async fn finishing_stores_result_event_and_state_together_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut active = crate::store::conformance::session("s", "geo", "2024-05-02T10:00:00Z");
+    active.answered = 4;
+    store.put_session(active.clone()).await.unwrap();
+    let result = doc("a@example.com", "geo");
+    let mut finished = active.clone();
+    finished.status = "finished".into();
+    finished.answered = 5;
+    finished.result_id = Some(result.id.clone());
+
+    assert!(
+        !store
+            .finish_session_if(finished.clone(), 3, &result)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_result(&result.id).await.unwrap(), None);
+    let events = || store.count_pending_outbox(OutboxReader::Publisher);
+    assert_eq!(events().await.unwrap(), 0);
+
+    assert!(
+        store
+            .finish_session_if(finished.clone(), 4, &result)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_result(&result.id).await.unwrap(), Some(result));
+    assert_eq!(events().await.unwrap(), 1);
+    assert_eq!(store.get_session("s").await.unwrap(), Some(finished));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calibrations_get_distinct_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+    crate::store::conformance::check_concurrent_calibrations(&[store]).await;
+}
