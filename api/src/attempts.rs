@@ -22,7 +22,9 @@ use crate::auth::Identity;
 use crate::config::ExamPolicy;
 use crate::error::ApiError;
 use crate::limits::Limited;
-use crate::policy::{closes_at, conflict, deadline_of, result_for};
+use crate::policy::{
+    closes_at, conflict, deadline_of, has_passed, parse_instant, result_for, seconds_until,
+};
 use crate::server::{ApiPath, ApiQuery, AppState};
 
 /// Who submitted an attempt.
@@ -39,19 +41,9 @@ fn bank_of(app: &AppState, exam: &str) -> Result<std::sync::Arc<Bank>, ApiError>
         .ok_or_else(|| ApiError::not_found(format!("exam {exam:?}")))
 }
 
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
 /// Whether answers may no longer be saved (past deadline + grace).
 fn is_past_closing(attempt: &StoredAttempt, now: DateTime<Utc>) -> bool {
-    attempt
-        .closes_at
-        .as_deref()
-        .and_then(parse_time)
-        .is_some_and(|closes| now > closes)
+    has_passed(attempt.closes_at.as_deref(), now)
 }
 
 /// The attempt `id` if `identity` may see it: its student, or staff. Anyone else gets
@@ -78,11 +70,7 @@ async fn attempt_json(
 ) -> Result<Value, ApiError> {
     let policy = app.config.exam_policy(&attempt.exam);
     let now = Utc::now();
-    let seconds_left = attempt
-        .deadline
-        .as_deref()
-        .and_then(parse_time)
-        .map(|d| (d - now).num_seconds().max(0));
+    let seconds_left = seconds_until(attempt.deadline.as_deref(), now);
     let mut v = json!({
         "attempt_id": attempt.id,
         "exam": attempt.exam,
@@ -279,11 +267,7 @@ pub async fn save_answer(
         let fresh = app.attempts.get_attempt(&id).await?.unwrap_or(attempt);
         return Err(closed(&fresh));
     }
-    let seconds_left = attempt
-        .deadline
-        .as_deref()
-        .and_then(parse_time)
-        .map(|d| (d - now).num_seconds().max(0));
+    let seconds_left = seconds_until(attempt.deadline.as_deref(), now);
     let mut body = json!({
         "attempt_id": id,
         "index": index,
@@ -482,7 +466,7 @@ async fn repair_result(
     let at = attempt
         .submitted_at
         .as_deref()
-        .and_then(parse_time)
+        .and_then(parse_instant)
         .unwrap_or_else(Utc::now);
     let (doc, _) = scored(app, attempt, by, at)?;
     tracing::warn!(attempt = %attempt.id, "a submitted attempt had no result; stored it again");

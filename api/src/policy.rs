@@ -136,6 +136,25 @@ pub fn closes_at(policy: &ExamPolicy, deadline: DateTime<Utc>) -> DateTime<Utc> 
     deadline + chrono::Duration::seconds(i64::try_from(policy.grace_secs).unwrap_or(0))
 }
 
+/// An RFC 3339 instant as stored (deadlines, closes_at, submitted_at).
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Whether the stored instant `at` has passed at `now` (never, without one).
+pub fn has_passed(at: Option<&str>, now: DateTime<Utc>) -> bool {
+    at.and_then(parse_instant).is_some_and(|t| now > t)
+}
+
+/// Whole seconds from `now` to a stored `deadline` (0 once it passed; none when untimed).
+pub fn seconds_until(deadline: Option<&str>, now: DateTime<Utc>) -> Option<i64> {
+    deadline
+        .and_then(parse_instant)
+        .map(|d| (d - now).num_seconds().max(0))
+}
+
 fn review_name(review: ReviewPolicy) -> &'static str {
     match review {
         ReviewPolicy::Immediately => "immediately",

@@ -82,19 +82,13 @@ fn normal_cdf(x: f64) -> f64 {
     0.5 * (1.0 + if z >= 0.0 { erf } else { -erf })
 }
 
-/// Whether the instant `at` (RFC 3339) has passed.
+/// Whether the stored instant `at` has passed.
 pub(super) fn past(at: &Option<String>, now: chrono::DateTime<Utc>) -> bool {
-    at.as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .is_some_and(|t| now > t)
+    crate::policy::has_passed(at.as_deref(), now)
 }
 
 pub(super) fn seconds_left(state: &SessionState, now: chrono::DateTime<Utc>) -> Option<i64> {
-    state
-        .deadline
-        .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|d| (d.with_timezone(&Utc) - now).num_seconds().max(0))
+    crate::policy::seconds_until(state.deadline.as_deref(), now)
 }
 
 /// Finishes the timed sessions past deadline + grace that nobody answers (called every
