@@ -6,10 +6,10 @@
 mod common;
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::browser::{Driver, screenshots, start_chromedriver};
 use common::{Server, ServerOptions, answer_key, sample_banks, wrong_answers};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -17,52 +17,6 @@ use thirtyfour::prelude::*;
 
 /// The exam the results are for; the other sample banks have none.
 const EXAM: &str = "world-geography";
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-fn start_chromedriver() -> Option<(Driver, u16)> {
-    let Some(path) = which("chromedriver") else {
-        panic!(
-            "chromedriver is not installed: run scripts/test-all (it installs chromium and chromium-driver)"
-        );
-    };
-    let port = common::kafka::free_port();
-    let child = Command::new(path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Driver(child), port));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-/// Where screenshots are kept for people to look at (the same place as browser.rs's).
-fn screenshots() -> PathBuf {
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&shots).ok();
-    shots
-}
 
 /// Headless Chromium driven through a chromedriver of its own, saving downloads in
 /// `downloads`; both end on drop/quit.
