@@ -23,6 +23,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub kafka: KafkaSettings,
     pub ingest: IngestConfig,
+    pub cdc: CdcConfig,
     pub adaptive: AdaptiveConfig,
     pub sql: SqlConfig,
     pub pgwire: PgwireConfig,
@@ -281,6 +282,32 @@ impl Default for IngestConfig {
             dedup_key: "keen_id".into(),
             housekeeping_interval_secs: 600,
             vacuum_retention_secs: 3600,
+        }
+    }
+}
+
+/// Change capture from MongoDB into Debezium-shaped events (`examflow cdc`, or inside
+/// `serve` when MongoDB is configured).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdcConfig {
+    /// Capture inside `serve` when MongoDB is configured: to Kafka when brokers are set,
+    /// else into the server's own score cards. Set false when Debezium captures the
+    /// collection. Default true.
+    pub enabled: bool,
+    /// Collection captured, in `storage.mongodb_database`. Default `score`.
+    pub collection: String,
+    /// Lease of the capturing process, in seconds: of several processes on one database
+    /// one captures, another takes over at most this long after it died. Default 10.
+    pub lease_secs: u64,
+}
+
+impl Default for CdcConfig {
+    fn default() -> Self {
+        CdcConfig {
+            enabled: true,
+            collection: "score".into(),
+            lease_secs: 10,
         }
     }
 }

@@ -163,7 +163,7 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
 }
 
 /// `/metrics` of a standalone `examflow ingest`.
-async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     addr: std::net::SocketAddr,
     registry: prometheus::Registry,
 ) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ mod auth;
 mod banks;
 mod calibrate_cmd;
 mod calibration;
+mod cdc_cmd;
 mod config;
 mod error;
 mod item_stats;
@@ -70,6 +71,9 @@ enum Command {
     Report(reports::ReportArgs),
     /// Produce an attempts file (JSON array or JSON lines) to Kafka, one message per attempt.
     ProduceAttempts(lake_cmd::ProduceArgs),
+    /// Capture MongoDB's results (exams.score) into Debezium-shaped change events on Kafka,
+    /// without Kafka Connect.
+    Cdc(cdc_cmd::CdcArgs),
 }
 
 #[derive(clap::Args)]
@@ -141,7 +145,7 @@ const ONE_SHOT: &str = "warn";
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let default_filter = match cli.command {
-        Command::Serve(_) | Command::Ingest(_) => QUIET_LIBRARIES,
+        Command::Serve(_) | Command::Ingest(_) | Command::Cdc(_) => QUIET_LIBRARIES,
         _ => ONE_SHOT,
     };
     tracing_subscriber::fmt()
@@ -196,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => runtime()?.block_on(lake_cmd::ingest(config, args)),
+        Command::Cdc(args) => runtime()?.block_on(cdc_cmd::run(config, args)),
         Command::Sql(args) => {
             let output = runtime()?.block_on(lake_cmd::sql(config, args))?;
             std::io::stdout().write_all(output.as_bytes())?;
@@ -261,6 +266,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let banks = Arc::new(BankRegistry::load(&config.storage.banks_dir));
     let metrics = Metrics::new();
     let embedded = config.storage.mongodb_uri.is_none();
+    // Results reach the embedded outbox: the embedded store's own, or MongoDB's through
+    // change capture when there is no Kafka to carry them.
+    let local_outbox = embedded || (config.cdc.enabled && !config.kafka.enabled());
 
     let lake = Arc::new(
         examflow_ingest::lake::Lake::open(&data_dir)
@@ -288,7 +296,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     if config.kafka.enabled() {
         let settings = config.kafka.clone();
-        let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
+        let (local2, metrics2, shows_keys) =
+            (local.clone(), metrics.ingest.clone(), shows_keys.clone());
         tokio::spawn(async move {
             // The broker may be down at start; results are kept in the outbox meanwhile.
             while let Err(e) = settings.ensure_topics().await {
@@ -310,19 +319,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "score-card consumer stopped");
             }
         });
-    } else if embedded {
-        let (local2, metrics2) = (local.clone(), metrics.ingest.clone());
+    } else if local_outbox {
+        let (local2, metrics2, shows_keys) =
+            (local.clone(), metrics.ingest.clone(), shows_keys.clone());
         tokio::spawn(async move {
             if let Err(e) = kafka::run_outbox_score_cards(local2, metrics2, shows_keys).await {
                 tracing::error!(error = %e, "score-card consumer stopped");
             }
         });
     } else {
-        tracing::warn!("MongoDB without Kafka: score cards need Debezium and --kafka-brokers");
+        tracing::warn!(
+            "MongoDB without Kafka and with [cdc] enabled = false: no score cards are made here"
+        );
+    }
+    // With MongoDB, examflow captures the results' changes itself unless Debezium does.
+    if let Some(uri) = &config.storage.mongodb_uri
+        && config.cdc.enabled
+    {
+        cdc_cmd::start_in_server(&config, uri, local.clone(), &metrics.registry, &data_dir)
+            .await
+            .context("starting change capture")?;
     }
 
     // Without the Kafka ingest, results reach the lake's `scores` from the outbox directly.
-    if embedded && !(config.kafka.enabled() && config.ingest.enabled) {
+    if local_outbox && !(config.kafka.enabled() && config.ingest.enabled) {
         // On a thread and runtime of its own: its Delta commits encode Parquet for tens of
         // milliseconds, which on a request worker would hold up the answers queued there.
         let (local2, lake2) = (local.clone(), lake.clone());

@@ -3,6 +3,7 @@
 
 pub mod abilities;
 pub mod attempts;
+pub mod cdc;
 pub mod debezium;
 pub mod document;
 pub mod error;

@@ -12,6 +12,7 @@ use serde_json::Value;
 pub mod browser;
 pub mod kafka;
 pub mod lake;
+pub mod mongo;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -725,6 +725,29 @@ impl SqliteStore {
         .await
     }
 
+    /// Appends change events captured from MongoDB (key, value) to the outbox in one
+    /// transaction, for the in-process score cards and the lake feed (MongoDB without
+    /// Kafka). They are marked published: they came from elsewhere and are never relayed.
+    pub async fn append_captured(&self, events: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.with(true, move |c| {
+            let tx = c.transaction()?;
+            let at = now();
+            for (key, value) in &events {
+                tx.execute(
+                    "INSERT INTO outbox (key, value, created_at, published_at) VALUES (?1, ?2, ?3, ?3)",
+                    params![key, value, at],
+                )?;
+            }
+            tx.commit()
+        })
+        .await?;
+        self.outbox_notify.notify_one();
+        Ok(())
+    }
+
     /// Records a card or dead letter that came from Kafka.
     pub async fn record_card_outcome(&self, outcome: CardOutcome) -> Result<()> {
         self.with(true, move |c| write_card_outcome(c, &outcome, &now()))
