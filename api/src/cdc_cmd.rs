@@ -35,6 +35,25 @@ pub struct CdcArgs {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// A connection string without its password, for messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &uri[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &uri[..scheme + 3],
+                    &credentials[..colon],
+                    &uri[at..]
+                ),
+                None => uri.to_string(),
+            }
+        }
+        _ => uri.to_string(),
+    }
+}
+
 /// A name for this process in the capture lease: host, pid and a random part.
 fn owner_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -118,6 +137,16 @@ pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         crate::lake_cmd::serve_metrics(addr, registry).await?;
     }
+    if let Err(e) = capture.check().await {
+        if examflow_ingest::cdc::needs_replica_set(&e) {
+            anyhow::bail!(
+                "{uri_shown}: {e}; change capture needs a replica set (a one-member one is \
+                 enough: mongod --replSet rs0, then rs.initiate())",
+                uri_shown = redact(&uri)
+            );
+        }
+        tracing::warn!(error = %e, "change capture: MongoDB not ready yet; retrying in the background");
+    }
     ensure_topics(&config.kafka).await;
     tracing::info!(
         db = %capture.source.db,
@@ -177,4 +206,19 @@ pub async fn start_in_server(
         capture.run().await;
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            super::redact("mongodb://app:s3cret@db.example:27017/?replicaSet=rs0"),
+            "mongodb://app:***@db.example:27017/?replicaSet=rs0"
+        );
+        assert_eq!(
+            super::redact("mongodb://127.0.0.1:27017"),
+            "mongodb://127.0.0.1:27017"
+        );
+    }
 }

@@ -699,3 +699,75 @@ async fn mongodb_without_kafka_makes_cards_in_process() {
     );
     drop_database(&client(&uri).await, &db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_refuses_a_standalone_server_with_a_clear_message() {
+    let Some(standalone) = OwnMongo::start("cdc on a standalone server", &["--standalone"]) else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_examflow"))
+        .args(["cdc", "--mongodb-uri", &standalone.uri])
+        .args(["--kafka-brokers", "127.0.0.1:9", "--database", "exams"])
+        .env_remove("EXAMFLOW_MONGODB_URI")
+        .env_remove("EXAMFLOW_KAFKA_BROKERS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("needs a replica set") && stderr.contains(&standalone.uri),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_capturing_processes_one_captures_and_the_other_takes_over() {
+    let Some(uri) = test_uri("cdc lease") else {
+        return;
+    };
+    let (brokers, _guard) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_name("cdc_lease");
+    let prefix = unique("cdclease");
+    let mongo = client(&uri).await;
+    let scores = mongo.database(&db).collection::<Document>("score");
+    let mut first = CdcProcess::start(&dir.path().join("a"), &uri, &db, &brokers, &prefix);
+    first.wait_for_log("snapshot done", 1, Duration::from_secs(60));
+    let second = CdcProcess::start(&dir.path().join("b"), &uri, &db, &brokers, &prefix);
+    second.wait_for_log("on standby", 1, Duration::from_secs(30));
+
+    let mut ids = HashSet::new();
+    for i in 0..10 {
+        let r = scores.insert_one(result_document(i)).await.unwrap();
+        ids.insert(r.inserted_id.as_object_id().unwrap().to_hex());
+    }
+    let topic = format!("{prefix}.exams.score");
+    let expected = ids.clone();
+    consume(&brokers, &topic, Duration::from_secs(60), move |r| {
+        expected.is_subset(&carded_ids(r))
+    })
+    .await;
+    // Only the lease holder produced: each document once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = consume(&brokers, &topic, Duration::from_secs(5), |_| false).await;
+    assert_eq!(events.len(), 10, "one capture, not two: {}", second.log());
+
+    first.kill9();
+    for i in 10..20 {
+        let r = scores.insert_one(result_document(i)).await.unwrap();
+        ids.insert(r.inserted_id.as_object_id().unwrap().to_hex());
+    }
+    second.wait_for_log("change capture: resuming", 1, Duration::from_secs(30));
+    let expected = ids.clone();
+    let events = consume(&brokers, &topic, Duration::from_secs(60), move |r| {
+        expected.is_subset(&carded_ids(r))
+    })
+    .await;
+    assert!(ids.is_subset(&carded_ids(&events)), "{}", second.log());
+    assert!(
+        !second.log().contains("taking the initial snapshot"),
+        "the standby resumed from the stored position:\n{}",
+        second.log()
+    );
+    drop_database(&mongo, &db).await;
+}

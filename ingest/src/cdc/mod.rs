@@ -57,6 +57,18 @@ fn is_history_lost(e: &mongodb::error::Error) -> bool {
     matches!(error_code(e), Some(286 | 280 | 136))
 }
 
+/// The server cannot stream changes at all: it is not a replica set (`IllegalOperation`
+/// 40573, or no cluster time).
+pub fn needs_replica_set(e: &IngestError) -> bool {
+    match e {
+        IngestError::Mongo(m) => error_code(m) == Some(40573),
+        IngestError::Task(message) => message.contains(NEEDS_REPLICA_SET),
+        _ => false,
+    }
+}
+
+const NEEDS_REPLICA_SET: &str = "change capture needs a replica set";
+
 /// Where capture hands events over. `deliver` returns only when every record is durably
 /// taken (the broker acknowledged it, or its card is stored).
 #[async_trait]
@@ -279,6 +291,11 @@ impl Capture {
                     warn!("change capture: lease lost to another process; standing by");
                     tokio::time::sleep(self.lease_renewal).await;
                 }
+                Stop::Failed(e) if needs_replica_set(&e) => {
+                    error!(error = %e, retry_in = ?backoff, "change capture cannot run: MongoDB streams changes only on a replica set (a one-member one is enough: mongod --replSet rs0, then rs.initiate())");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
                 Stop::Failed(e) => {
                     warn!(error = %e, retry_in = ?backoff, "change capture stopped; resuming from the saved position");
                     tokio::time::sleep(backoff).await;
@@ -286,6 +303,13 @@ impl Capture {
                 }
             }
         }
+    }
+
+    /// Whether the server can stream changes of the collection at all (opens and closes a
+    /// change stream); an error for a standalone server, unreachable server, or missing rights.
+    pub async fn check(&self) -> Result<()> {
+        drop(self.collection().watch().await?);
+        Ok(())
     }
 
     /// Fixes where a first capture starts before the caller accepts writes: with no saved
@@ -314,11 +338,10 @@ impl Capture {
                 .and_then(|c| c.get("clusterTime"))
         }) {
             Some(Bson::Timestamp(ts)) => Ok(*ts),
-            _ => Err(IngestError::Task(
-                "MongoDB did not report a cluster time: change capture needs a replica set \
-                 (a standalone mongod has no change streams; start it with --replSet)"
-                    .into(),
-            )),
+            _ => Err(IngestError::Task(format!(
+                "MongoDB did not report a cluster time: {NEEDS_REPLICA_SET} (a standalone \
+                 mongod has no change streams; start it with --replSet)"
+            ))),
         }
     }
 
