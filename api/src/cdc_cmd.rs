@@ -93,14 +93,14 @@ async fn kafka_capture(
     let offsets: Arc<dyn OffsetStore> =
         Arc::new(MongoOffsets::new(&db, &topic, &owner_name(), lease(config)));
     let sink: Arc<dyn ChangeSink> = Arc::new(KafkaSink::new(&config.kafka)?);
-    Ok(Capture {
+    Ok(Capture::new(
         client,
         source,
         offsets,
         sink,
-        metrics: CaptureMetrics::new(registry),
-        lease_renewal: lease(config) / 3,
-    })
+        CaptureMetrics::new(registry),
+        lease(config) / 3,
+    ))
 }
 
 /// Waits until the broker answers and examflow's topics exist.
@@ -154,12 +154,11 @@ pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<()> {
         topic = %config.kafka.change_event_topic(),
         "change capture started"
     );
-    let offsets = capture.offsets.clone();
     tokio::select! {
         _ = capture.run() => {}
         _ = crate::shutdown_signal() => {}
     }
-    offsets.release().await;
+    capture.flush().await;
     Ok(())
 }
 
@@ -183,14 +182,14 @@ pub async fn start_in_server(
         let position = data_dir
             .join("cdc")
             .join(format!("{}.{}.position", source.db, source.collection));
-        Capture {
+        Capture::new(
             client,
             source,
-            offsets: Arc::new(FileOffsets::new(position)),
-            sink: Arc::new(OutboxSink { store: local }),
-            metrics: CaptureMetrics::new(registry),
-            lease_renewal: lease(config) / 3,
-        }
+            Arc::new(FileOffsets::new(position)),
+            Arc::new(OutboxSink { store: local }),
+            CaptureMetrics::new(registry),
+            lease(config) / 3,
+        )
     };
     // Before the server takes submissions: each one is then captured as a change.
     match tokio::time::timeout(Duration::from_secs(10), capture.prepare()).await {

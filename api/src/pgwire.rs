@@ -29,7 +29,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, ObjectNamePart, Set, Statement};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -473,21 +473,69 @@ fn kind(statement: &Statement) -> String {
     }
 }
 
-/// The DataFusion settings a `SET` names, if any (they would change the shared session).
-fn datafusion_setting(set: &Set) -> Option<String> {
-    let names: Vec<String> = match set {
-        Set::SingleAssignment { variable, .. } => vec![variable.to_string()],
-        Set::ParenthesizedAssignments { variables, .. } => {
-            variables.iter().map(ToString::to_string).collect()
+/// Session settings a client may `SET` (what psql, JDBC, psycopg, BI tools send). Every
+/// other name, DataFusion's own (`datafusion.runtime.memory_limit`, spilling directories)
+/// above all, would change what the server fixed, so it is refused.
+const SESSION_SETTINGS: &[&str] = &[
+    "application_name",
+    "bytea_output",
+    "client_encoding",
+    "client_min_messages",
+    "datestyle",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "extra_float_digits",
+    "idle_in_transaction_session_timeout",
+    "intervalstyle",
+    "lock_timeout",
+    "search_path",
+    "standard_conforming_strings",
+    "statement_timeout",
+    "time.zone",
+    "timezone",
+    "transaction_isolation",
+];
+
+/// A setting's name as PostgreSQL compares it: identifier parts without their quotes,
+/// case-folded, joined by dots (`"DataFusion"."Runtime".memory_limit` →
+/// `datafusion.runtime.memory_limit`). A computed part cannot name an allowed setting.
+fn setting_name(name: &ObjectName) -> Option<String> {
+    let parts: Option<Vec<String>> = name
+        .0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => Some(ident.value.to_lowercase()),
+            ObjectNamePart::Function(_) => None,
+        })
+        .collect();
+    parts.map(|p| p.join("."))
+}
+
+/// Why a `SET` may not run, if it may not: a setting outside [`SESSION_SETTINGS`], a role
+/// or session-authorization change.
+fn refused_setting(set: &Set) -> Option<String> {
+    let names: Vec<&ObjectName> = match set {
+        Set::SingleAssignment { variable, .. } => vec![variable],
+        Set::ParenthesizedAssignments { variables, .. } => variables.iter().collect(),
+        Set::MultipleAssignments { assignments } => assignments.iter().map(|a| &a.name).collect(),
+        Set::SetTimeZone { .. }
+        | Set::SetNames { .. }
+        | Set::SetNamesDefault {}
+        | Set::SetTransaction { .. } => vec![],
+        other => {
+            return Some(format!(
+                "{}: roles and session authorization are fixed at sign-in",
+                kind(&Statement::Set(other.clone()))
+            ));
         }
-        Set::MultipleAssignments { assignments } => {
-            assignments.iter().map(|a| a.name.to_string()).collect()
-        }
-        _ => vec![],
     };
-    names
-        .into_iter()
-        .find(|n| n.to_ascii_lowercase().starts_with("datafusion."))
+    names.into_iter().find_map(|name| match setting_name(name) {
+        Some(n) if SESSION_SETTINGS.contains(&n.as_str()) => None,
+        _ => Some(format!(
+            "SET {name}: fixed by the server; only session settings ({}) may be set",
+            SESSION_SETTINGS.join(", ")
+        )),
+    })
 }
 
 /// `SET timezone = …` (DataFusion would change the shared session's time zone): the zone,
@@ -541,14 +589,8 @@ fn check_statement(statement: &Statement) -> PgWireResult<Check> {
                 kind(inner)
             ))),
         },
-        Statement::Set(set) => match datafusion_setting(set) {
-            Some(name) => Err(error(
-                "ERROR",
-                "55P02",
-                format!(
-                    "SET {name}: DataFusion settings are fixed by the server; only session settings (statement_timeout, search_path, DateStyle, TIME ZONE, …) may be set"
-                ),
-            )),
+        Statement::Set(set) => match refused_setting(set) {
+            Some(message) => Err(error("ERROR", "42501", message)),
             None => Ok(Check::PassOn),
         },
         Statement::ShowVariable { .. }
@@ -894,6 +936,46 @@ mod tests {
             "PREPARE p AS SELECT 1",
         ] {
             assert!(!allowed(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn only_session_settings_may_be_set_however_they_are_spelled() {
+        for sql in [
+            "SET statement_timeout = 1000",
+            "SET LOCAL statement_timeout = 1000",
+            "SET SESSION search_path TO public",
+            "SET \"DateStyle\" = 'ISO, MDY'",
+            "SET Application_Name = 'psql'",
+            "SET extra_float_digits = 3",
+            "SET TIME ZONE 'UTC'",
+            "SET LOCAL TIME ZONE 'UTC'",
+            "SET NAMES 'UTF8'",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET client_encoding TO 'UTF8'",
+        ] {
+            assert!(allowed(sql), "{sql}");
+        }
+        for sql in [
+            "SET datafusion.runtime.memory_limit = '100G'",
+            "SET \"datafusion.runtime.memory_limit\" = '1T'",
+            "SET \"DataFusion\".\"Runtime\".Memory_Limit = '1T'",
+            "SET DATAFUSION.EXECUTION.BATCH_SIZE = 1",
+            "SET LOCAL \"datafusion.runtime.memory_limit\" = '1T'",
+            "SET SESSION datafusion.runtime.memory_limit = '1T'",
+            "SET \"datafusion.runtime.temp_directory\" = '/tmp'",
+            "SET datafusion.execution.target_partitions = 64",
+            "SET work_mem = '64GB'",
+            "SET ROLE admin",
+            "SET SESSION AUTHORIZATION 'ops@example.edu'",
+        ] {
+            let e = check_statement(&statement(sql))
+                .err()
+                .unwrap_or_else(|| panic!("{sql} passed"));
+            let PgWireError::UserError(info) = e else {
+                panic!("{sql}: {e}")
+            };
+            assert_eq!(info.code, "42501", "{sql}");
         }
     }
 

@@ -83,6 +83,21 @@ impl CdcProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "examflow cdc exited with {exit}:\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for CdcProcess {
@@ -768,6 +783,40 @@ async fn of_two_capturing_processes_one_captures_and_the_other_takes_over() {
         !second.log().contains("taking the initial snapshot"),
         "the standby resumed from the stored position:\n{}",
         second.log()
+    );
+    drop_database(&mongo, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_saves_its_position_so_a_restart_repeats_nothing() {
+    let Some(uri) = test_uri("cdc clean stop") else {
+        return;
+    };
+    let (brokers, _guard) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_name("cdc_stop");
+    let prefix = unique("cdcstop");
+    let mongo = client(&uri).await;
+    let scores = mongo.database(&db).collection::<Document>("score");
+    let mut cdc = CdcProcess::start(dir.path(), &uri, &db, &brokers, &prefix);
+    cdc.wait_for_log("snapshot done", 1, Duration::from_secs(60));
+    for i in 0..50 {
+        scores.insert_one(result_document(i)).await.unwrap();
+    }
+    let topic = format!("{prefix}.exams.score");
+    consume(&brokers, &topic, Duration::from_secs(60), |r| r.len() >= 50).await;
+    cdc.terminate();
+    let _cdc = CdcProcess::start(dir.path(), &uri, &db, &brokers, &prefix);
+    scores.insert_one(result_document(50)).await.unwrap();
+    let events = consume(&brokers, &topic, Duration::from_secs(60), |r| r.len() >= 51).await;
+    // Nothing arrives after the 51st: wait a little longer for repeats.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events_later = consume(&brokers, &topic, Duration::from_secs(5), |_| false).await;
+    assert_eq!(events.len(), 51);
+    assert_eq!(
+        events_later.len(),
+        51,
+        "a restart after a clean stop repeats nothing"
     );
     drop_database(&mongo, &db).await;
 }

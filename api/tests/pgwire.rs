@@ -269,14 +269,19 @@ async fn psql_signs_in_with_a_token_reads_live_tables_and_cannot_write() {
             out.stderr
         );
     }
-    let out = psql(
-        port,
-        analyst,
-        &token,
-        &["-c", "SET datafusion.runtime.memory_limit = '100G'"],
-    );
-    assert!(!out.success);
-    assert!(out.stderr.contains("fixed by the server"), "{}", out.stderr);
+    for set in [
+        "SET datafusion.runtime.memory_limit = '100G'",
+        "SET \"datafusion.runtime.memory_limit\" = '1T'",
+        "SET LOCAL \"DataFusion\".runtime.temp_directory = '/tmp'",
+    ] {
+        let out = psql(port, analyst, &token, &["-c", set]);
+        assert!(!out.success, "{set} was not refused");
+        assert!(
+            out.stderr.contains("fixed by the server"),
+            "{set}: {}",
+            out.stderr
+        );
+    }
     let out = psql(
         port,
         analyst,

@@ -187,7 +187,14 @@ pub struct Capture {
     pub metrics: CaptureMetrics,
     /// How often the lease is renewed (a third of its length) and a standby looks again.
     pub lease_renewal: Duration,
+    /// The last position whose events the sink acknowledged, saved by [`Capture::flush`]
+    /// at shutdown (the saver writes behind, at most every [`SAVE_INTERVAL`]).
+    acknowledged: Arc<std::sync::Mutex<Option<Position>>>,
 }
+
+/// Least time between two position writes: a busy stream saves a few times a second, not
+/// once per batch (each save is a journaled write on the server).
+const SAVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A client for capture (the API crate does not depend on the driver itself).
 pub async fn connect(uri: &str) -> Result<Client> {
@@ -236,6 +243,41 @@ fn op_label(record: &Record) -> &'static str {
 }
 
 impl Capture {
+    pub fn new(
+        client: Client,
+        source: SourceInfo,
+        offsets: Arc<dyn OffsetStore>,
+        sink: Arc<dyn ChangeSink>,
+        metrics: CaptureMetrics,
+        lease_renewal: Duration,
+    ) -> Self {
+        Capture {
+            client,
+            source,
+            offsets,
+            sink,
+            metrics,
+            lease_renewal,
+            acknowledged: Default::default(),
+        }
+    }
+
+    /// Saves the last acknowledged position now (clean shutdown: a restart repeats
+    /// nothing), then gives the lease up.
+    pub async fn flush(&self) {
+        let last = self
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(position) = last
+            && let Err(e) = self.offsets.save(&position).await
+        {
+            warn!(error = %e, "change capture: saving the last position at shutdown failed (events since the previous one will be sent again)");
+        }
+        self.offsets.release().await;
+    }
+
     fn collection(&self) -> Collection<Document> {
         self.client
             .database(&self.source.db)
@@ -244,7 +286,7 @@ impl Capture {
 
     /// Runs until the task is dropped: waits for the lease, captures, and after any failure
     /// starts again with capped back-off from the last saved position.
-    pub async fn run(self) {
+    pub async fn run(&self) {
         let mut backoff = Duration::from_millis(500);
         let mut standby_logged = false;
         loop {
@@ -475,6 +517,7 @@ impl Capture {
                 let position = acked.borrow_and_update().clone();
                 if let Some(position) = position {
                     offsets.save(&position).await?;
+                    tokio::time::sleep(SAVE_INTERVAL).await;
                 }
             }
             Ok::<(), IngestError>(())
@@ -533,7 +576,10 @@ impl Capture {
                 self.metrics.events.with_label_values(&[label]).inc();
             }
             if let Some(token) = batch.last().and_then(|e| e.get_document("_id").ok()) {
-                let _ = acked_tx.send(Some(Position::After(token.clone())));
+                let position = Position::After(token.clone());
+                *self.acknowledged.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(position.clone());
+                let _ = acked_tx.send(Some(position));
             }
         }
     }
