@@ -171,7 +171,7 @@ pub async fn start_in_server(
     local: Arc<SqliteStore>,
     registry: &prometheus::Registry,
     data_dir: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<RunningCapture> {
     let capture = if config.kafka.enabled() {
         kafka_capture(config, uri, registry).await?
     } else {
@@ -197,14 +197,31 @@ pub async fn start_in_server(
         Ok(Err(e)) => tracing::warn!(error = %e, "change capture: could not fix its start yet"),
         Err(_) => tracing::warn!("change capture: MongoDB did not answer in 10 s; starting anyway"),
     }
+    let capture = Arc::new(capture);
     let settings = config.kafka.clone();
-    tokio::spawn(async move {
+    let running = capture.clone();
+    let task = tokio::spawn(async move {
         if settings.enabled() {
             ensure_topics(&settings).await;
         }
-        capture.run().await;
+        running.run().await;
     });
-    Ok(())
+    Ok(RunningCapture { capture, task })
+}
+
+/// Change capture running inside `serve`.
+pub struct RunningCapture {
+    capture: Arc<Capture>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningCapture {
+    /// Stops capturing and saves the last acknowledged position (server shutdown).
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.capture.flush().await;
+    }
 }
 
 #[cfg(test)]

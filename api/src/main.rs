@@ -333,13 +333,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     // With MongoDB, examflow captures the results' changes itself unless Debezium does.
-    if let Some(uri) = &config.storage.mongodb_uri
-        && config.cdc.enabled
-    {
-        cdc_cmd::start_in_server(&config, uri, local.clone(), &metrics.registry, &data_dir)
-            .await
-            .context("starting change capture")?;
-    }
+    let capture = match &config.storage.mongodb_uri {
+        Some(uri) if config.cdc.enabled => Some(
+            cdc_cmd::start_in_server(&config, uri, local.clone(), &metrics.registry, &data_dir)
+                .await
+                .context("starting change capture")?,
+        ),
+        _ => None,
+    };
 
     // Without the Kafka ingest, results reach the lake's `scores` from the outbox directly.
     if local_outbox && !(config.kafka.enabled() && config.ingest.enabled) {
@@ -400,6 +401,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(capture) = capture {
+        capture.stop().await;
+    }
     Ok(())
 }
 
