@@ -133,15 +133,24 @@ impl TokenKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        self.verify_until(token).map(|(identity, _)| identity)
+    }
+
+    /// The identity and the token's expiry (`exp`, Unix seconds): a long-lived connection
+    /// (pgwire) stops being that identity then.
+    pub fn verify_until(&self, token: &str) -> Result<(Identity, u64), ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
         validate_email(&data.claims.email).map_err(ApiError::Unauthorized)?;
-        Ok(Identity {
-            email: data.claims.email,
-            role: data.claims.role,
-        })
+        Ok((
+            Identity {
+                email: data.claims.email,
+                role: data.claims.role,
+            },
+            data.claims.exp,
+        ))
     }
 }
 

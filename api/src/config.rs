@@ -67,8 +67,13 @@ pub struct PgwireConfig {
     /// Address to listen on, e.g. `127.0.0.1:5433`; port 0 picks a free port. Default:
     /// unset (off).
     pub listen: Option<SocketAddr>,
-    /// Most connections at once; more are closed on arrival. Default 64.
+    /// Most signed-in connections at once; a sign-in beyond them is refused (SQLSTATE
+    /// 53300). Connections take a slot only once signed in; up to four times as many (at
+    /// least 64) may be signing in, each for at most `sign_in_timeout_secs`. Default 64.
     pub max_connections: usize,
+    /// A connection that has not signed in this many seconds after it opened is closed.
+    /// Default 10.
+    pub sign_in_timeout_secs: u64,
     /// PEM certificate chain and private key; when set, clients must use TLS
     /// (`sslmode=require`). Default: unset (plain TCP; keep `listen` on loopback then).
     pub tls_cert_file: Option<PathBuf>,
@@ -80,6 +85,7 @@ impl Default for PgwireConfig {
         PgwireConfig {
             listen: None,
             max_connections: 64,
+            sign_in_timeout_secs: 10,
             tls_cert_file: None,
             tls_key_file: None,
         }

@@ -109,11 +109,16 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
         analyst_ctx,
         state.pseudonyms.clone(),
         state.tokens.clone(),
-        Duration::from_secs(state.config.sql.timeout_secs.max(1)),
-        state.config.sql.memory_limit_bytes,
+        &state.config.sql,
         tls.is_some(),
+        settings.max_connections.max(1),
     );
-    let permits = Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1)));
+    // Connections still signing in have a pool of their own, so unauthenticated sockets
+    // can never take the slots of signed-in users; each is closed after the sign-in timeout.
+    let signing_in = Arc::new(tokio::sync::Semaphore::new(
+        settings.max_connections.saturating_mul(4).max(64),
+    ));
+    let sign_in_timeout = Duration::from_secs(settings.sign_in_timeout_secs.max(1));
     tokio::spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -124,23 +129,37 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "pgwire: connection refused, max_connections reached");
+            let Ok(unsigned) = signing_in.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "pgwire: connection refused, too many connections signing in");
                 continue;
             };
-            let handlers = match shared.for_connection() {
-                Ok(handlers) => Arc::new(handlers),
+            let handlers = match shared.for_connection(unsigned) {
+                Ok(handlers) => handlers,
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "pgwire: setting up a connection");
                     continue;
                 }
             };
+            let signed_in = handlers.signed_in.clone();
+            let handlers = Arc::new(handlers);
             let tls = tls.clone();
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-                    tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
+                let deadline = async {
+                    tokio::time::sleep(sign_in_timeout).await;
+                    if signed_in.get().is_some() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    ended = pgwire::tokio::process_socket(socket, tls, handlers) => {
+                        if let Err(e) = ended {
+                            tracing::debug!(%peer, error = %e, "pgwire connection ended with an error");
+                        }
+                    }
+                    () = deadline => {
+                        tracing::info!(%peer, "pgwire: closed a connection that did not sign in within {} s", sign_in_timeout.as_secs());
+                    }
                 }
-                drop(permit);
             });
         }
     });
@@ -202,10 +221,12 @@ impl SharedHandlers {
         analyst_ctx: Arc<SessionContext>,
         pseudonyms: Arc<Pseudonyms>,
         tokens: TokenKeys,
-        timeout: Duration,
-        memory_limit_bytes: usize,
+        sql: &crate::config::SqlConfig,
         tls: bool,
+        max_connections: usize,
     ) -> Self {
+        let timeout = Duration::from_secs(sql.timeout_secs.max(1));
+        let memory_limit_bytes = sql.memory_limit_bytes;
         let manager = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.is_superuser = false;
@@ -220,6 +241,7 @@ impl SharedHandlers {
                 manager: manager.clone(),
                 require_tls: tls,
                 pids: RandomPidSecretKeyGenerator::default(),
+                slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
             }),
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
             timeout,
@@ -229,7 +251,10 @@ impl SharedHandlers {
 
     /// Handlers for one connection, with a session of its own (see [`connection_context`])
     /// over staff's catalog and one over the analysts'; sign-in picks which one serves it.
-    fn for_connection(&self) -> anyhow::Result<Handlers> {
+    fn for_connection(
+        &self,
+        unsigned: tokio::sync::OwnedSemaphorePermit,
+    ) -> anyhow::Result<Handlers> {
         let runtime = examflow_ingest::lake::query::limited_runtime(self.memory_limit_bytes)?;
         let service = |shared: &SessionContext, analyst: bool| {
             let ctx = connection_context_on(shared, runtime.clone());
@@ -243,18 +268,23 @@ impl SharedHandlers {
             Arc::new(DfSessionService::new_with_hooks(ctx, hooks))
         };
         let hides_emails = Arc::new(OnceLock::new());
+        let expires_at = Arc::new(OnceLock::new());
         Ok(Handlers {
             service: Arc::new(Service {
                 staff: service(&self.ctx, false),
                 analyst: service(&self.analyst_ctx, true),
                 hides_emails: hides_emails.clone(),
+                expires_at: expires_at.clone(),
                 timeout: self.timeout,
             }),
             startup: Arc::new(ConnectionStartup {
                 shared: self.startup.clone(),
-                hides_emails,
+                hides_emails: hides_emails.clone(),
+                expires_at,
+                unsigned: std::sync::Mutex::new(Some(unsigned)),
             }),
             cancel: self.cancel.clone(),
+            signed_in: hides_emails,
         })
     }
 }
@@ -287,6 +317,8 @@ struct Handlers {
     service: Arc<Service>,
     startup: Arc<ConnectionStartup>,
     cancel: Arc<DefaultCancelHandler>,
+    /// Set at sign-in: the sign-in timeout no longer applies.
+    signed_in: Arc<OnceLock<bool>>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -316,12 +348,14 @@ struct TokenStartup {
     manager: Arc<ConnectionManager>,
     require_tls: bool,
     pids: RandomPidSecretKeyGenerator,
+    /// `[pgwire] max_connections`: a connection takes one at sign-in, for its lifetime.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl TokenStartup {
     /// The identity a password (token) and user name stand for, if it may use SQL.
-    fn check(&self, user: &str, password: &str) -> PgWireResult<Identity> {
-        let identity = self.tokens.verify(password.trim()).map_err(|e| {
+    fn check(&self, user: &str, password: &str) -> PgWireResult<(Identity, u64)> {
+        let (identity, expires_at) = self.tokens.verify_until(password.trim()).map_err(|e| {
             error(
                 "FATAL",
                 "28P01",
@@ -354,7 +388,7 @@ impl TokenStartup {
                 ),
             )
         })?;
-        Ok(identity)
+        Ok((identity, expires_at))
     }
 }
 
@@ -365,6 +399,10 @@ struct ConnectionStartup {
     /// Set once, at sign-in; until then the connection answers nothing (pgwire runs no query
     /// before authentication) and would be an analyst's.
     hides_emails: Arc<OnceLock<bool>>,
+    /// The token's expiry, set at sign-in (see [`Service::check_token`]).
+    expires_at: Arc<OnceLock<u64>>,
+    /// The connection's place among those signing in, given up at sign-in.
+    unsigned: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 #[async_trait]
@@ -407,8 +445,8 @@ impl StartupHandler for ConnectionStartup {
                     .cloned()
                     .unwrap_or_default();
                 let peer = client.socket_addr();
-                let identity = match shared.check(&user, &password.password) {
-                    Ok(identity) => identity,
+                let (identity, expires_at) = match shared.check(&user, &password.password) {
+                    Ok(signed) => signed,
                     Err(e) => {
                         tracing::info!(%peer, user, "pgwire sign-in refused: {e}");
                         return Err(e);
@@ -424,6 +462,23 @@ impl StartupHandler for ConnectionStartup {
                         "this connection has already signed in as another role",
                     ));
                 }
+                // A slot of [pgwire] max_connections only now, for the connection's life.
+                let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, email = identity.email, "pgwire sign-in refused: max_connections reached");
+                    return Err(error(
+                        "FATAL",
+                        "53300",
+                        "sorry, too many clients already ([pgwire] max_connections)",
+                    ));
+                };
+                client
+                    .session_extensions()
+                    .insert::<Arc<tokio::sync::OwnedSemaphorePermit>>(Arc::new(slot));
+                self.unsigned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let _ = self.expires_at.set(expires_at);
                 tracing::info!(%peer, email = identity.email, role = ?identity.role, pseudonyms = hides_emails, "pgwire sign-in");
                 let (pid, secret) = shared.pids.generate(client);
                 client.set_pid_and_secret_key(pid, secret.clone());
@@ -786,10 +841,28 @@ struct Service {
     analyst: Arc<DfSessionService>,
     /// Set at sign-in (see [`ConnectionStartup`]).
     hides_emails: Arc<OnceLock<bool>>,
+    /// The sign-in token's expiry (Unix seconds), set at sign-in.
+    expires_at: Arc<OnceLock<u64>>,
     timeout: Duration,
 }
 
 impl Service {
+    /// A connection lives no longer than the token it signed in with: past its expiry the
+    /// next statement ends the connection (FATAL closes it).
+    fn check_token(&self) -> PgWireResult<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match self.expires_at.get() {
+            Some(&exp) if now >= exp => Err(error(
+                "FATAL",
+                "28000",
+                "the token this connection signed in with has expired; connect again with a new one (examflow token)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The service of the identity signed in; the analysts' until sign-in has decided.
     fn inner(&self) -> &Arc<DfSessionService> {
         match self.hides_emails.get() {
@@ -844,6 +917,7 @@ impl SimpleQueryHandler for Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.check_token()?;
         let deadline = Instant::now() + self.timeout;
         let responses = tokio::time::timeout_at(
             deadline,
@@ -879,6 +953,7 @@ impl ExtendedQueryHandler for Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.check_token()?;
         let deadline = Instant::now() + self.timeout;
         let response = tokio::time::timeout_at(
             deadline,

@@ -523,3 +523,90 @@ fn with_a_certificate_only_tls_connections_sign_in() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Slots of `[pgwire] max_connections` go to signed-in connections only, a connection that
+/// does not sign in is closed after `sign_in_timeout_secs`, and one whose token expires is
+/// ended at its next statement.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sockets_take_no_slot_and_connections_end_with_their_token() {
+    if !psql_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port) = start(
+        dir.path(),
+        "[pgwire]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\nsign_in_timeout_secs = 2\n",
+        None,
+    );
+    let analyst = "ana@example.com";
+    let token = server.token(analyst, "analyst");
+
+    // Ten sockets that never sign in do not keep a user out.
+    let idle: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    assert_eq!(query(port, analyst, &token, "SELECT 40 + 2"), "42");
+
+    // They are closed once the sign-in timeout passes (read sees end of stream).
+    std::thread::sleep(Duration::from_secs(3));
+    for mut socket in idle {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let read = socket.read(&mut buf);
+        assert!(
+            matches!(&read, Ok(0))
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle socket is closed after the sign-in timeout, not kept open: {read:?}"
+        );
+    }
+
+    // Two signed-in sessions take both slots; a third sign-in is refused with 53300.
+    // (Interactive psql sessions, kept open on their stdin.)
+    let mut held: Vec<Child> = (0..2)
+        .map(|_| {
+            let mut child = psql_command(port, analyst, &token)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(b"SELECT 1;\n")
+                .unwrap();
+            child
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let third = psql(port, analyst, &token, &["-c", "SELECT 1"]);
+    assert!(!third.success, "a third session got in: {}", third.stdout);
+    assert!(
+        third.stderr.contains("too many clients"),
+        "{}",
+        third.stderr
+    );
+    for child in &mut held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        query(port, analyst, &token, "SELECT 1"),
+        "1",
+        "slots come back"
+    );
+
+    // A connection ends at its first statement after its token expired.
+    let short = common::token_with_ttl(&server.data_dir, analyst, "analyst", 2);
+    let script = dir.path().join("slow.sql");
+    std::fs::write(&script, "SELECT 'first';\n\\! sleep 3\nSELECT 'second';\n").unwrap();
+    let out = psql(port, analyst, &short, &["-f", script.to_str().unwrap()]);
+    assert!(!out.success, "{}", out.stdout);
+    assert!(out.stdout.contains("first"), "{}", out.stdout);
+    assert!(!out.stdout.contains("second"), "{}", out.stdout);
+    assert!(out.stderr.contains("expired"), "{}", out.stderr);
+}

@@ -159,9 +159,15 @@ impl Drop for Server {
 }
 
 pub fn token(data_dir: &Path, email: &str, role: &str) -> String {
+    token_with_ttl(data_dir, email, role, 8 * 3600)
+}
+
+/// A token that expires `ttl_secs` from now.
+pub fn token_with_ttl(data_dir: &Path, email: &str, role: &str, ttl_secs: u64) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_examflow"))
         .args(["token", "--email", email, "--role", role, "--data-dir"])
         .arg(data_dir)
+        .args(["--ttl-secs", &ttl_secs.to_string()])
         .output()
         .unwrap();
     assert!(
