@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use examflow_ingest::KafkaSettings;
 use examflow_ingest::cdc::envelope::SourceInfo;
 use examflow_ingest::cdc::offsets::{FileOffsets, MongoOffsets, OffsetStore};
 use examflow_ingest::cdc::{Capture, CaptureMetrics, ChangeSink, KafkaSink, OutboxSink};
 use examflow_ingest::store::SqliteStore;
 
 use crate::config::Config;
+use crate::ensure_topics;
 
 #[derive(clap::Args)]
 pub struct CdcArgs {
@@ -103,14 +103,6 @@ async fn kafka_capture(
     ))
 }
 
-/// Waits until the broker answers and examflow's topics exist.
-async fn ensure_topics(settings: &KafkaSettings) {
-    while let Err(e) = settings.ensure_topics().await {
-        tracing::warn!(error = %e, "Kafka not ready; retrying");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
 /// `examflow cdc`: runs until SIGTERM or Ctrl-C, then gives its lease up.
 pub async fn run(mut config: Config, args: CdcArgs) -> anyhow::Result<()> {
     if let Some(v) = args.mongodb_uri {
@@ -171,6 +163,7 @@ pub async fn start_in_server(
     local: Arc<SqliteStore>,
     registry: &prometheus::Registry,
     data_dir: &Path,
+    tasks: &crate::supervise::Tasks,
 ) -> anyhow::Result<RunningCapture> {
     let capture = if config.kafka.enabled() {
         kafka_capture(config, uri, registry).await?
@@ -200,11 +193,15 @@ pub async fn start_in_server(
     let capture = Arc::new(capture);
     let settings = config.kafka.clone();
     let running = capture.clone();
-    let task = tokio::spawn(async move {
-        if settings.enabled() {
-            ensure_topics(&settings).await;
+    let task = tasks.spawn("change-capture", move || {
+        let (running, settings) = (running.clone(), settings.clone());
+        async move {
+            if settings.enabled() {
+                ensure_topics(&settings).await;
+            }
+            running.run().await;
+            Ok(())
         }
-        running.run().await;
     });
     Ok(RunningCapture { capture, task })
 }

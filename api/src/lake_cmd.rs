@@ -308,20 +308,29 @@ pub fn start_in_server(
     kafka: KafkaSettings,
     metrics: IngestMetrics,
     registry: &prometheus::Registry,
+    tasks: &crate::supervise::Tasks,
 ) -> anyhow::Result<()> {
     let mut settings = ingest_settings(config)?;
     // The score-card consumer already sets the change topic's dead letters aside.
     settings.change_dead_letter_topic = false;
-    let pipeline = LakeIngest::new(lake, kafka, settings, metrics, LakeMetrics::new(registry));
+    let lake_metrics = LakeMetrics::new(registry);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         crate::shutdown_signal().await;
         let _ = stop.send(true);
     });
-    tokio::spawn(async move {
-        if let Err(e) = pipeline.run(stopped).await {
-            tracing::error!(error = %e, "lake ingest stopped");
-        }
+    // After a failure (a commit error, say) the ingest starts again from the offsets its
+    // last commit recorded: nothing the broker holds is lost.
+    tasks.spawn("lake-ingest", move || {
+        let pipeline = LakeIngest::new(
+            lake.clone(),
+            kafka.clone(),
+            settings.clone(),
+            metrics.clone(),
+            lake_metrics.clone(),
+        );
+        let stopped = stopped.clone();
+        async move { Ok(pipeline.run(stopped).await?) }
     });
     Ok(())
 }

@@ -21,6 +21,7 @@ mod server;
 mod simulate_cmd;
 mod sql;
 mod sql_tables;
+mod supervise;
 mod web;
 
 use std::io::Write;
@@ -31,6 +32,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use examflow_ingest::kafka;
 use examflow_ingest::store::{AttemptStore, MongoStore, ResultStore, SessionStore, SqliteStore};
+use futures::TryFutureExt;
 
 use crate::auth::{Role, TokenKeys, load_or_create_secret, validate_email};
 use crate::banks::BankRegistry;
@@ -269,6 +271,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Results reach the embedded outbox: the embedded store's own, or MongoDB's through
     // change capture when there is no Kafka to carry them.
     let local_outbox = embedded || (config.cdc.enabled && !config.kafka.enabled());
+    let tasks = supervise::Tasks::new(&metrics.registry);
 
     let lake = Arc::new(
         examflow_ingest::lake::Lake::open(&data_dir)
@@ -287,6 +290,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.kafka.clone(),
             metrics.ingest.clone(),
             &metrics.registry,
+            &tasks,
         )?;
     }
     // Score cards leave out the keys of exams whose review policy hides them now.
@@ -295,37 +299,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(move |exam: &str| config.exam_policy(exam).shows_keys(chrono::Utc::now()))
     };
     if config.kafka.enabled() {
-        let settings = config.kafka.clone();
-        let (local2, metrics2, shows_keys) =
-            (local.clone(), metrics.ingest.clone(), shows_keys.clone());
-        tokio::spawn(async move {
-            // The broker may be down at start; results are kept in the outbox meanwhile.
-            while let Err(e) = settings.ensure_topics().await {
-                tracing::warn!(error = %e, "Kafka not ready; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-            if embedded {
-                let relay =
-                    kafka::run_outbox_relay(settings.clone(), local2.clone(), metrics2.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = relay.await {
-                        tracing::error!(error = %e, "outbox relay stopped");
-                    }
-                });
-            }
-            if let Err(e) =
-                kafka::run_score_card_consumer(settings, Some(local2), metrics2, shows_keys).await
-            {
-                tracing::error!(error = %e, "score-card consumer stopped");
+        // The broker may be down at start; results are kept in the outbox meanwhile.
+        if embedded {
+            let (settings, local2, metrics2) =
+                (config.kafka.clone(), local.clone(), metrics.ingest.clone());
+            tasks.spawn("outbox-relay", move || {
+                let (settings, local2, metrics2) =
+                    (settings.clone(), local2.clone(), metrics2.clone());
+                async move {
+                    ensure_topics(&settings).await;
+                    Ok(kafka::run_outbox_relay(settings, local2, metrics2).await?)
+                }
+            });
+        }
+        let (settings, local2, metrics2, shows_keys) = (
+            config.kafka.clone(),
+            local.clone(),
+            metrics.ingest.clone(),
+            shows_keys.clone(),
+        );
+        tasks.spawn("score-card-consumer", move || {
+            let (settings, local2, metrics2, shows_keys) = (
+                settings.clone(),
+                local2.clone(),
+                metrics2.clone(),
+                shows_keys.clone(),
+            );
+            async move {
+                ensure_topics(&settings).await;
+                Ok(
+                    kafka::run_score_card_consumer(settings, Some(local2), metrics2, shows_keys)
+                        .await?,
+                )
             }
         });
     } else if local_outbox {
         let (local2, metrics2, shows_keys) =
             (local.clone(), metrics.ingest.clone(), shows_keys.clone());
-        tokio::spawn(async move {
-            if let Err(e) = kafka::run_outbox_score_cards(local2, metrics2, shows_keys).await {
-                tracing::error!(error = %e, "score-card consumer stopped");
-            }
+        tasks.spawn("score-cards", move || {
+            kafka::run_outbox_score_cards(local2.clone(), metrics2.clone(), shows_keys.clone())
+                .map_err(anyhow::Error::from)
         });
     } else {
         tracing::warn!(
@@ -335,9 +348,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // With MongoDB, examflow captures the results' changes itself unless Debezium does.
     let capture = match &config.storage.mongodb_uri {
         Some(uri) if config.cdc.enabled => Some(
-            cdc_cmd::start_in_server(&config, uri, local.clone(), &metrics.registry, &data_dir)
-                .await
-                .context("starting change capture")?,
+            cdc_cmd::start_in_server(
+                &config,
+                uri,
+                local.clone(),
+                &metrics.registry,
+                &data_dir,
+                &tasks,
+            )
+            .await
+            .context("starting change capture")?,
         ),
         _ => None,
     };
@@ -346,7 +366,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if local_outbox && !(config.kafka.enabled() && config.ingest.enabled) {
         // On a thread and runtime of its own: its Delta commits encode Parquet for tens of
         // milliseconds, which on a request worker would hold up the answers queued there.
-        let (local2, lake2) = (local.clone(), lake.clone());
+        let (local2, lake2, tasks2) = (local.clone(), lake.clone(), tasks.clone());
         std::thread::Builder::new()
             .name("lake-outbox-feed".into())
             .spawn(move || {
@@ -360,10 +380,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                         return;
                     }
                 };
-                if let Err(e) = runtime.block_on(examflow_ingest::lake::outbox::run(local2, lake2))
-                {
-                    tracing::error!(error = %e, "the outbox feed into the lake stopped");
-                }
+                runtime.block_on(tasks2.supervise("lake-outbox-feed", || {
+                    examflow_ingest::lake::outbox::run(local2.clone(), lake2.clone())
+                        .map_err(anyhow::Error::from)
+                }));
             })?;
     }
 
@@ -388,13 +408,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gate: Default::default(),
         limits: Default::default(),
         pseudonyms,
+        tasks: tasks.clone(),
     };
     let pgwire_addr = pgwire::start(&state).await?;
     if let Some(pg) = pgwire_addr {
         tracing::info!("pgwire listening on {pg}");
     }
-    tokio::spawn(calibration::run_schedule(state.clone()));
-    tokio::spawn(attempts::run_deadlines(state.clone()));
+    let schedule = state.clone();
+    tasks.spawn("calibration-schedule", move || {
+        let state = schedule.clone();
+        async move {
+            calibration::run_schedule(state).await;
+            Ok(())
+        }
+    });
+    let deadlines = state.clone();
+    tasks.spawn("attempt-deadlines", move || {
+        let state = deadlines.clone();
+        async move {
+            attempts::run_deadlines(state).await;
+            Ok(())
+        }
+    });
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
     let _ = print_banner(addr, pgwire_addr, &banks);
@@ -432,6 +467,14 @@ fn print_banner(
         banks.errors.len()
     )?;
     out.flush()
+}
+
+/// Waits until the broker answers and examflow's topics exist.
+pub(crate) async fn ensure_topics(settings: &examflow_ingest::KafkaSettings) {
+    while let Err(e) = settings.ensure_topics().await {
+        tracing::warn!(error = %e, "Kafka not ready; retrying");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

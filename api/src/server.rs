@@ -55,6 +55,8 @@ pub struct AppState {
     pub limits: Arc<crate::limits::RateLimits>,
     /// Pseudonyms of student emails, and who sees them instead of emails (analysts).
     pub pseudonyms: Arc<crate::pseudonym::Pseudonyms>,
+    /// The supervised background tasks, for `/readyz`.
+    pub tasks: crate::supervise::Tasks,
 }
 
 /// Most results one listing returns.
@@ -127,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reports.js", get(web::reports_script))
         .route("/style.css", get(web::style))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/openapi.json", get(web::openapi))
         .route("/api/docs", get(web::docs))
@@ -227,6 +230,55 @@ async fn healthz(State(state): State<AppState>) -> Response {
         .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// Readiness (Kubernetes' readiness probe): each dependency and background task, 503 when
+/// one the server needs is down: the store, the broker when Kafka is configured, or a task
+/// waiting to restart after a failure. `/healthz` stays the liveness check.
+async fn readyz(State(state): State<AppState>) -> Response {
+    const PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut ready = true;
+    let store = match tokio::time::timeout(PROBE, state.store.ping()).await {
+        Ok(Ok(())) => json!({"status": "ok", "kind": state.store.kind()}),
+        Ok(Err(e)) => {
+            ready = false;
+            json!({"status": "down", "kind": state.store.kind(), "error": e.to_string()})
+        }
+        Err(_) => {
+            ready = false;
+            json!({"status": "down", "kind": state.store.kind(), "error": "no answer in 2 s"})
+        }
+    };
+    let broker = if state.config.kafka.enabled() {
+        match state.config.kafka.check_broker(PROBE).await {
+            Ok(brokers) => json!({"status": "ok", "brokers": brokers}),
+            Err(e) => {
+                ready = false;
+                json!({"status": "down", "error": e.to_string()})
+            }
+        }
+    } else {
+        json!({"status": "not_configured"})
+    };
+    let tasks = state.tasks.snapshot();
+    if tasks
+        .values()
+        .any(|t| t.state == crate::supervise::TaskState::Restarting)
+    {
+        ready = false;
+    }
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "store": store,
+        "broker": broker,
+        "tasks": tasks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {

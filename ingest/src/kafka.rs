@@ -91,6 +91,25 @@ impl KafkaSettings {
             .map_err(|e| IngestError::kafka("creating producer", e))
     }
 
+    /// Whether a broker answers a metadata request within `timeout`: the number of
+    /// brokers it names (readiness checks).
+    pub async fn check_broker(&self, timeout: Duration) -> Result<usize> {
+        let config = self.client_config();
+        tokio::task::spawn_blocking(move || {
+            let producer: rdkafka::producer::BaseProducer = config
+                .create()
+                .map_err(|e| IngestError::kafka("creating a client", e))?;
+            use rdkafka::producer::Producer;
+            let metadata = producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map_err(|e| IngestError::kafka("asking the broker for metadata", e))?;
+            Ok(metadata.brokers().len())
+        })
+        .await
+        .map_err(|e| IngestError::Task(e.to_string()))?
+    }
+
     /// Creates examflow's topics if they do not exist yet.
     pub async fn ensure_topics(&self) -> Result<()> {
         let change = self.change_event_topic();

@@ -1,0 +1,162 @@
+//! `/readyz` and supervised background tasks: the server reports each dependency and task,
+//! answers 503 while one it needs is down, and a task that fails (here: the lake ingest,
+//! whose table cannot be committed to) is restarted until it works again, losing nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kafka::{create_topic, free_port, test_brokers};
+use common::lake::{count, generate_attempts, produce_attempts};
+use common::{Server, ServerOptions, unique};
+use serde_json::Value;
+
+async fn readyz(server: &Server) -> (u16, Value) {
+    server.get("/readyz", None).await
+}
+
+async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_is_ready_and_lists_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions::new(dir.path()));
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["store"]["status"], "ok");
+    assert_eq!(body["broker"]["status"], "not_configured");
+    for task in [
+        "score-cards",
+        "lake-outbox-feed",
+        "calibration-schedule",
+        "attempt-deadlines",
+    ] {
+        assert_eq!(body["tasks"][task]["state"], "running", "{task}: {body}");
+        assert_eq!(body["tasks"][task]["restarts"], 0, "{task}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_makes_the_server_not_ready_but_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ServerOptions::new(dir.path());
+    options.kafka_brokers = Some(format!("127.0.0.1:{}", free_port()));
+    let server = Server::start(options);
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["broker"]["status"], "down", "{body}");
+    assert!(body["broker"]["error"].as_str().is_some(), "{body}");
+    let (status, _) = server.get("/healthz", None).await;
+    assert_eq!(status, 200, "liveness does not depend on the broker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_lake_ingest_is_restarted_and_loses_nothing() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let attempts_topic = unique("exams");
+    let config = dir.path().join("examflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\ntopic_prefix = \"{}\"\nsession_timeout_ms = 6000\n\n[ingest]\n\
+             group_id = \"{}\"\nattempts_topic = \"{attempts_topic}\"\ncommit_interval_ms = 300\n",
+            unique("ready"),
+            unique("ready-ingest"),
+        ),
+    )
+    .unwrap();
+    // The topic exists before the ingest subscribes (a consumer sees new topics late).
+    {
+        let (b, t) = (brokers.clone(), attempts_topic.clone());
+        tokio::task::spawn_blocking(move || create_topic(&b, &t, 2))
+            .await
+            .unwrap();
+    }
+    let mut options = ServerOptions::new(&dir.path().join("data"));
+    options.kafka_brokers = Some(brokers.clone());
+    options.config_file = Some(config);
+    let server = Server::start(options);
+
+    // The attempts table cannot take a commit: its log directory is a file now.
+    let log_dir = server
+        .data_dir
+        .join("lake")
+        .join("attempts")
+        .join("_delta_log");
+    assert!(log_dir.is_dir(), "{}", log_dir.display());
+    let saved = log_dir.with_extension("saved");
+    std::fs::rename(&log_dir, &saved).unwrap();
+    std::fs::write(&log_dir, b"not a directory").unwrap();
+
+    let file = dir.path().join("attempts.jsonl");
+    generate_attempts(&file, 40, 5, 0.0, "lines");
+    produce_attempts(&file, &brokers, &attempts_topic, 2);
+
+    let failing = wait_for(Duration::from_secs(60), || async {
+        let (status, body) = readyz(&server).await;
+        let task = &body["tasks"]["lake-ingest"];
+        (status == 503 && task["restarts"].as_u64().unwrap_or(0) >= 1).then(|| body.clone())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the ingest's failure never showed at /readyz\n{}",
+            server.log()
+        )
+    });
+    let task = &failing["tasks"]["lake-ingest"];
+    assert!(task["last_error"].as_str().is_some(), "{failing}");
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("examflow_task_failures_total{task=\"lake-ingest\"}"),
+        "{metrics}"
+    );
+    let (status, _) = server.get("/healthz", None).await;
+    assert_eq!(status, 200);
+
+    // The disk is back: the restarted ingest commits every attempt, none lost.
+    std::fs::remove_file(&log_dir).unwrap();
+    std::fs::rename(&saved, &log_dir).unwrap();
+    let mut committed = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        committed = count(&server.data_dir, "SELECT count(*) AS n FROM attempts");
+        if committed >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(committed, 40, "log:\n{}", server.log());
+    let ready = wait_for(Duration::from_secs(60), || async {
+        let (status, body) = readyz(&server).await;
+        (status == 200 && body["tasks"]["lake-ingest"]["state"] == "running").then_some(body)
+    })
+    .await;
+    assert!(ready.is_some(), "never ready again:\n{}", server.log());
+}
