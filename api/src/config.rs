@@ -325,6 +325,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes (larger: 413). Default 1 MiB.
     pub max_body_bytes: usize,
+    /// On SIGTERM or Ctrl-C the server stops accepting, finishes the requests in flight and
+    /// commits what the lake's tails hold; after this many seconds it stops anyway.
+    /// Default 20.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -332,6 +336,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
+            shutdown_timeout_secs: 20,
         }
     }
 }

@@ -309,19 +309,16 @@ pub fn start_in_server(
     metrics: IngestMetrics,
     registry: &prometheus::Registry,
     tasks: &crate::supervise::Tasks,
-) -> anyhow::Result<()> {
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut settings = ingest_settings(config)?;
     // The score-card consumer already sets the change topic's dead letters aside.
     settings.change_dead_letter_topic = false;
     let lake_metrics = LakeMetrics::new(registry);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        let _ = stop.send(true);
-    });
     // After a failure (a commit error, say) the ingest starts again from the offsets its
-    // last commit recorded: nothing the broker holds is lost.
-    tasks.spawn("lake-ingest", move || {
+    // last commit recorded: nothing the broker holds is lost. At shutdown it commits its
+    // tail and ends.
+    Ok(tasks.spawn("lake-ingest", move || {
         let pipeline = LakeIngest::new(
             lake.clone(),
             kafka.clone(),
@@ -331,6 +328,5 @@ pub fn start_in_server(
         );
         let stopped = stopped.clone();
         async move { Ok(pipeline.run(stopped).await?) }
-    });
-    Ok(())
+    }))
 }

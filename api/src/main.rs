@@ -272,6 +272,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // change capture when there is no Kafka to carry them.
     let local_outbox = embedded || (config.cdc.enabled && !config.kafka.enabled());
     let tasks = supervise::Tasks::new(&metrics.registry);
+    // Turns true at SIGTERM / Ctrl-C: the tasks that write the lake commit their tails and end.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut drained: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
     let lake = Arc::new(
         examflow_ingest::lake::Lake::open(&data_dir)
@@ -284,14 +287,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("reading ability estimates from the lake")?;
     tracing::info!(users, "ability estimates rebuilt from the lake");
     if config.kafka.enabled() && config.ingest.enabled {
-        lake_cmd::start_in_server(
+        drained.push(lake_cmd::start_in_server(
             &config,
             lake.clone(),
             config.kafka.clone(),
             metrics.ingest.clone(),
             &metrics.registry,
             &tasks,
-        )?;
+            stopped.clone(),
+        )?);
     }
     // Score cards leave out the keys of exams whose review policy hides them now.
     let shows_keys: examflow_ingest::score_cards::KeyPolicy = {
@@ -367,6 +371,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // On a thread and runtime of its own: its Delta commits encode Parquet for tens of
         // milliseconds, which on a request worker would hold up the answers queued there.
         let (local2, lake2, tasks2) = (local.clone(), lake.clone(), tasks.clone());
+        let (feed_stopped, (fed, feed_done)) = (stopped.clone(), tokio::sync::oneshot::channel());
         std::thread::Builder::new()
             .name("lake-outbox-feed".into())
             .spawn(move || {
@@ -381,10 +386,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     }
                 };
                 runtime.block_on(tasks2.supervise("lake-outbox-feed", || {
-                    examflow_ingest::lake::outbox::run(local2.clone(), lake2.clone())
-                        .map_err(anyhow::Error::from)
+                    examflow_ingest::lake::outbox::run(
+                        local2.clone(),
+                        lake2.clone(),
+                        feed_stopped.clone(),
+                    )
+                    .map_err(anyhow::Error::from)
                 }));
+                let _ = fed.send(());
             })?;
+        drained.push(tokio::spawn(async move {
+            let _ = feed_done.await;
+        }));
     }
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -430,14 +443,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     });
+    let shutdown_timeout_secs = state.config.server.shutdown_timeout_secs;
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
     let _ = print_banner(addr, pgwire_addr, &banks);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if let Some(capture) = capture {
-        capture.stop().await;
+    let (signalled, mut signal) = tokio::sync::watch::channel(false);
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(true);
+    });
+    // The drain: stop accepting, finish the requests in flight, commit the lake's tails,
+    // save change capture's position; at most [server] shutdown_timeout_secs after the signal.
+    let drain = async {
+        serving.await?;
+        let _ = stop.send(true);
+        for task in drained {
+            let _ = task.await;
+        }
+        if let Some(capture) = capture {
+            capture.stop().await;
+        }
+        anyhow::Ok(())
+    };
+    let limit = std::time::Duration::from_secs(shutdown_timeout_secs);
+    let deadline = async {
+        let _ = signal.wait_for(|s| *s).await;
+        tracing::info!(
+            limit_secs = shutdown_timeout_secs,
+            "shutting down: draining requests and committing the lake"
+        );
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        drained = drain => {
+            drained?;
+            tracing::info!("stopped: requests finished, lake committed");
+        }
+        () = deadline => tracing::warn!(
+            limit_secs = shutdown_timeout_secs,
+            "shutdown took longer than [server] shutdown_timeout_secs; stopping now"
+        ),
     }
     Ok(())
 }

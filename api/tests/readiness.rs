@@ -160,3 +160,42 @@ async fn a_failing_lake_ingest_is_restarted_and_loses_nothing() {
     .await;
     assert!(ready.is_some(), "never ready again:\n{}", server.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_and_commits_the_lake_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(ServerOptions::new(dir.path()));
+    let student = server.token("drain@example.com", "student");
+    let key = common::answer_key(&common::sample_banks(), "world-geography");
+    for _ in 0..3 {
+        let (status, body) = server
+            .post(
+                "/api/exams/world-geography/submissions",
+                Some(&student),
+                &serde_json::json!({ "answers": key }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // At once, before the feed's periodic commit: the stop must commit the tail itself.
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit}\n{}", server.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        count(&server.data_dir, "SELECT count(*) AS n FROM scores"),
+        3,
+        "every result is in the committed lake after the stop\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("lake committed"), "{}", server.log());
+}

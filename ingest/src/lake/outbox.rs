@@ -128,12 +128,21 @@ pub async fn feed_once(store: &SqliteStore, lake: &Lake, at: &mut FeedPosition) 
     commit(lake, at).await
 }
 
-/// Runs the feed until the process ends: new results go to the tails as they are stored
-/// and are committed every [`COMMIT_INTERVAL`] at most.
-pub async fn run(store: Arc<SqliteStore>, lake: Arc<Lake>) -> Result<()> {
+/// Runs the feed until `stop` turns true: new results go to the tails as they are stored
+/// and are committed every [`COMMIT_INTERVAL`] at most; at the stop, what is new is read
+/// and everything in the tails committed before it returns (a drained shutdown).
+pub async fn run(
+    store: Arc<SqliteStore>,
+    lake: Arc<Lake>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let mut at = FeedPosition::resume(&lake).await?;
     let mut last_commit = tokio::time::Instant::now();
     loop {
+        if *stop.borrow() {
+            feed_once(&store, &lake, &mut at).await?;
+            return Ok(());
+        }
         let read = match read_new(&store, &lake, &mut at).await {
             Ok(n) => n,
             Err(e) => {
@@ -150,13 +159,17 @@ pub async fn run(store: Arc<SqliteStore>, lake: Arc<Lake>) -> Result<()> {
             last_commit = tokio::time::Instant::now();
         }
         if read < BATCH {
-            // Woken by the next stored result, or in time for the next due commit.
+            // Woken by the next stored result, in time for the next due commit, or by
+            // the stop.
             let wait = if at.pending.is_some() {
                 COMMIT_INTERVAL.saturating_sub(last_commit.elapsed())
             } else {
                 Duration::from_millis(500)
             };
-            let _ = tokio::time::timeout(wait, store.outbox_notify.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(wait, store.outbox_notify.notified()) => {}
+                _ = stop.changed() => {}
+            }
         }
     }
 }
