@@ -5,36 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Server, ServerOptions};
+use common::{Server, ServerOptions, write_bank};
 use serde_json::{Value, json};
-
-/// A bank of `n` questions with topics, written to `dir/<exam>.json`; returns the key.
-fn write_bank(dir: &Path, exam: &str, n: usize) -> Vec<(String, String)> {
-    std::fs::create_dir_all(dir).unwrap();
-    let questions: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({
-                "question": format!("Question {i}: which option is right?"),
-                "options": ["right", "wrong", "also wrong", "not this"],
-                "correct_answer": "right",
-                "topic": if i % 2 == 0 { "even" } else { "odd" },
-            })
-        })
-        .collect();
-    std::fs::write(
-        dir.join(format!("{exam}.json")),
-        Value::Array(questions).to_string(),
-    )
-    .unwrap();
-    (0..n)
-        .map(|i| {
-            (
-                format!("Question {i}: which option is right?"),
-                "right".to_string(),
-            )
-        })
-        .collect()
-}
 
 fn start(dir: &Path, banks: &Path, config: Option<&str>) -> Server {
     let mut options = ServerOptions::new(dir);
@@ -101,7 +73,9 @@ async fn run_to_end(
 async fn a_student_takes_an_adaptive_exam_and_the_result_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let banks = dir.path().join("banks");
-    write_bank(&banks, "algebra", 40);
+    write_bank(&banks, "algebra", 40, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let server = start(&dir.path().join("data"), &banks, None);
     let student = server.token("ada@example.com", "student");
 
@@ -228,7 +202,9 @@ async fn a_student_takes_an_adaptive_exam_and_the_result_is_stored() {
 async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let banks = dir.path().join("banks");
-    write_bank(&banks, "algebra", 30);
+    write_bank(&banks, "algebra", 30, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let server = start(&dir.path().join("data"), &banks, None);
     let ada = server.token("ada@example.com", "student");
     let bob = server.token("bob@example.com", "student");
@@ -361,7 +337,9 @@ async fn wrong_item_twice_unknown_option_and_someone_elses_session_are_refused()
 async fn an_answer_stored_meanwhile_by_another_writer_is_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let banks = dir.path().join("banks");
-    write_bank(&banks, "algebra", 30);
+    write_bank(&banks, "algebra", 30, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let server = start(&dir.path().join("data"), &banks, None);
     let ada = server.token("ada@example.com", "student");
     let (_, started) = server
@@ -402,7 +380,9 @@ async fn an_answer_stored_meanwhile_by_another_writer_is_not_overwritten() {
 async fn a_session_survives_a_restart_and_keeps_its_calibration_version() {
     let dir = tempfile::tempdir().unwrap();
     let banks = dir.path().join("banks");
-    write_bank(&banks, "algebra", 30);
+    write_bank(&banks, "algebra", 30, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let data = dir.path().join("data");
     let config = "[adaptive.policy]\nmax_length = 8\nmin_length = 8\n[adaptive.exams.algebra]\ncut_score = 0.0\n";
     let mut server = start(&data, &banks, Some(config));
@@ -537,7 +517,9 @@ async fn a_session_survives_a_restart_and_keeps_its_calibration_version() {
 async fn calibration_uses_stored_responses_once_there_are_enough() {
     let dir = tempfile::tempdir().unwrap();
     let banks: PathBuf = dir.path().join("banks");
-    write_bank(&banks, "algebra", 6);
+    write_bank(&banks, "algebra", 6, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let server = start(
         &dir.path().join("data"),
         &banks,
@@ -610,7 +592,9 @@ async fn calibration_uses_stored_responses_once_there_are_enough() {
 async fn imported_parameters_become_a_version_and_survive_recalibration_without_data() {
     let dir = tempfile::tempdir().unwrap();
     let banks = dir.path().join("banks");
-    write_bank(&banks, "algebra", 5);
+    write_bank(&banks, "algebra", 5, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let server = start(&dir.path().join("data"), &banks, None);
     let educator = server.token("ed@example.com", "educator");
     let (_, exam) = server.get("/api/exams/algebra", None).await;
@@ -781,7 +765,9 @@ async fn calibration_uses_ingested_attempts_whose_questions_are_bank_items() {
 async fn the_schedule_recalibrates_only_when_new_responses_arrived() {
     let dir = tempfile::tempdir().unwrap();
     let banks: PathBuf = dir.path().join("banks");
-    write_bank(&banks, "algebra", 6);
+    write_bank(&banks, "algebra", 6, |i| {
+        format!("Question {i}: which option is right?")
+    });
     let server = start(
         &dir.path().join("data"),
         &banks,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{OwnBroker, Record, consume_until, free_port, test_brokers};
 use common::mongo::{MongoServe, OwnMongo, client, database_name, drop_database, test_uri};
-use common::{Server, answer_key, sample_banks, unique};
+use common::{Server, answer_key, eventually, sample_banks, unique};
 use examflow_ingest::debezium::{ChangeEvent, Operation, parse_change_event};
 use examflow_ingest::score_cards::{CardDecision, decide};
 use mongodb::bson::{Document, doc, oid::ObjectId};
@@ -183,24 +183,6 @@ async fn sql_rows(server: &Server, token: &str, sql: &str) -> Value {
         .await;
     assert_eq!(status, 200, "{rows}");
     rows
-}
-
-/// Polls `f` until it returns Some or `timeout` passes.
-async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,36 +9,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::mongo::{self, MongoServe, OwnMongo};
+use common::mongo::{self, MongoServe, OwnMongo, int, write_bank};
 use common::{Server, answer_key, sample_banks};
-use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
+use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::{Value, json};
-
-fn write_bank(dir: &Path, exam: &str, n: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let questions: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({
-                "question": format!("{exam} question {i}: which option is right?"),
-                "options": ["right", "wrong", "also wrong", "not this"],
-                "correct_answer": "right",
-            })
-        })
-        .collect();
-    std::fs::write(
-        dir.join(format!("{exam}.json")),
-        Value::Array(questions).to_string(),
-    )
-    .unwrap();
-}
-
-fn int(doc: &Document, key: &str) -> i64 {
-    match doc.get(key) {
-        Some(Bson::Int32(i)) => i64::from(*i),
-        Some(Bson::Int64(i)) => *i,
-        other => panic!("{key} is not an integer: {other:?} in {doc:?}"),
-    }
-}
 
 /// Two servers on one database, each with its own data dir but the same token secret
 /// (replicas behind one load balancer).

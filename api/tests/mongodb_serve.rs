@@ -6,33 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::mongo::{self, MongoServe};
+use common::mongo::{self, MongoServe, int, write_bank};
 use common::{Server, answer_key, eventually, sample_banks, wrong_answers};
 use mongodb::bson::{Bson, doc, oid::ObjectId};
 use serde_json::{Value, json};
-
-/// A bank of `n` questions whose right option is "right", at `dir/<exam>.json`.
-fn write_bank(dir: &Path, exam: &str, n: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let questions: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({
-                "question": format!("{exam} question {i}: which option is right?"),
-                "options": ["right", "wrong", "also wrong", "not this"],
-                "correct_answer": "right",
-                "topic": if i % 2 == 0 { "even" } else { "odd" },
-            })
-        })
-        .collect();
-    std::fs::write(
-        dir.join(format!("{exam}.json")),
-        Value::Array(questions).to_string(),
-    )
-    .unwrap();
-}
 
 /// Answers the pending question of an adaptive session right or wrong.
 async fn answer(
@@ -66,15 +45,6 @@ async fn put(server: &Server, path: &str, token: &str, body: &Value) -> (u16, Va
 
 fn oid(id: &Value) -> ObjectId {
     ObjectId::parse_str(id.as_str().unwrap()).unwrap()
-}
-
-/// An integer field, whatever BSON integer type holds it.
-fn int(doc: &mongodb::bson::Document, key: &str) -> i64 {
-    match doc.get(key) {
-        Some(Bson::Int32(i)) => i64::from(*i),
-        Some(Bson::Int64(i)) => *i,
-        other => panic!("{key} is not an integer: {other:?} in {doc:?}"),
-    }
 }
 
 fn ids(list: &Value) -> Vec<String> {

@@ -7,29 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::kafka::{create_topic, free_port, test_brokers};
-use common::lake::{count, generate_attempts, produce_attempts};
-use common::{Server, ServerOptions, unique};
+use common::lake::{count, generate_attempts, produce_attempts, wait_for_count};
+use common::{Server, ServerOptions, eventually, unique};
 use serde_json::Value;
 
 async fn readyz(server: &Server) -> (u16, Value) {
     server.get("/readyz", None).await
-}
-
-async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +93,7 @@ async fn a_failing_lake_ingest_is_restarted_and_loses_nothing() {
     generate_attempts(&file, 40, 5, 0.0, "lines");
     produce_attempts(&file, &brokers, &attempts_topic, 2);
 
-    let failing = wait_for(Duration::from_secs(60), || async {
+    let failing = eventually(Duration::from_secs(60), || async {
         let (status, body) = readyz(&server).await;
         let task = &body["tasks"]["lake-ingest"];
         (status == 503 && task["restarts"].as_u64().unwrap_or(0) >= 1).then(|| body.clone())
@@ -143,17 +126,14 @@ async fn a_failing_lake_ingest_is_restarted_and_loses_nothing() {
     // The disk is back: the restarted ingest commits every attempt, none lost.
     std::fs::remove_file(&log_dir).unwrap();
     std::fs::rename(&saved, &log_dir).unwrap();
-    let mut committed = 0;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        committed = count(&server.data_dir, "SELECT count(*) AS n FROM attempts");
-        if committed >= 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let committed = wait_for_count(
+        &server.data_dir,
+        "SELECT count(*) AS n FROM attempts",
+        40,
+        Duration::from_secs(90),
+    );
     assert_eq!(committed, 40, "log:\n{}", server.log());
-    let ready = wait_for(Duration::from_secs(60), || async {
+    let ready = eventually(Duration::from_secs(60), || async {
         let (status, body) = readyz(&server).await;
         (status == 200 && body["tasks"]["lake-ingest"]["state"] == "running").then_some(body)
     })

@@ -7,9 +7,9 @@ mod common;
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::browser::{Driver, screenshots, start_chromedriver};
+use common::browser::{Driver, screenshots, start_chromedriver, wait_for_at_most};
 use common::{Server, ServerOptions, answer_key, sample_banks, wrong_answers};
 use futures::FutureExt;
 use serde_json::{Value, json};
@@ -53,19 +53,12 @@ async fn launch(downloads: &Path) -> WebDriverResult<(WebDriver, Driver, tempfil
 
 /// Polls `f` until it gives Some (30 s at most: the machine may be busy with builds, and a
 /// report is computed from the lake).
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> WebDriverResult<T>
+async fn wait_for<T, F, Fut>(what: &str, f: F) -> WebDriverResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = WebDriverResult<Option<T>>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_at_most(what, Duration::from_secs(30), f).await
 }
 
 /// What was submitted: the number of results and students, the mean percentage and the

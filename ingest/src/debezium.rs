@@ -2,7 +2,7 @@
 //! emits (JsonConverter with schemas on or off, `{"schema": null, "payload": ...}`,
 //! key/value pairs, tombstones) and writing the envelope for examflow's own outbox.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::document::{ResultDocument, extended_json_to_plain};
 use crate::error::EnvelopeError;
@@ -207,37 +207,20 @@ pub fn parse_change_event(
 }
 
 /// Key and value of the change event for a newly inserted result, in the shape the
-/// Debezium MongoDB connector (2.x, JsonConverter without schemas) emits.
+/// Debezium MongoDB connector (2.x, JsonConverter without schemas) emits: the embedded
+/// store's outbox writes the same envelope as change capture ([`crate::cdc::envelope`]).
 pub fn insert_event(
     doc: &ResultDocument,
     db: &str,
     collection: &str,
     ts_ms: i64,
 ) -> (Vec<u8>, Vec<u8>) {
-    let key = json!({ "id": json!({"$oid": doc.id}).to_string() });
-    let value = json!({
-        "before": null,
-        "after": doc.to_extended_json(),
-        "updateDescription": null,
-        "source": {
-            "version": concat!("examflow-", env!("CARGO_PKG_VERSION")),
-            "connector": "mongodb",
-            "name": "examflow",
-            "ts_ms": ts_ms,
-            "snapshot": "false",
-            "db": db,
-            "sequence": null,
-            "collection": collection,
-            "ord": 1,
-            "lsid": null,
-            "txnNumber": null,
-            "wallTime": null
-        },
-        "op": "c",
-        "ts_ms": ts_ms,
-        "transaction": null
-    });
-    (key.to_string().into_bytes(), value.to_string().into_bytes())
+    let source = crate::cdc::envelope::SourceInfo {
+        name: "examflow".into(),
+        db: db.into(),
+        collection: collection.into(),
+    };
+    crate::cdc::envelope::insert_record(&doc.to_bson(), &source, ts_ms)
 }
 
 #[cfg(test)]

@@ -178,6 +178,27 @@ pub fn token_with_ttl(data_dir: &Path, email: &str, role: &str, ttl_secs: u64) -
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// A bank of `n` questions whose right option is "right" (topics alternating "even" and
+/// "odd"), written to `dir/<exam>.json`; `question(i)` is the text of question `i`.
+pub fn write_bank(dir: &Path, exam: &str, n: usize, question: impl Fn(usize) -> String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let questions: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "question": question(i),
+                "options": ["right", "wrong", "also wrong", "not this"],
+                "correct_answer": "right",
+                "topic": if i % 2 == 0 { "even" } else { "odd" },
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join(format!("{exam}.json")),
+        Value::Array(questions).to_string(),
+    )
+    .unwrap();
+}
+
 /// The correct answers of a sample bank, read from its file.
 pub fn answer_key(banks: &Path, exam: &str) -> Vec<String> {
     let text = std::fs::read_to_string(banks.join(format!("{exam}.json"))).unwrap();

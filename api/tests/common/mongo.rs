@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 
 use super::Server;
 
@@ -261,4 +261,20 @@ impl Drop for OwnMongo {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// An integer field, whatever BSON integer type holds it.
+pub fn int(doc: &Document, key: &str) -> i64 {
+    match doc.get(key) {
+        Some(Bson::Int32(i)) => i64::from(*i),
+        Some(Bson::Int64(i)) => *i,
+        other => panic!("{key} is not an integer: {other:?} in {doc:?}"),
+    }
+}
+
+/// A bank of `n` questions named after `exam`, whose right option is "right".
+pub fn write_bank(dir: &Path, exam: &str, n: usize) {
+    super::write_bank(dir, exam, n, |i| {
+        format!("{exam} question {i}: which option is right?")
+    });
 }

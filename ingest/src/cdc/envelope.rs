@@ -36,12 +36,14 @@ impl SnapshotMark {
     }
 }
 
-/// One Kafka record: key, value (`None` is a tombstone) and the document id it concerns.
+/// One Kafka record: key, value (`None` is a tombstone), the document id it concerns and
+/// its Debezium op (`"tombstone"` for a tombstone), for metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
     pub document_id: String,
+    pub op: &'static str,
 }
 
 /// What a change-stream event turned into.
@@ -149,7 +151,27 @@ pub fn snapshot_record(
             },
         )),
         document_id: plain_id(&id),
+        op: "r",
     }
+}
+
+/// A document inserted by examflow itself (the embedded outbox, which has no cluster
+/// time): `op: "c"`, key and value; `ts_ms` stands for both times.
+pub fn insert_record(doc: &Document, source: &SourceInfo, ts_ms: i64) -> (Vec<u8>, Vec<u8>) {
+    let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let value = value_of(
+        "c",
+        Some(doc),
+        None,
+        source,
+        EventTime {
+            at: None,
+            wall_ms: None,
+            snapshot: SnapshotMark::No,
+            now_ms: ts_ms,
+        },
+    );
+    (key_of(&id), value)
 }
 
 /// `updateDescription` as Debezium 2.x writes it: `updatedFields` a string of extended
@@ -228,12 +250,14 @@ pub fn change_records(event: &Document, source: &SourceInfo, now_ms: i64) -> Enc
             },
         )),
         document_id: document_id.clone(),
+        op,
     }];
     if op == "d" {
         records.push(Record {
             key,
             value: None,
             document_id,
+            op: "tombstone",
         });
     }
     Encoded::Records(records)

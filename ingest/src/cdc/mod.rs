@@ -34,22 +34,12 @@ use self::offsets::{OffsetStore, Position};
 use crate::error::{IngestError, Result};
 use crate::kafka::{KafkaSettings, produce_until_acked};
 use crate::store::SqliteStore;
+use crate::store::mongo::error_code;
 
 /// Events handed to the sink together at most.
 const BATCH: usize = 1000;
 /// Documents per snapshot batch.
 const SNAPSHOT_BATCH: usize = 1000;
-
-/// MongoDB's error code of a mongodb error, when it has one.
-pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
-        _ => None,
-    }
-}
 
 /// The change stream cannot continue from the saved position: the server no longer has it
 /// (`ChangeStreamHistoryLost` 286, `ChangeStreamFatalError` 280, `CappedPositionLost` 136).
@@ -226,20 +216,6 @@ impl From<mongodb::error::Error> for Stop {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn op_label(record: &Record) -> &'static str {
-    let Some(value) = &record.value else {
-        return "tombstone";
-    };
-    let v: serde_json::Value = serde_json::from_slice(value).unwrap_or_default();
-    match v.get("op").and_then(|o| o.as_str()) {
-        Some("c") => "c",
-        Some("u") => "u",
-        Some("d") => "d",
-        Some("r") => "r",
-        _ => "other",
-    }
 }
 
 impl Capture {
@@ -570,7 +546,7 @@ impl Capture {
                     }
                 }
             }
-            let labels: Vec<&'static str> = records.iter().map(op_label).collect();
+            let labels: Vec<&'static str> = records.iter().map(|r| r.op).collect();
             self.sink.deliver(records).await?;
             for label in labels {
                 self.metrics.events.with_label_values(&[label]).inc();

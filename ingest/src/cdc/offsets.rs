@@ -153,7 +153,7 @@ impl OffsetStore for MongoOffsets {
         match taken {
             Ok(_) => Ok(true),
             // The upsert's insert collided with a document held by another owner.
-            Err(e) if super::error_code(&e) == Some(11000) => Ok(false),
+            Err(e) if crate::store::mongo::is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

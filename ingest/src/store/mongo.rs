@@ -328,12 +328,19 @@ fn calibration_from_bson(doc: &Document) -> Result<StoredCalibration> {
     })
 }
 
-fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+/// MongoDB's error code of a driver error (a command, write or write-concern error), when
+/// it has one.
+pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        _ => false,
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => Some(w.code),
+        _ => None,
     }
+}
+
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    error_code(e) == Some(DUPLICATE_KEY)
 }
 
 /// MongoDB's limit 0 means "no limit"; the contract's means none.

@@ -3,9 +3,11 @@
 
 use mongodb::ClientSession;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 
-use super::{MongoStore, SessionStore, StoredSession, is_duplicate_key, session_to_bson};
+use super::{
+    MongoStore, SessionStore, StoredSession, error_code, is_duplicate_key, session_to_bson,
+};
 use crate::document::ResultDocument;
 use crate::error::{IngestError, Result};
 
@@ -62,7 +64,7 @@ impl MongoStore {
             .await
         {
             Ok(()) => Ok(()),
-            Err(e) if command_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
+            Err(e) if error_code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -72,7 +74,7 @@ impl MongoStore {
         let admin = self.client.database("admin");
         match admin.run_command(doc! {"hello": 1}).await {
             Ok(reply) => Ok(reply),
-            Err(e) if command_code(&e) == Some(COMMAND_NOT_FOUND) => {
+            Err(e) if error_code(&e) == Some(COMMAND_NOT_FOUND) => {
                 Ok(admin.run_command(doc! {"isMaster": 1}).await?)
             }
             Err(e) => Err(e.into()),
@@ -170,13 +172,6 @@ impl MongoStore {
         }
         commit(txn).await?;
         Ok(Finished::Replaced(true))
-    }
-}
-
-fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        _ => None,
     }
 }
 
