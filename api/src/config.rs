@@ -265,8 +265,10 @@ pub struct IngestConfig {
     pub commit_interval_ms: u64,
     /// How often new rows become visible to live queries, in milliseconds. Default 100.
     pub flush_interval_ms: u64,
-    /// Messages larger than this many bytes are dead letters. Default 8 MiB.
-    pub max_message_bytes: usize,
+    /// The older spelling of `[kafka] max_message_bytes` (one value drives both the
+    /// producer and the ingest); when given, it sets that value. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
     /// Attempt de-duplication key: `keen_id`, `user_exam_id` or `sequences.id`. Default `keen_id`.
     pub dedup_key: String,
     /// Compaction and vacuum period in seconds; 0 turns it off. Default 600.
@@ -284,7 +286,7 @@ impl Default for IngestConfig {
             attempts_topic: "exams".into(),
             commit_interval_ms: 2000,
             flush_interval_ms: 100,
-            max_message_bytes: 8 << 20,
+            max_message_bytes: None,
             dedup_key: "keen_id".into(),
             housekeeping_interval_secs: 600,
             vacuum_retention_secs: 3600,
@@ -630,7 +632,7 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ApiError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|span| line_column(text, span.start))
@@ -642,6 +644,9 @@ impl Config {
                 message: e.message().to_string(),
             }
         })?;
+        if let Some(limit) = config.ingest.max_message_bytes {
+            config.kafka.max_message_bytes = limit;
+        }
         config.validate().map_err(|message| {
             // Point at the exam's table when the message names one.
             let (line, column) = config

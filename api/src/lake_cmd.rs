@@ -87,7 +87,7 @@ pub fn ingest_settings(config: &Config) -> anyhow::Result<IngestSettings> {
         changes_topic: config.kafka.change_event_topic(),
         commit_interval: Duration::from_millis(c.commit_interval_ms.max(10)),
         flush_interval: Duration::from_millis(c.flush_interval_ms.max(1)),
-        max_message_bytes: c.max_message_bytes,
+        max_message_bytes: config.kafka.max_message_bytes,
         dedup_key: c
             .dedup_key
             .parse()

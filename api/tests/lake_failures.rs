@@ -391,10 +391,7 @@ fn broker_restart_mid_stream_resumes_without_loss() {
 }
 
 /// Reads `topic` from the beginning of every partition until `done` says enough or `timeout`,
-/// without a consumer group. (`consume_until` subscribes in a group; tansu (0.6, SQLite)
-/// answers a fetch with every record after the position, whatever the size limits, taking
-/// tens of seconds for a few thousand, and answers nothing else meanwhile, heartbeats
-/// included: the session times out, the group rebalances, the fetch starts over.)
+/// without a consumer group (no rebalance can restart the reading).
 fn read_topic(
     brokers: &str,
     topic: &str,
@@ -637,8 +634,8 @@ fn ten_thousand_malformed_messages_go_to_dead_letters() {
         "ingest.log",
         &config,
     );
-    // The ingest creates `<topic>.dlq` before it reads; read it as it fills (one fetch of the
-    // whole topic from tansu would take minutes), then produce in chunks, as live traffic.
+    // The ingest creates `<topic>.dlq` before it reads; read it as it fills, while the
+    // messages are produced in chunks, as live traffic.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ingest.log_text().contains("lake ingest started") {
         assert!(
@@ -913,9 +910,7 @@ fn two_processes_in_one_group_share_four_partitions() {
     let expected = expected_invariants(expected_counts(&documents), 0);
     let seen = wait_for_invariants(&data_dir, &expected, Duration::from_secs(60));
     assert_eq!(seen, expected, "logs:\n{}", all_logs(&data_dir, 30));
-    // Both wrote, and between them exactly the rows the table holds. (Which partitions each
-    // one owns can move meanwhile: tansu answers no heartbeat while it serves a long fetch,
-    // and under load a member's session can lapse, so a rebalance is no failure here.)
+    // Both wrote, and between them exactly the rows the table holds.
     let now_owned = [
         last_assignment(&a.log_text(), &topic).unwrap_or_default(),
         last_assignment(&b.log_text(), &topic).unwrap_or_default(),
@@ -951,43 +946,17 @@ fn two_processes_in_one_group_share_four_partitions() {
         all_logs(&data_dir, 30)
     );
 
-    // b stops (SIGTERM: a final commit, then it leaves the group); a takes over b's
-    // partitions, and the counts stay exact after more attempts. (Not kill -9 here: when a
-    // member dies during a rebalance, tansu 0.6 can keep its partitions assigned to it
-    // after its session expires and never rebalances again. Crashes are the kill -9 test's.)
+    // b stops (SIGTERM: a final commit, then it leaves the group); a takes over all of b's
+    // partitions, and the counts stay exact after more attempts.
     b.stop();
     let stopped_at = Instant::now();
-    // tansu 0.6 sometimes rebalances once right after a member leaves, hands the survivor
-    // only its old partitions, and never rebalances again (a broker bug: the departed
-    // member's partitions stay assigned to it). No client can take them over then; a new
-    // member forces a new rebalance, so a is replaced and the test goes on checking that
-    // the takeover resumes from the lake and the counts stay exact. The new process joins a
-    // group of its own: in the same group it was seen (twice in CI) to get no partitions
-    // at all within a minute, tansu's coordinator still holding the stale members. The
-    // positions come from the lake, not from the group's offsets, so this checks the same.
-    let mut retired_rows = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while last_assignment(&a.log_text(), &topic) != Some(vec![0, 1, 2, 3]) {
-        if Instant::now() >= deadline {
-            eprintln!(
-                "*** BROKER: tansu did not reassign b's partitions within 30 s (a still has {:?}); \
-                 replacing a with a new process to force a rebalance ***",
-                last_assignment(&a.log_text(), &topic)
-            );
-            a.stop();
-            retired_rows = committed_rows(&a.log_text(), "attempts");
-            a = start_ingest(
-                &data_dir,
-                &brokers,
-                &[&topic],
-                &unique("shared-replacement"),
-                "ingest-a2.log",
-                &config,
-            );
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let owned = wait_for_split(&[&a], &topic, 4, Duration::from_secs(30));
+    assert_eq!(
+        owned[0],
+        vec![0, 1, 2, 3],
+        "a did not take over b's partitions within 30 s:\n{}",
+        all_logs(&data_dir, 30)
+    );
     produce_lines(
         &brokers,
         &topic,
@@ -1023,9 +992,7 @@ fn two_processes_in_one_group_share_four_partitions() {
     let seen = wait_for_invariants(&data_dir, &expected, Duration::ZERO);
     assert_eq!(seen, expected);
     assert_eq!(
-        retired_rows
-            + committed_rows(&a.log_text(), "attempts")
-            + committed_rows(&b.log_text(), "attempts"),
+        committed_rows(&a.log_text(), "attempts") + committed_rows(&b.log_text(), "attempts"),
         common::lake::count(&data_dir, "SELECT count(*) AS n FROM attempts") as u64,
         "the processes' commits do not add up to the table"
     );
@@ -1038,6 +1005,100 @@ fn two_processes_in_one_group_share_four_partitions() {
     eprintln!(
         "two processes: exact counts; a took over and caught up {:.1} s after b stopped; {:.1} s",
         took_over.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Session timeout of the group-membership tests (the ingest's `session.timeout.ms`).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+#[test]
+fn a_killed_member_is_replaced_within_the_session_timeout_under_load() {
+    let started = Instant::now();
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let topic = unique("exams-replace");
+    let file = dir.path().join("attempts.jsonl");
+    generate_attempts(&file, 2400, 17, 0.1, "lines");
+    let lines = read_keyed_lines(&file);
+    create_topic(&brokers, &topic, 4);
+    let config = write_ingest_config(
+        &dir.path().join("ingest.toml"),
+        SESSION_TIMEOUT.as_millis() as u32,
+        None,
+    );
+    let group = unique("replace");
+    let start = |log: &str| start_ingest(&data_dir, &brokers, &[&topic], &group, log, &config);
+    let mut a = start("ingest-a.log");
+    let mut b = start("ingest-b.log");
+    let owned = wait_for_split(&[&a, &b], &topic, 4, Duration::from_secs(45));
+    assert!(
+        owned.iter().all(|o| !o.is_empty()),
+        "a and b did not split the partitions: {owned:?}\n{}",
+        all_logs(&data_dir, 30)
+    );
+
+    // Load: 2400 attempts and their replays in chunks of 50 every 200 ms (about 11 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (brokers, topic, stop, lines) = (brokers.clone(), topic.clone(), stop.clone(), lines);
+        std::thread::spawn(move || {
+            produce_lines(
+                &brokers,
+                &topic,
+                &lines,
+                50,
+                Duration::from_millis(200),
+                &stop,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    b.kill9();
+    let killed_at = Instant::now();
+    let mut c = start("ingest-c.log");
+    // a and the new member c own all four partitions between them, each at least one.
+    let owned = wait_for_split(&[&a, &c], &topic, 4, SESSION_TIMEOUT * 3);
+    let covered_after = killed_at.elapsed();
+    let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert!(
+        all == vec![0, 1, 2, 3] && owned.iter().all(|o| !o.is_empty()),
+        "a and c do not own the four partitions {:.1} s after b was killed: {owned:?}\n{}",
+        covered_after.as_secs_f64(),
+        all_logs(&data_dir, 30)
+    );
+    assert!(
+        covered_after <= SESSION_TIMEOUT + Duration::from_secs(5),
+        "the partitions were reassigned {:.1} s after the kill (session timeout {} s)",
+        covered_after.as_secs_f64(),
+        SESSION_TIMEOUT.as_secs()
+    );
+    let sent = producer.join().unwrap();
+    assert_eq!(sent, read_keyed_lines(&file).len());
+
+    // Nothing lost or doubled: b's uncommitted rows are read again from the lake's offsets.
+    let expected = expected_invariants(expected_counts(&read_attempts(&file)), 0);
+    let seen = wait_for_invariants(&data_dir, &expected, Duration::from_secs(90));
+    assert_eq!(seen, expected, "logs:\n{}", all_logs(&data_dir, 30));
+    assert!(
+        a.is_running() && c.is_running(),
+        "{}",
+        all_logs(&data_dir, 30)
+    );
+    a.stop();
+    c.stop();
+    let seen = wait_for_invariants(&data_dir, &expected, Duration::ZERO);
+    assert_eq!(seen, expected);
+    eprintln!(
+        "killed member replaced: a {:?}, c {:?} {:.1} s after the kill (session timeout {} s); \
+         exact counts; {:.1} s",
+        owned[0],
+        owned[1],
+        covered_after.as_secs_f64(),
+        SESSION_TIMEOUT.as_secs(),
         started.elapsed().as_secs_f64()
     );
 }

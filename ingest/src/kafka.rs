@@ -9,13 +9,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::delivery::{
+    Origin, RECORD_OVERHEAD_BYTES, Refused, produce_dead_letter, produce_until_acked,
+};
 use crate::error::{IngestError, Result};
 use crate::metrics::IngestMetrics;
 use crate::score_cards::{CardDecision, KeyPolicy, decide_with};
@@ -37,6 +40,13 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Kafka session timeout (ms) of examflow's consumers.
     pub session_timeout_ms: u32,
+    /// Largest message examflow produces or ingests, in bytes (key and payload). Drives the
+    /// producer's `message.max.bytes` and the ingest's limit: a larger attempt or change
+    /// event becomes a dead letter instead of blocking its stream. Keep it at or below the
+    /// broker's `message.max.bytes` (Kafka's default is 1 MiB; examflow's default 8 MiB
+    /// suits brokers configured for it, and a broker refusing a record also makes it a dead
+    /// letter). Default 8 MiB.
+    pub max_message_bytes: usize,
     /// Extra librdkafka properties for every client examflow creates (TLS and SASL
     /// settings, `fetch.wait.max.ms`, `client.id`, ...). Settings examflow needs for
     /// correctness (`group.id`, `enable.auto.commit`, `acks`, ...) still win. Default: none.
@@ -52,6 +62,7 @@ impl Default for KafkaSettings {
             score_card_group: "examflow-score-cards".into(),
             partitions: 2,
             session_timeout_ms: 10_000,
+            max_message_bytes: 8 << 20,
             properties: std::collections::BTreeMap::new(),
         }
     }
@@ -87,6 +98,12 @@ impl KafkaSettings {
             .set("message.timeout.ms", "15000")
             .set("linger.ms", "2")
             .set("acks", "all")
+            .set(
+                "message.max.bytes",
+                (self.max_message_bytes + RECORD_OVERHEAD_BYTES)
+                    .clamp(1000, 1_000_000_000)
+                    .to_string(),
+            )
             .create()
             .map_err(|e| IngestError::kafka("creating producer", e))
     }
@@ -121,16 +138,21 @@ impl KafkaSettings {
         self.create_topics(&names, self.partitions).await
     }
 
-    /// Creates each topic with `partitions` partitions unless it exists (some brokers, tansu
-    /// among them, do not create topics on first use).
+    /// Creates each topic with `partitions` partitions unless it exists (some brokers do not
+    /// create topics on first use), taking messages up to `max_message_bytes`.
     pub async fn create_topics(&self, names: &[String], partitions: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .client_config()
             .create()
             .map_err(|e| IngestError::kafka("creating admin client", e))?;
+        // The broker takes what examflow may produce (`max_message_bytes`).
+        let max_bytes = (self.max_message_bytes + RECORD_OVERHEAD_BYTES).to_string();
         let topics: Vec<NewTopic> = names
             .iter()
-            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .map(|n| {
+                NewTopic::new(n, partitions, TopicReplication::Fixed(1))
+                    .set("max.message.bytes", &max_bytes)
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
@@ -153,63 +175,6 @@ impl KafkaSettings {
     }
 }
 
-/// Headers of a dead letter: why it was set aside and where it came from.
-pub(crate) fn dead_letter_headers(
-    reason: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: "examflow.error",
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: "examflow.source.topic",
-            value: Some(topic),
-        })
-        .insert(Header {
-            key: "examflow.source.partition",
-            value: Some(&partition.to_string()),
-        })
-        .insert(Header {
-            key: "examflow.source.offset",
-            value: Some(&offset.to_string()),
-        })
-}
-
-/// Sends one record, retrying with back-off until the broker takes it.
-pub(crate) async fn produce_until_acked(
-    producer: &FutureProducer,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: Option<&[u8]>,
-    headers: Option<OwnedHeaders>,
-) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        if let Some(h) = &headers {
-            record = record.headers(h.clone());
-        }
-        match producer.send(record, Duration::from_secs(30)).await {
-            Ok(_) => return,
-            Err((e, _)) => {
-                warn!(%topic, error = %e, "produce failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 /// Publishes the embedded store's outbox to `<prefix>.exams.score`, oldest first; an
 /// event is marked published only after the broker acknowledged it, so a broker outage
 /// only delays events.
@@ -220,6 +185,7 @@ pub async fn run_outbox_relay(
 ) -> Result<()> {
     let producer = settings.producer()?;
     let topic = settings.change_event_topic();
+    let dlq = KafkaSettings::dead_letter_topic(&topic);
     loop {
         let pending = match store.pending_outbox(OutboxReader::Publisher, 256).await {
             Ok(p) => p,
@@ -245,9 +211,42 @@ pub async fn run_outbox_relay(
                 Some(&event.key),
                 Some(&event.value),
                 None,
+                settings.max_message_bytes,
             )
         });
-        futures::future::join_all(sends).await;
+        let results = futures::future::join_all(sends).await;
+        // An event the broker will never take is set aside (cut to fit on `<topic>.dlq`,
+        // whole in the store's dead letters) before it counts as published: later events
+        // are not held back, and nothing is dropped unrecorded.
+        for (event, result) in pending.iter().zip(results) {
+            if let Err(Refused(reason)) = result {
+                warn!(seq = event.seq, bytes = event.value.len(), %reason, "outbox event set aside as a dead letter");
+                produce_dead_letter(
+                    &producer,
+                    &dlq,
+                    Some(&event.key),
+                    Some(&event.value),
+                    &reason,
+                    Origin {
+                        topic: "outbox",
+                        partition: 0,
+                        offset: event.seq,
+                    },
+                    settings.max_message_bytes,
+                )
+                .await;
+                let outcome = CardOutcome::DeadLetter {
+                    source: "outbox".into(),
+                    reason,
+                    payload: event.value.clone(),
+                };
+                while let Err(e) = store.record_card_outcome(outcome.clone()).await {
+                    warn!(error = %e, "recording a dead letter failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                metrics.dead_letters.with_label_values(&["outbox"]).inc();
+            }
+        }
         let seqs: Vec<i64> = pending.iter().map(|e| e.seq).collect();
         let n = seqs.len() as u64;
         while let Err(e) = store.mark_published(seqs.clone()).await {
@@ -374,36 +373,38 @@ pub async fn run_score_card_consumer(
                 continue;
             }
         };
-        let decision = decide_with(message.key(), message.payload(), shows_keys.as_ref());
-        match &decision {
-            CardDecision::Send { document_id, card } => {
-                produce_until_acked(
-                    &producer,
-                    &settings.email_topic,
-                    Some(document_id.as_bytes()),
-                    Some(card.as_bytes()),
-                    None,
-                )
-                .await;
-            }
-            CardDecision::DeadLetter { reason } => {
-                warn!(%reason, partition = message.partition(), offset = message.offset(), "dead letter");
-                let headers = dead_letter_headers(
-                    reason,
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                );
-                produce_until_acked(
-                    &producer,
-                    &dlq,
-                    message.key(),
-                    message.payload(),
-                    Some(headers),
-                )
-                .await;
-            }
-            CardDecision::Skip { .. } => {}
+        let mut decision = decide_with(message.key(), message.payload(), shows_keys.as_ref());
+        if let CardDecision::Send { document_id, card } = &decision
+            && let Err(Refused(reason)) = produce_until_acked(
+                &producer,
+                &settings.email_topic,
+                Some(document_id.as_bytes()),
+                Some(card.as_bytes()),
+                None,
+                settings.max_message_bytes,
+            )
+            .await
+        {
+            decision = CardDecision::DeadLetter {
+                reason: format!("its score card was refused: {reason}"),
+            };
+        }
+        if let CardDecision::DeadLetter { reason } = &decision {
+            warn!(%reason, partition = message.partition(), offset = message.offset(), "dead letter");
+            produce_dead_letter(
+                &producer,
+                &dlq,
+                message.key(),
+                message.payload(),
+                reason,
+                Origin {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                },
+                settings.max_message_bytes,
+            )
+            .await;
         }
         let outcome = outcome_of(decision, &topic, message.payload().unwrap_or_default());
         count(&metrics, &outcome, &topic);

@@ -5,6 +5,7 @@ pub mod abilities;
 pub mod attempts;
 pub mod cdc;
 pub mod debezium;
+pub mod delivery;
 pub mod document;
 pub mod error;
 pub mod kafka;

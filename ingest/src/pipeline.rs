@@ -33,8 +33,9 @@ use tracing::{debug, info, warn};
 
 use crate::attempts::{Attempt, AttemptBatchBuilder, DedupKey};
 use crate::debezium::parse_change_event;
+use crate::delivery::{Origin, RECORD_OVERHEAD_BYTES, produce_dead_letter};
 use crate::error::{IngestError, Result};
-use crate::kafka::{KafkaSettings, dead_letter_headers, produce_until_acked};
+use crate::kafka::KafkaSettings;
 use crate::lake::changes::{ChangeOutcome, DeadLetterBuilder, ScoreChangeBuilder};
 use crate::lake::query::{new_session, run_sql};
 use crate::lake::{Lake, LakeTable, TopicPartition};
@@ -456,9 +457,15 @@ impl LakeIngest {
                 self.kafka.session_timeout_ms.to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            // Room for a message past the limit: Kafka returns a batch larger than the fetch
+            // size anyway (KIP-74), but some compatible brokers return nothing and the
+            // partition would stall; one up to twice the limit still arrives here to become
+            // a dead letter.
             .set(
                 "fetch.message.max.bytes",
-                (self.settings.max_message_bytes + 1024).to_string(),
+                (2 * self.settings.max_message_bytes + RECORD_OVERHEAD_BYTES)
+                    .min(500_000_000)
+                    .to_string(),
             )
             .create_with_context(IngestContext {
                 starts: starts.clone(),
@@ -646,7 +653,12 @@ impl LakeIngest {
                 let to_topic =
                     topic == self.settings.attempts_topic || self.settings.change_dead_letter_topic;
                 if let Some(producer) = producer.filter(|_| to_topic) {
-                    pending_dlq.push(spawn_dead_letter(producer, message, reason));
+                    pending_dlq.push(spawn_dead_letter(
+                        producer,
+                        message,
+                        reason,
+                        self.kafka.max_message_bytes,
+                    ));
                 }
                 "dead_letter"
             }
@@ -917,6 +929,7 @@ fn spawn_dead_letter(
     producer: &rdkafka::producer::FutureProducer,
     message: &BorrowedMessage<'_>,
     reason: String,
+    max_message_bytes: usize,
 ) -> PendingDlq {
     let producer = producer.clone();
     let topic = KafkaSettings::dead_letter_topic(message.topic());
@@ -928,13 +941,18 @@ fn spawn_dead_letter(
         message.offset(),
     );
     tokio::spawn(async move {
-        let headers = dead_letter_headers(&reason, &source.0, source.1, source.2);
-        produce_until_acked(
+        produce_dead_letter(
             &producer,
             &topic,
             key.as_deref(),
             payload.as_deref(),
-            Some(headers),
+            &reason,
+            Origin {
+                topic: &source.0,
+                partition: source.1,
+                offset: source.2,
+            },
+            max_message_bytes,
         )
         .await;
     })

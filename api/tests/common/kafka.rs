@@ -75,10 +75,29 @@ pub fn free_port() -> u16 {
 /// A message to produce: optional key, optional value (None: a tombstone).
 pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// Counts the delivery reports that carried an error (the default context drops them).
+#[derive(Default)]
+struct DeliveryErrors(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for DeliveryErrors {}
+
+impl rdkafka::producer::ProducerContext for DeliveryErrors {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let size = m.payload().map_or(0, <[u8]>::len);
+            self.0.lock().unwrap().push(format!("{e} ({size} bytes)"));
+        }
+    }
+}
+
+/// Produces every message and waits for all to be acknowledged (panics on a failed one).
 pub fn produce(brokers: &str, topic: &str, messages: &[KeyValue]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<DeliveryErrors> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .create()
+        // Tests produce messages past librdkafka's 1 MB default on purpose.
+        .set("message.max.bytes", "67108864")
+        .create_with_context(DeliveryErrors::default())
         .unwrap();
     for (key, value) in messages {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
@@ -91,6 +110,13 @@ pub fn produce(brokers: &str, topic: &str, messages: &[KeyValue]) {
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
+    let errors = producer.context().0.lock().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} not delivered: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
 }
 
 /// One consumed record.
@@ -142,6 +168,11 @@ pub fn consume_until(
 
 /// Creates `topic` with `partitions` partitions (the test broker does not auto-create).
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    create_topic_with(brokers, topic, partitions, &[]);
+}
+
+/// [`create_topic`] with topic configs, e.g. `("max.message.bytes", "16777216")`.
+pub fn create_topic_with(brokers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -154,7 +185,10 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
         .unwrap();
     let results = runtime
         .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[configs.iter().fold(
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         ))
         .unwrap();

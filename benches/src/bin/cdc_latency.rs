@@ -10,7 +10,7 @@
 //!
 //! Servers: `--mongodb-uri` (or `EXAMFLOW_TEST_MONGODB_URI`), otherwise the harness runs
 //! `scripts/mongo-server start DIR` (SecantusDB, a one-member replica set); `--kafka-brokers`
-//! (or `EXAMFLOW_TEST_KAFKA_BROKERS`), otherwise `scripts/kafka-broker start DIR` (tansu).
+//! (or `EXAMFLOW_TEST_KAFKA_BROKERS`), otherwise `scripts/kafka-broker start DIR` (nisshi).
 //! Both are stopped at the end when the harness started them. Each run uses fresh
 //! databases, topic prefix and consumer group.
 //!
@@ -682,7 +682,7 @@ async fn main() -> Result<()> {
         "kafka-broker",
         "--kafka-brokers",
         "EXAMFLOW_TEST_KAFKA_BROKERS",
-        "tansu broker",
+        "nisshi broker",
         &[],
     )?;
     let run = format!("cdcb{}", now_ns() / 1_000_000 % 100_000_000);

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Sections 2 and 3 need a broker: `EXAMFLOW_TEST_KAFKA_BROKERS` when set, otherwise the
-//! harness starts one with `scripts/kafka-broker start DIR` (tansu) and stops it at the end.
+//! harness starts one with `scripts/kafka-broker start DIR` (nisshi) and stops it at the end.
 //! Documents come from `data/gen_attempts.py` (python3, standard library only).
 
 use std::collections::HashMap;
@@ -498,11 +498,11 @@ impl Broker {
             .trim()
             .to_string();
         ensure!(!brokers.is_empty(), "kafka-broker printed no address");
-        let version = Command::new("tansu")
+        let version = Command::new("nisshi")
             .arg("--version")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|_| "tansu".into());
+            .unwrap_or_else(|_| "nisshi".into());
         Ok(Broker {
             label: format!(
                 "{version} (SQLite storage) on {brokers}, started by the harness with \

@@ -31,8 +31,9 @@ use tracing::{error, info, warn};
 
 use self::envelope::{Encoded, Record, SnapshotMark, SourceInfo};
 use self::offsets::{OffsetStore, Position};
+use crate::delivery::{Origin, Refused, produce_dead_letter, produce_until_acked};
 use crate::error::{IngestError, Result};
-use crate::kafka::{KafkaSettings, produce_until_acked};
+use crate::kafka::KafkaSettings;
 use crate::store::SqliteStore;
 use crate::store::mongo::error_code;
 
@@ -67,10 +68,13 @@ pub trait ChangeSink: Send + Sync {
 }
 
 /// Produces each record to the change-event topic, keyed by document id, retrying until the
-/// broker takes it (a broker outage only delays events).
+/// broker takes it (a broker outage only delays events). A record the broker will never
+/// take (over `[kafka] max_message_bytes`, or refused) goes to `<topic>.dlq`, cut to fit,
+/// and capture moves on: MongoDB still holds the document.
 pub struct KafkaSink {
     producer: FutureProducer,
     topic: String,
+    max_message_bytes: usize,
 }
 
 impl KafkaSink {
@@ -78,6 +82,7 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer: settings.producer()?,
             topic: settings.change_event_topic(),
+            max_message_bytes: settings.max_message_bytes,
         })
     }
 }
@@ -94,9 +99,30 @@ impl ChangeSink for KafkaSink {
                 Some(&r.key),
                 r.value.as_deref(),
                 None,
+                self.max_message_bytes,
             )
         });
-        futures::future::join_all(sends).await;
+        let results = futures::future::join_all(sends).await;
+        let dlq = KafkaSettings::dead_letter_topic(&self.topic);
+        for (record, result) in records.iter().zip(results) {
+            if let Err(Refused(reason)) = result {
+                warn!(document = %record.document_id, op = record.op, %reason, "change event set aside as a dead letter");
+                produce_dead_letter(
+                    &self.producer,
+                    &dlq,
+                    Some(&record.key),
+                    record.value.as_deref(),
+                    &reason,
+                    Origin {
+                        topic: "mongodb",
+                        partition: 0,
+                        offset: -1,
+                    },
+                    self.max_message_bytes,
+                )
+                .await;
+            }
+        }
         Ok(())
     }
 }
