@@ -92,7 +92,7 @@ impl Default for PgwireConfig {
     }
 }
 
-/// Limits of `POST /api/sql`.
+/// Limits of SQL: `POST /api/sql` and the PostgreSQL interface (`[pgwire]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqlConfig {
@@ -100,8 +100,24 @@ pub struct SqlConfig {
     pub timeout_secs: u64,
     /// Most rows a streamed result (ndjson, csv, arrow, parquet) carries. Default 10,000,000.
     pub max_stream_rows: usize,
-    /// Memory one query may use for sorts, joins and aggregations, in bytes. Default 1 GiB.
+    /// Memory one query may use for sorts, joins and aggregations, in bytes (on pgwire: one
+    /// connection). Default 1 GiB.
     pub memory_limit_bytes: usize,
+    /// Queries running at once over HTTP and pgwire together; more wait up to
+    /// `queue_timeout_ms`, then are refused as busy (503 / SQLSTATE 53300). Default 8.
+    pub max_concurrent_queries: usize,
+    /// Memory all queries together may use (sorts, joins, aggregations, JSON results,
+    /// results of string functions), in bytes; at least `memory_limit_bytes`. Default: 4 GiB,
+    /// or `memory_limit_bytes` when that is larger.
+    pub total_memory_bytes: Option<usize>,
+    /// How long a query waits for a place among `max_concurrent_queries` and for
+    /// `memory_limit_bytes` to be free in `total_memory_bytes`, in milliseconds. Default 2000.
+    pub queue_timeout_ms: u64,
+    /// Largest value string and list functions (`repeat`, `lpad`, `rpad`, `replace`,
+    /// `regexp_replace`, `concat`, `concat_ws`, `||`, `string_agg`, `array_repeat`,
+    /// `array_resize`, `array_replace*`, `range`, `generate_series`) may build, in bytes.
+    /// Default 16 MiB.
+    pub max_value_bytes: usize,
 }
 
 impl Default for SqlConfig {
@@ -110,7 +126,38 @@ impl Default for SqlConfig {
             timeout_secs: 30,
             max_stream_rows: 10_000_000,
             memory_limit_bytes: 1 << 30,
+            max_concurrent_queries: 8,
+            total_memory_bytes: None,
+            queue_timeout_ms: 2000,
+            max_value_bytes: 16 << 20,
         }
+    }
+}
+
+impl SqlConfig {
+    /// `total_memory_bytes` as configured, else 4 GiB or `memory_limit_bytes` if larger.
+    pub fn total_memory_bytes(&self) -> usize {
+        self.total_memory_bytes
+            .unwrap_or_else(|| self.memory_limit_bytes.max(4 << 30))
+    }
+
+    /// Checks what the types cannot.
+    fn check(&self) -> Result<(), String> {
+        if self.max_concurrent_queries == 0 {
+            return Err("sql.max_concurrent_queries must be at least 1".to_string());
+        }
+        if self.max_value_bytes == 0 {
+            return Err("sql.max_value_bytes must be at least 1".to_string());
+        }
+        if self.total_memory_bytes() < self.memory_limit_bytes {
+            return Err(format!(
+                "sql.total_memory_bytes ({}) must be at least sql.memory_limit_bytes ({}): the \
+                 pool every query shares cannot be smaller than what one query may use",
+                self.total_memory_bytes(),
+                self.memory_limit_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -610,6 +657,7 @@ impl Config {
 
     /// Checks what the types cannot: every exam's policy is coherent.
     pub fn validate(&self) -> Result<(), String> {
+        self.sql.check()?;
         self.exam_defaults.check("exam_defaults")?;
         for name in self.exams.keys() {
             self.exam_policy(name).check(&format!("exams.{name:?}"))?;
@@ -648,14 +696,21 @@ impl Config {
             config.kafka.max_message_bytes = limit;
         }
         config.validate().map_err(|message| {
-            // Point at the exam's table when the message names one.
-            let (line, column) = config
-                .exams
-                .keys()
-                .find(|name| message.starts_with(&format!("exams.{name:?}")))
-                .and_then(|name| {
-                    text.find(&format!("[exams.\"{name}\"]"))
-                        .or_else(|| text.find(&format!("[exams.{name}]")))
+            // Point at the exam's table when the message names one, or at `[sql]`.
+            let sql_table = message
+                .starts_with("sql.")
+                .then(|| text.find("[sql]"))
+                .flatten();
+            let (line, column) = sql_table
+                .or_else(|| {
+                    config
+                        .exams
+                        .keys()
+                        .find(|name| message.starts_with(&format!("exams.{name:?}")))
+                        .and_then(|name| {
+                            text.find(&format!("[exams.\"{name}\"]"))
+                                .or_else(|| text.find(&format!("[exams.{name}]")))
+                        })
                 })
                 .or_else(|| text.find("[exam_defaults]"))
                 .map(|at| line_column(text, at))
@@ -785,6 +840,36 @@ mod tests {
         .to_string();
         assert!(e.contains("x.toml:2:") && e.contains("RFC 3339"), "{e}");
         assert!(Config::parse(Path::new("x.toml"), "[exam_defaults]\nmax_attempts = 0\n").is_err());
+    }
+
+    #[test]
+    fn sql_limits_default_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.sql.max_concurrent_queries, 8);
+        assert_eq!(c.sql.total_memory_bytes(), 4 << 30);
+        assert_eq!(c.sql.queue_timeout_ms, 2000);
+        assert_eq!(c.sql.max_value_bytes, 16 << 20);
+        // Unset, the shared pool grows with a larger per-query limit (old files still load).
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "[sql]\nmemory_limit_bytes = 8589934592\n",
+        )
+        .unwrap();
+        assert_eq!(c.sql.total_memory_bytes(), 8 << 30);
+        let e = Config::parse(
+            Path::new("x.toml"),
+            "[server]\n\n[sql]\nmemory_limit_bytes = 2000\ntotal_memory_bytes = 1000\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("x.toml:3:1:") && e.contains("sql.total_memory_bytes (1000)"),
+            "{e}"
+        );
+        let e = Config::parse(Path::new("x.toml"), "[sql]\nmax_concurrent_queries = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_concurrent_queries"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The server is at its limit for this kind of work (SQL: `[sql]
+    /// max_concurrent_queries` or `total_memory_bytes`) and waiting did not help (503 with
+    /// `Retry-After`).
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("storage is unavailable: {0}")]
     Storage(#[from] IngestError),
     #[error("{path}:{line}:{column}: {message}")]
@@ -90,6 +98,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             ApiError::Input { .. } => (StatusCode::BAD_REQUEST, "invalid_input"),
             ApiError::Config { .. } | ApiError::Io { .. } | ApiError::Invalid(_) => {
@@ -111,11 +120,17 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        if matches!(self, ApiError::Busy { .. }) {
+            // Expected under load, and counted (examflow_sql_busy_total): not an error.
+            tracing::info!(reason = %self, "request refused as busy");
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = error_response(status, code, &self.to_string());
         if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | ApiError::Busy {
             retry_after_secs, ..
         } = self
         {

@@ -405,6 +405,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let pseudonyms = Arc::new(pseudonym::Pseudonyms::load(&config.auth, &data_dir)?);
+    let sql_admission = Arc::new(sql::admission::SqlAdmission::new(&config.sql));
+    sql_admission
+        .register_metrics(&metrics.registry)
+        .context("registering the SQL metrics")?;
     let state = AppState {
         config: Arc::new(config),
         banks: banks.clone(),
@@ -422,6 +426,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         limits: Default::default(),
         pseudonyms,
         tasks: tasks.clone(),
+        sql_admission,
     };
     let pgwire_addr = pgwire::start(&state).await?;
     if let Some(pg) = pgwire_addr {

@@ -13,8 +13,13 @@
 //!   when a query scans them, so a connection sees rows that arrived after it connected.
 //!   Analysts (unless `auth.analyst_sees_emails`) get a second one, the same tables with
 //!   every student email a pseudonym (`crate::pseudonym`); the role signed in picks it.
-//! - Limits: `[sql] memory_limit_bytes` per connection (each has its own memory pool and
-//!   runs one query at a time), `[sql] timeout_secs` per query (also while its rows stream).
+//! - Limits: the admission of `POST /api/sql` too (`crate::sql::admission`): at most
+//!   `[sql] max_concurrent_queries` statements run at once over both, a statement past them
+//!   waits `[sql] queue_timeout_ms` and then fails with SQLSTATE 53300 (53200 when the
+//!   server's SQL memory is what is missing); each connection (it runs one query at a time)
+//!   takes at most `[sql] memory_limit_bytes` of the pool all queries share, `[sql]
+//!   total_memory_bytes`; `[sql] timeout_secs` per query (also while its rows stream);
+//!   `[sql] max_value_bytes` for values string functions build.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -65,6 +70,8 @@ use crate::auth::{Identity, TokenKeys};
 use crate::config::PgwireConfig;
 use crate::pseudonym::Pseudonyms;
 use crate::server::AppState;
+use crate::sql::admission::{Busy, QueryMemory, Slot, SqlAdmission, holding};
+use crate::sql::value_limits::{ValueLimits, with_value_limits};
 
 /// The database name clients see (`current_database()`; `-d` is not checked).
 pub const DATABASE: &str = "examflow";
@@ -107,9 +114,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
     let shared = SharedHandlers::new(
         ctx,
         analyst_ctx,
-        state.pseudonyms.clone(),
-        state.tokens.clone(),
-        &state.config.sql,
+        state,
         tls.is_some(),
         settings.max_connections.max(1),
     );
@@ -203,8 +208,8 @@ async fn context(state: &AppState) -> anyhow::Result<SessionContext> {
 }
 
 /// What every connection shares: the sessions with the tables (whose runtimes are not used
-/// for queries; staff's and analysts'), sign-in, and the registry that cancel requests look
-/// connections up in.
+/// for queries; staff's and analysts'), sign-in, the registry that cancel requests look
+/// connections up in, and the admission of queries (with `POST /api/sql`).
 struct SharedHandlers {
     ctx: Arc<SessionContext>,
     /// The analysts' catalog (`ctx` itself when analysts see emails).
@@ -212,21 +217,21 @@ struct SharedHandlers {
     startup: Arc<TokenStartup>,
     cancel: Arc<DefaultCancelHandler>,
     timeout: Duration,
-    memory_limit_bytes: usize,
+    admission: Arc<SqlAdmission>,
+    max_value_bytes: usize,
 }
 
 impl SharedHandlers {
+    /// Sign-in with `state`'s tokens and pseudonyms; `state`'s `[sql]` limits and admission.
     fn new(
         ctx: Arc<SessionContext>,
         analyst_ctx: Arc<SessionContext>,
-        pseudonyms: Arc<Pseudonyms>,
-        tokens: TokenKeys,
-        sql: &crate::config::SqlConfig,
+        state: &AppState,
         tls: bool,
         max_connections: usize,
     ) -> Self {
+        let sql = &state.config.sql;
         let timeout = Duration::from_secs(sql.timeout_secs.max(1));
-        let memory_limit_bytes = sql.memory_limit_bytes;
         let manager = Arc::new(ConnectionManager::new());
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.is_superuser = false;
@@ -235,8 +240,8 @@ impl SharedHandlers {
             ctx,
             analyst_ctx,
             startup: Arc::new(TokenStartup {
-                tokens,
-                pseudonyms,
+                tokens: state.tokens.clone(),
+                pseudonyms: state.pseudonyms.clone(),
                 parameters,
                 manager: manager.clone(),
                 require_tls: tls,
@@ -245,7 +250,8 @@ impl SharedHandlers {
             }),
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
             timeout,
-            memory_limit_bytes,
+            admission: state.sql_admission.clone(),
+            max_value_bytes: sql.max_value_bytes,
         }
     }
 
@@ -255,9 +261,14 @@ impl SharedHandlers {
         &self,
         unsigned: tokio::sync::OwnedSemaphorePermit,
     ) -> anyhow::Result<Handlers> {
-        let runtime = examflow_ingest::lake::query::limited_runtime(self.memory_limit_bytes)?;
+        let memory = self.admission.query_memory();
+        let runtime = examflow_ingest::lake::query::runtime_with_pool(memory.pool())?;
+        let limits = ValueLimits {
+            max_value_bytes: self.max_value_bytes,
+            pool: Some(memory.pool()),
+        };
         let service = |shared: &SessionContext, analyst: bool| {
-            let ctx = connection_context_on(shared, runtime.clone());
+            let ctx = connection_context_on(shared, runtime.clone(), &limits)?;
             let hooks: Vec<Arc<dyn QueryHook>> = vec![
                 // First, so a failed transaction block refuses everything until ROLLBACK.
                 Arc::new(TransactionStatementHook),
@@ -265,17 +276,19 @@ impl SharedHandlers {
                 Arc::new(CursorStatementHook),
                 Arc::new(SetShowHook),
             ];
-            Arc::new(DfSessionService::new_with_hooks(ctx, hooks))
+            anyhow::Ok(Arc::new(DfSessionService::new_with_hooks(ctx, hooks)))
         };
         let hides_emails = Arc::new(OnceLock::new());
         let expires_at = Arc::new(OnceLock::new());
         Ok(Handlers {
             service: Arc::new(Service {
-                staff: service(&self.ctx, false),
-                analyst: service(&self.analyst_ctx, true),
+                staff: service(&self.ctx, false)?,
+                analyst: service(&self.analyst_ctx, true)?,
                 hides_emails: hides_emails.clone(),
                 expires_at: expires_at.clone(),
                 timeout: self.timeout,
+                admission: self.admission.clone(),
+                memory,
             }),
             startup: Arc::new(ConnectionStartup {
                 shared: self.startup.clone(),
@@ -290,27 +303,36 @@ impl SharedHandlers {
 }
 
 /// A connection's session: the shared session's catalog (tables resolved at scan time,
-/// views, `pg_catalog`) with a runtime of its own, so `[sql] memory_limit_bytes` bounds
-/// each connection's query (a connection runs one at a time), not all of them together.
+/// views, `pg_catalog`) with a runtime of its own over the connection's share of the
+/// server's SQL memory, so `[sql] memory_limit_bytes` bounds each connection's query (a
+/// connection runs one at a time) and `[sql] total_memory_bytes` all of them together.
 #[cfg(test)]
 fn connection_context(
     shared: &SessionContext,
-    memory_limit_bytes: usize,
+    admission: &SqlAdmission,
 ) -> anyhow::Result<Arc<SessionContext>> {
-    let runtime = examflow_ingest::lake::query::limited_runtime(memory_limit_bytes)?;
-    Ok(connection_context_on(shared, runtime))
+    let memory = admission.query_memory();
+    let runtime = examflow_ingest::lake::query::runtime_with_pool(memory.pool())?;
+    let limits = ValueLimits {
+        max_value_bytes: crate::config::SqlConfig::default().max_value_bytes,
+        pool: Some(memory.pool()),
+    };
+    connection_context_on(shared, runtime, &limits)
 }
 
 /// [`connection_context`] with a given runtime (a connection's two sessions, staff's and
-/// analysts', share one: it runs one query at a time).
+/// analysts', share one: it runs one query at a time) and value limits.
 fn connection_context_on(
     shared: &SessionContext,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
-) -> Arc<SessionContext> {
+    limits: &ValueLimits,
+) -> anyhow::Result<Arc<SessionContext>> {
     let state = SessionStateBuilder::new_from_existing(shared.state())
         .with_runtime_env(runtime)
         .build();
-    Arc::new(SessionContext::new_with_state(state))
+    let ctx = with_value_limits(SessionContext::new_with_state(state), limits)
+        .map_err(|e| anyhow::anyhow!("setting up a connection's session: {e}"))?;
+    Ok(Arc::new(ctx))
 }
 
 struct Handlers {
@@ -844,6 +866,9 @@ struct Service {
     /// The sign-in token's expiry (Unix seconds), set at sign-in.
     expires_at: Arc<OnceLock<u64>>,
     timeout: Duration,
+    admission: Arc<SqlAdmission>,
+    /// The connection's share of the server's SQL memory (its sessions' runtime).
+    memory: QueryMemory,
 }
 
 impl Service {
@@ -870,6 +895,47 @@ impl Service {
             _ => &self.analyst,
         }
     }
+
+    /// A place among the queries running on the server (HTTP and pgwire), or 53300 /
+    /// 53200 once `[sql] queue_timeout_ms` passed without one.
+    async fn admit(&self) -> PgWireResult<Running> {
+        self.memory.start_query();
+        let slot = self.admission.admit().await.map_err(|busy| {
+            let code = match busy {
+                Busy::Queries => "53300",
+                Busy::Memory => "53200",
+            };
+            error("ERROR", code, self.admission.busy_message(busy))
+        })?;
+        Ok(Running {
+            slot,
+            memory: self.memory.clone(),
+            admission: self.admission.clone(),
+        })
+    }
+}
+
+/// A statement admitted to run: its slot, held by its rows until they have been sent.
+#[derive(Clone)]
+struct Running {
+    slot: Slot,
+    memory: QueryMemory,
+    admission: Arc<SqlAdmission>,
+}
+
+impl Running {
+    /// A failure caused by the server's full memory pool (not the statement's own limit)
+    /// is 53200, "try again", like a statement refused at admission.
+    fn failed(&self, e: PgWireError) -> PgWireError {
+        if !self.memory.refused_for_server() {
+            return e;
+        }
+        error(
+            "ERROR",
+            "53200",
+            format!("{}: {e}", self.admission.memory_busy_message()),
+        )
+    }
 }
 
 fn timeout_error(limit: Duration) -> PgWireError {
@@ -883,28 +949,34 @@ fn timeout_error(limit: Duration) -> PgWireError {
     )
 }
 
-/// Ends a response's rows with an error once the deadline passes.
-fn with_deadline(response: Response, deadline: Instant, limit: Duration) -> Response {
+/// Ends a response's rows with an error once the deadline passes; the rows hold the
+/// statement's slot until they have been sent (or dropped).
+fn with_deadline(
+    response: Response,
+    deadline: Instant,
+    limit: Duration,
+    running: &Running,
+) -> Response {
     let Response::Query(mut query) = response else {
         return response;
     };
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-    query.data_rows = Box::pin(futures::stream::unfold(
-        Some(rows),
-        move |rows| async move {
-            let mut rows = rows?;
-            // `timeout_at` polls the stream first: a stream that is always ready never times
-            // out by itself.
-            if Instant::now() >= deadline {
-                return Some((Err(timeout_error(limit)), None));
-            }
-            match tokio::time::timeout_at(deadline, rows.next()).await {
-                Ok(Some(row)) => Some((row, Some(rows))),
-                Ok(None) => None,
-                Err(_) => Some((Err(timeout_error(limit)), None)),
-            }
-        },
-    ));
+    let failed = running.clone();
+    let rows = futures::stream::unfold(Some(rows), move |rows| async move {
+        let mut rows = rows?;
+        // `timeout_at` polls the stream first: a stream that is always ready never times
+        // out by itself.
+        if Instant::now() >= deadline {
+            return Some((Err(timeout_error(limit)), None));
+        }
+        match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(row)) => Some((row, Some(rows))),
+            Ok(None) => None,
+            Err(_) => Some((Err(timeout_error(limit)), None)),
+        }
+    })
+    .map(move |row| row.map_err(|e| failed.failed(e)));
+    query.data_rows = Box::pin(holding(rows, running.slot.clone()));
     Response::Query(query)
 }
 
@@ -918,16 +990,19 @@ impl SimpleQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.check_token()?;
+        let running = self.admit().await?;
         let deadline = Instant::now() + self.timeout;
+        running.slot.release_at(deadline);
         let responses = tokio::time::timeout_at(
             deadline,
             SimpleQueryHandler::do_query(self.inner().as_ref(), client, query),
         )
         .await
-        .map_err(|_| timeout_error(self.timeout))??;
+        .map_err(|_| timeout_error(self.timeout))?
+        .map_err(|e| running.failed(e))?;
         Ok(responses
             .into_iter()
-            .map(|r| with_deadline(r, deadline, self.timeout))
+            .map(|r| with_deadline(r, deadline, self.timeout, &running))
             .collect())
     }
 }
@@ -954,14 +1029,17 @@ impl ExtendedQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.check_token()?;
+        let running = self.admit().await?;
         let deadline = Instant::now() + self.timeout;
+        running.slot.release_at(deadline);
         let response = tokio::time::timeout_at(
             deadline,
             ExtendedQueryHandler::do_query(self.inner().as_ref(), client, portal, max_rows),
         )
         .await
-        .map_err(|_| timeout_error(self.timeout))??;
-        Ok(with_deadline(response, deadline, self.timeout))
+        .map_err(|_| timeout_error(self.timeout))?
+        .map_err(|e| running.failed(e))?;
+        Ok(with_deadline(response, deadline, self.timeout, &running))
     }
 }
 
@@ -1083,15 +1161,22 @@ mod tests {
         );
     }
 
-    /// Connections share the tables but not the memory pool: one connection's query using
-    /// most of `memory_limit_bytes` leaves another's whole.
+    /// Connections share the tables and the server's SQL memory, each capped at
+    /// `memory_limit_bytes`: one connection's query using most of its limit leaves another's
+    /// whole, and all of them together stop at `total_memory_bytes`.
     #[tokio::test]
-    async fn each_connection_has_its_own_memory_pool_over_the_shared_tables() {
+    async fn connections_are_capped_and_share_the_server_memory() {
         use datafusion::execution::memory_pool::MemoryConsumer;
         const LIMIT: usize = 1 << 20;
+        let admission = SqlAdmission::new(&crate::config::SqlConfig {
+            memory_limit_bytes: LIMIT,
+            total_memory_bytes: Some(2 * LIMIT),
+            ..Default::default()
+        });
         let shared = examflow_ingest::lake::query::new_session_with_memory_limit(LIMIT).unwrap();
-        let a = connection_context(&shared, LIMIT).unwrap();
-        let b = connection_context(&shared, LIMIT).unwrap();
+        let a = connection_context(&shared, &admission).unwrap();
+        let b = connection_context(&shared, &admission).unwrap();
+        let c = connection_context(&shared, &admission).unwrap();
         // Registered after the connections were set up: the catalog is shared, not copied.
         shared
             .sql("CREATE VIEW answer AS SELECT 42 AS value")
@@ -1118,5 +1203,20 @@ mod tests {
         assert!(in_a.try_grow(LIMIT / 5).is_err(), "a's pool is bounded");
         let in_b = MemoryConsumer::new("b").register(&b.runtime_env().memory_pool);
         in_b.try_grow(LIMIT * 9 / 10).unwrap();
+        let in_c = MemoryConsumer::new("c").register(&c.runtime_env().memory_pool);
+        let full = in_c.try_grow(LIMIT / 2).unwrap_err().to_string();
+        assert!(full.contains("total_memory_bytes"), "{full}");
+        drop(in_a);
+        in_c.try_grow(LIMIT / 2).unwrap();
+        // The connection's sessions have the value limits.
+        let e = c
+            .sql("SELECT repeat('x', 1000000000)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[sql] max_value_bytes"), "{e}");
     }
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub pseudonyms: Arc<crate::pseudonym::Pseudonyms>,
     /// The supervised background tasks, for `/readyz`.
     pub tasks: crate::supervise::Tasks,
+    /// Admission of SQL queries, HTTP and pgwire together (`[sql]` limits).
+    pub sql_admission: Arc<crate::sql::admission::SqlAdmission>,
 }
 
 /// Most results one listing returns.

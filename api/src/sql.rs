@@ -15,6 +15,14 @@
 //!
 //! Streamed formats carry at most `sql.max_stream_rows` rows (`X-Examflow-Row-Limit`) and
 //! are produced as DataFusion yields batches, never all in memory at once.
+//!
+//! Queries over HTTP and pgwire go through one admission ([`admission`]): a limited number
+//! run at once, on one memory pool; past them a query waits briefly, then is answered 503
+//! `busy` with `Retry-After`. String functions cannot build values over `[sql]
+//! max_value_bytes` ([`value_limits`]).
+
+pub mod admission;
+pub mod value_limits;
 
 use std::time::Duration;
 
@@ -24,12 +32,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
-use examflow_ingest::lake::query::{new_session_with_memory_limit, register_lake};
+use examflow_ingest::lake::query::{
+    new_session_with_memory_limit, new_session_with_runtime, register_lake, runtime_with_pool,
+};
 use futures::StreamExt;
 use serde::Deserialize;
+
+use self::admission::{Busy, QueryMemory, SqlAdmission, holding};
+use self::value_limits::{ValueLimits, with_value_limits};
 
 use crate::auth::Identity;
 use crate::error::ApiError;
@@ -153,25 +168,51 @@ fn timeout_error(limit: Duration) -> ApiError {
     }
 }
 
+/// 503 `busy` for a query that waited for admission in vain.
+fn busy_error(admission: &SqlAdmission, busy: Busy) -> ApiError {
+    ApiError::Busy {
+        message: admission.busy_message(busy),
+        retry_after_secs: admission.retry_after_secs(),
+    }
+}
+
 /// A session with every table: the lake (live), the ability estimates, and the session
 /// store's adaptive sessions and calibrations, with student emails as they are (staff).
+/// Its queries have a memory pool of their own (`[sql] memory_limit_bytes`), outside the
+/// admission of `POST /api/sql` (the score reports' fixed queries).
 pub async fn session(state: &AppState) -> Result<SessionContext, ApiError> {
     let ctx = new_session_with_memory_limit(state.config.sql.memory_limit_bytes)?;
-    register_lake(&ctx, &state.lake, true).await?;
-    // Read when a query scans them: building `abilities` alone takes ~0.5 s with 250k
-    // users, a cost every query paid when the tables were built up front.
-    crate::sql_tables::register_at_scan(&ctx, state)?;
+    register_tables(&ctx, state).await?;
     Ok(ctx)
 }
 
-/// [`session`] as `identity` may see it: for analysts (unless `auth.analyst_sees_emails`)
-/// every student email is a pseudonym (`crate::pseudonym`); staff get [`session`] itself,
-/// at no extra cost.
+async fn register_tables(ctx: &SessionContext, state: &AppState) -> Result<(), ApiError> {
+    register_lake(ctx, &state.lake, true).await?;
+    // Read when a query scans them: building `abilities` alone takes ~0.5 s with 250k
+    // users, a cost every query paid when the tables were built up front.
+    crate::sql_tables::register_at_scan(ctx, state)?;
+    Ok(())
+}
+
+/// The session of one admitted query as `identity` may see it: [`session`]'s tables over
+/// the query's share of the server's memory, with the value limits of string functions
+/// ([`value_limits`]). For analysts (unless `auth.analyst_sees_emails`) every student email
+/// is a pseudonym (`crate::pseudonym`); staff see the tables as they are, at no extra cost.
 pub async fn session_for(
     state: &AppState,
     identity: &Identity,
+    memory: &QueryMemory,
 ) -> Result<SessionContext, ApiError> {
-    let ctx = session(state).await?;
+    let ctx = new_session_with_runtime(runtime_with_pool(memory.pool())?);
+    let ctx = with_value_limits(
+        ctx,
+        &ValueLimits {
+            max_value_bytes: state.config.sql.max_value_bytes,
+            pool: Some(memory.pool()),
+        },
+    )
+    .map_err(|e| ApiError::Invalid(format!("setting up the SQL session: {e}")))?;
+    register_tables(&ctx, state).await?;
     if state.pseudonyms.hides_emails(identity) {
         crate::pseudonym::pseudonymise_session(&ctx, &state.pseudonyms)
             .await
@@ -190,10 +231,28 @@ pub async fn post_sql(
     identity.require_analytics()?;
     let format = negotiate(query.format.as_deref(), &headers)?;
     let limits = &state.config.sql;
+    let admission = &state.sql_admission;
+    let slot = admission
+        .admit()
+        .await
+        .map_err(|busy| busy_error(admission, busy))?;
+    let memory = admission.query_memory();
     let timeout = Duration::from_secs(limits.timeout_secs.max(1));
     let deadline = tokio::time::Instant::now() + timeout;
+    slot.release_at(deadline);
+    // Refused by the server's full pool (other queries), not by its own limit: busy.
+    let failed = |e: DataFusionError| {
+        if memory.refused_for_server() {
+            ApiError::Busy {
+                message: format!("{}: {e}", admission.memory_busy_message()),
+                retry_after_secs: admission.retry_after_secs(),
+            }
+        } else {
+            invalid_sql(e)
+        }
+    };
     let hides_emails = state.pseudonyms.hides_emails(&identity);
-    let ctx = session_for(&state, &identity).await?;
+    let ctx = session_for(&state, &identity, &memory).await?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -225,26 +284,37 @@ pub async fn post_sql(
     };
     if format == Format::Json {
         let frame = limit(frame, MAX_JSON_ROWS + 1)?;
-        let batches = tokio::time::timeout_at(deadline, frame.collect())
+        let stream = tokio::time::timeout_at(deadline, frame.execute_stream())
             .await
             .map_err(|_| timeout_error(timeout))?
-            .map_err(invalid_sql)?;
-        return json_response(&batches);
+            .map_err(failed)?;
+        let reservation = MemoryConsumer::new("JSON result").register(&memory.pool());
+        let json = json_body(stream, &reservation, deadline)
+            .await
+            .map_err(|e| match e {
+                JsonError::Timeout => timeout_error(timeout),
+                JsonError::Query(e) => failed(e),
+                JsonError::Encode(message) => ApiError::Invalid(message),
+            })?;
+        // The query is done (its slot is given back on return); the buffer stays counted
+        // until it has been sent.
+        return Ok(json_response(json, reservation));
     }
     let frame = limit(frame, limits.max_stream_rows)?;
     let stream = tokio::time::timeout_at(deadline, frame.execute_stream())
         .await
         .map_err(|_| timeout_error(timeout))?
-        .map_err(invalid_sql)?;
+        .map_err(failed)?;
     // Errors before the first byte are still clean 4xx answers; later ones end the body.
     let mut stream = stream;
     let first = match tokio::time::timeout_at(deadline, stream.next()).await {
         Err(_) => return Err(timeout_error(timeout)),
-        Ok(Some(Err(e))) => return Err(invalid_sql(e)),
-        Ok(first) => first.map(|r| r.map_err(invalid_sql)).transpose()?,
+        Ok(Some(Err(e))) => return Err(failed(e)),
+        Ok(first) => first.map(|r| r.map_err(failed)).transpose()?,
     };
     let encoder = Encoder::new(format, stream.schema())?;
-    let body = encoded_stream(encoder, first, stream, deadline);
+    // The query holds its slot until its result has been sent or dropped (or its deadline).
+    let body = holding(encoded_stream(encoder, first, stream, deadline), slot);
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, format.media_type())],
@@ -277,33 +347,78 @@ pub fn rows_as_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, A
     serde_json::from_slice(&out).map_err(|e| ApiError::Invalid(format!("encoding rows: {e}")))
 }
 
-fn json_response(batches: &[RecordBatch]) -> Result<Response, ApiError> {
-    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let truncated = total > MAX_JSON_ROWS;
-    let mut out = Vec::new();
-    {
-        let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut out);
-        let mut left = MAX_JSON_ROWS;
-        for batch in batches {
-            let take = batch.num_rows().min(left);
-            writer
-                .write(&batch.slice(0, take))
-                .map_err(|e| ApiError::Invalid(format!("encoding the result: {e}")))?;
-            left -= take;
+enum JsonError {
+    Timeout,
+    Query(DataFusionError),
+    Encode(String),
+}
+
+/// A JSON result: the array of row objects, and whether rows were left out.
+struct Json {
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+/// The rows of `stream` as one JSON array of at most [`MAX_JSON_ROWS`] objects, built batch
+/// by batch into a buffer whose size `reservation` holds (a query's memory pool refuses
+/// one that would not fit).
+async fn json_body(
+    mut stream: SendableRecordBatchStream,
+    reservation: &MemoryReservation,
+    deadline: tokio::time::Instant,
+) -> Result<Json, JsonError> {
+    let encode = |e: datafusion::arrow::error::ArrowError| {
+        JsonError::Encode(format!("encoding the result: {e}"))
+    };
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let mut rows = 0;
+    let mut truncated = false;
+    while !truncated {
+        // `timeout_at` polls the stream first: check the clock too (see `encoded_stream`).
+        if tokio::time::Instant::now() >= deadline {
+            return Err(JsonError::Timeout);
         }
-        writer
-            .finish()
-            .map_err(|e| ApiError::Invalid(format!("encoding the result: {e}")))?;
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| JsonError::Timeout)?;
+        let Some(batch) = next else {
+            break;
+        };
+        let batch = batch.map_err(JsonError::Query)?;
+        let take = batch.num_rows().min(MAX_JSON_ROWS - rows);
+        truncated = take < batch.num_rows();
+        if take > 0 {
+            writer.write(&batch.slice(0, take)).map_err(encode)?;
+            rows += take;
+            reservation
+                .try_resize(writer.get_ref().capacity())
+                .map_err(JsonError::Query)?;
+        }
     }
-    if out.is_empty() {
-        out.extend_from_slice(b"[]");
+    writer.finish().map_err(encode)?;
+    let mut body = writer.into_inner();
+    if body.is_empty() {
+        body.extend_from_slice(b"[]");
     }
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], out).into_response();
-    response.headers_mut().insert(
+    Ok(Json { body, truncated })
+}
+
+/// The JSON response; `reservation` is held until the body has been sent (or dropped).
+fn json_response(json: Json, reservation: MemoryReservation) -> Response {
+    let length = json.body.len();
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(json.body))]);
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(holding(body, reservation)),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(
         "x-examflow-truncated",
-        HeaderValue::from_static(if truncated { "true" } else { "false" }),
+        HeaderValue::from_static(if json.truncated { "true" } else { "false" }),
     );
-    Ok(response)
+    response
 }
 
 /// Turns record batches into bytes of one format, batch by batch.

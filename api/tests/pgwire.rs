@@ -11,88 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{create_topic, test_brokers};
 use common::lake::{count, generate_attempts, produce_attempts};
+use common::psql::{pgwire_port, psql, psql_available, psql_command, query};
 use common::{Server, ServerOptions, unique};
-
-fn psql_available() -> bool {
-    let found = Command::new("psql")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!(
-            "SKIPPED: the `psql` client is not installed (apt-get install postgresql-client)"
-        );
-    }
-    found
-}
-
-fn psql_command(port: u16, user: &str, password: &str) -> Command {
-    let mut cmd = Command::new("psql");
-    for var in [
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGSSLMODE",
-        "PGSERVICE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
-        .args(["-d", "examflow"]);
-    cmd
-}
-
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `psql` with `args` (e.g. `-c SQL`), at most a minute.
-fn psql(port: u16, user: &str, password: &str, args: &[&str]) -> Output {
-    let mut child = psql_command(port, user, password)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running psql");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = r.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("psql {args:?} ran longer than a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        success: status.success(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn query(port: u16, user: &str, password: &str, sql: &str) -> String {
-    let out = psql(port, user, password, &["-c", sql]);
-    assert!(out.success, "{sql}: {}", out.stderr);
-    out.stdout.trim().to_string()
-}
 
 /// One `psql` connection fed statements one at a time (to see what a connection that is
 /// already open sees later).
@@ -159,26 +79,6 @@ impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The port of `pgwire listening on 127.0.0.1:PORT` in the server's log.
-fn pgwire_port(server: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = server.log();
-        if let Some(port) = log
-            .lines()
-            .find_map(|l| l.split("pgwire listening on ").nth(1))
-            .and_then(|addr| addr.trim().rsplit(':').next()?.parse().ok())
-        {
-            return port;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no pgwire line in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -13,6 +13,7 @@ pub mod browser;
 pub mod kafka;
 pub mod lake;
 pub mod mongo;
+pub mod psql;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -74,6 +74,27 @@ pub fn limited_runtime(
         .build_arc()?)
 }
 
+/// A runtime over a memory pool of the caller's (e.g. one query's share of a pool the
+/// whole server shares), without spilling, like [`limited_runtime`].
+pub fn runtime_with_pool(
+    pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    Ok(datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(pool)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?)
+}
+
+/// A session like [`new_session`] over a given runtime (see [`runtime_with_pool`]).
+pub fn new_session_with_runtime(
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> SessionContext {
+    SessionContext::new_with_config_rt(session_config(), runtime)
+}
+
 async fn committed_provider(
     ctx: &SessionContext,
     table: &deltalake::DeltaTable,
