@@ -1102,3 +1102,64 @@ fn a_killed_member_is_replaced_within_the_session_timeout_under_load() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_torn_last_log_entry_is_set_aside_and_its_rows_ingested_again() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let topic = unique("exams-torn");
+    let file = dir.path().join("attempts.jsonl");
+    generate_attempts(&file, 300, 19, 0.0, "lines");
+    create_topic(&brokers, &topic, 2);
+    let config = write_ingest_config(&dir.path().join("ingest.toml"), 6000, None);
+    let group = unique("torn");
+    let start = |log: &str| start_ingest(&data_dir, &brokers, &[&topic], &group, log, &config);
+    let never = AtomicBool::new(false);
+    let lines = read_keyed_lines(&file);
+    let mut ingest = start("ingest-1.log");
+    produce_lines(
+        &brokers,
+        &topic,
+        &lines[..150],
+        50,
+        Duration::from_millis(400),
+        &never,
+    );
+    let expected_first = expected_invariants(expected_counts(&read_attempts(&file)[..150]), 0);
+    let seen = wait_for_invariants(&data_dir, &expected_first, Duration::from_secs(60));
+    assert_eq!(seen, expected_first, "{}", all_logs(&data_dir, 30));
+    ingest.stop();
+
+    // Power loss in effect: the newest entry of `attempts` cut short.
+    let log = data_dir.join("lake/attempts/_delta_log");
+    let newest = (0..)
+        .map(|v| log.join(format!("{v:020}.json")))
+        .take_while(|p| p.exists())
+        .last()
+        .unwrap();
+    let text = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &text[..text.len() * 2 / 3]).unwrap();
+
+    // The ingest starts, sets the entry aside, reads its messages again: exact counts.
+    let mut ingest = start("ingest-2.log");
+    produce_lines(
+        &brokers,
+        &topic,
+        &lines[150..],
+        50,
+        Duration::from_millis(100),
+        &never,
+    );
+    let expected = expected_invariants(expected_counts(&read_attempts(&file)), 0);
+    let seen = wait_for_invariants(&data_dir, &expected, Duration::from_secs(60));
+    assert_eq!(seen, expected, "{}", all_logs(&data_dir, 30));
+    assert!(
+        ingest.log_text().contains("torn by an unclean stop"),
+        "{}",
+        tail(&ingest.log_text(), 30)
+    );
+    assert!(data_dir.join("lake/attempts/_torn_log").is_dir());
+    ingest.stop();
+}

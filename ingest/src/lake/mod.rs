@@ -15,6 +15,7 @@
 //! (the questions of each live, undeleted document).
 
 pub mod changes;
+pub mod durable;
 pub mod housekeeping;
 pub mod latest;
 pub mod outbox;

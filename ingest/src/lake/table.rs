@@ -24,6 +24,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 
 use crate::error::{IngestError, Result};
+use crate::lake::durable::{self, Syncer};
 use crate::source::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 
 /// A Kafka partition, as transaction actions and resume positions name it.
@@ -44,6 +45,8 @@ pub struct LakeTable {
     dir: PathBuf,
     schema: SchemaRef,
     shared: RwLock<Shared>,
+    /// fsync, replaceable in tests.
+    sync: Syncer,
 }
 
 /// What one commit did.
@@ -88,6 +91,20 @@ impl LakeTable {
         std::fs::create_dir_all(dir)
             .map_err(|e| IngestError::LakeSetup(format!("cannot create {}: {e}", dir.display())))?;
         let url = table_url(dir)?;
+        let torn = durable::set_aside_torn_entries(dir).map_err(|e| {
+            IngestError::LakeSetup(format!(
+                "{name}: checking the log in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        if !torn.is_empty() {
+            tracing::error!(
+                table = name,
+                versions = ?torn,
+                "log entries torn by an unclean stop were set aside in {}; the table opens at the last whole version and ingest reads again from its offsets",
+                durable::TORN_DIR
+            );
+        }
         // Loading a directory without a log makes the kernel log an error; skip it.
         let has_log = std::fs::read_dir(dir.join("_delta_log"))
             .map(|mut entries| entries.next().is_some())
@@ -111,7 +128,12 @@ impl LakeTable {
                 .with_configuration_property(TableProperty::CheckpointInterval, Some("20"))
                 .await;
             table = match created {
-                Ok(table) => table,
+                Ok(table) => {
+                    durable::sync_log(dir, 0, &durable::fsync()).map_err(|e| {
+                        IngestError::LakeSetup(format!("{name}: fsync of the new table: {e}"))
+                    })?;
+                    table
+                }
                 // Another process created it between our check and our commit.
                 Err(_) => {
                     let mut table = DeltaTable::try_from_url(url.clone())
@@ -130,7 +152,14 @@ impl LakeTable {
                 committed: table,
                 tail: Vec::new(),
             }),
+            sync: durable::fsync(),
         })
+    }
+
+    /// The same table with another fsync (tests inject failures with it).
+    pub fn with_syncer(mut self, sync: Syncer) -> Self {
+        self.sync = sync;
+        self
     }
 
     pub fn name(&self) -> &'static str {
@@ -286,13 +315,24 @@ impl LakeTable {
                     .map_err(|e| delta_error(self.name, e))?;
                 for add in &adds {
                     report.bytes += add.size.max(0) as u64;
-                    sync_file(&self.dir.join(&add.path));
                 }
                 report.files = adds.len();
+                // The data must be durable before a log entry names it; after a failed
+                // fsync its pages may be gone, so the rows are written again to new files.
+                let paths: Vec<&str> = adds.iter().map(|a| a.path.as_str()).collect();
+                if let Err(e) = durable::sync_data(&self.dir, &paths, &self.sync) {
+                    tracing::error!(table = self.name, error = %e, "fsync of new data files failed; writing them again");
+                    last_error = Some(format!("fsync of data files: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             }
+            let actions = adds.len() + txns.len();
             let snapshot = table.snapshot().map_err(|e| delta_error(self.name, e))?;
             let committed = CommitBuilder::from(
-                CommitProperties::default().with_application_transactions(txns),
+                CommitProperties::default()
+                    .with_application_transactions(txns)
+                    .with_metadata([(durable::ACTIONS_KEY.to_string(), actions.into())]),
             )
             .with_actions(
                 adds.into_iter()
@@ -311,7 +351,15 @@ impl LakeTable {
             .await;
             match committed {
                 Ok(done) => {
-                    sync_file(&self.dir.join("_delta_log"));
+                    // Its offsets count only once the entry is durable: a failure here fails
+                    // the commit (the ingest restarts and reads the table again).
+                    durable::sync_log(&self.dir, done.version(), &self.sync).map_err(|e| {
+                        IngestError::LakeSetup(format!(
+                            "{}: fsync of log entry {} failed: {e}",
+                            self.name,
+                            done.version()
+                        ))
+                    })?;
                     report.version = Some(done.version());
                     let mut table = table;
                     table
@@ -332,7 +380,7 @@ impl LakeTable {
             }
         }
         Err(IngestError::LakeSetup(format!(
-            "{}: gave up after {COMMIT_ATTEMPTS} commit conflicts: {}",
+            "{}: gave up after {COMMIT_ATTEMPTS} attempts (commit conflicts or failed fsyncs): {}",
             self.name,
             last_error.unwrap_or_default()
         )))
@@ -388,14 +436,6 @@ fn drop_committed(batch: &RecordBatch, versions: &HashMap<TopicPartition, i64>) 
         return batch.clone();
     }
     filter_record_batch(batch, &keep).expect("filter with a mask of the batch's length")
-}
-
-/// fsync a file or directory; data files before the commit that names them, the log after.
-fn sync_file(path: &Path) {
-    let result = std::fs::File::open(path).and_then(|f| f.sync_all());
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "fsync failed");
-    }
 }
 
 #[cfg(test)]
@@ -460,5 +500,133 @@ mod tests {
             .await
             .unwrap();
         assert!(theirs.is_empty());
+    }
+
+    /// A syncer failing for paths `fails` picks, counting its calls.
+    fn failing(
+        fails: impl Fn(&Path, usize) -> bool + Send + Sync + 'static,
+    ) -> (Syncer, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        let real = durable::fsync();
+        let sync: Syncer = std::sync::Arc::new(move |path: &Path| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if fails(path, n) {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            real(path)
+        });
+        (sync, calls)
+    }
+
+    fn is_data(path: &Path) -> bool {
+        path.extension().is_some_and(|e| e == "parquet")
+    }
+
+    async fn open(dir: &Path) -> LakeTable {
+        let schema = crate::lake::changes::dead_letters_schema();
+        LakeTable::open_or_create("dead_letters", dir, schema)
+            .await
+            .unwrap()
+    }
+
+    fn positions(p0: i64) -> BTreeMap<TopicPartition, i64> {
+        BTreeMap::from([(("t".to_string(), 0), p0)])
+    }
+
+    fn files(table: &LakeTable) -> usize {
+        table.committed().get_file_uris().unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn a_failed_data_fsync_fails_the_attempt_and_the_rows_are_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed_once = std::sync::atomic::AtomicBool::new(false);
+        let (sync, _) = failing(move |path, _| {
+            is_data(path) && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        let table = open(dir.path()).await.with_syncer(sync);
+        table.push_tail(dead_letters(&[(0, 0), (0, 1)]));
+        let report = table.commit_tail("g", &positions(1), 1).await.unwrap();
+        assert_eq!((report.version, report.rows_written), (Some(1), 2));
+        // One file is committed: the one whose fsync failed is named by no log entry.
+        assert_eq!(files(&table), 1);
+        let parquet = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| is_data(&e.as_ref().unwrap().path()))
+            .count();
+        assert_eq!(parquet, 2);
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_files_cannot_be_made_durable_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sync, calls) = failing(|path, _| is_data(path));
+        let table = open(dir.path()).await.with_syncer(sync);
+        table.push_tail(dead_letters(&[(0, 0)]));
+        let err = table.commit_tail("g", &positions(0), 1).await.unwrap_err();
+        assert!(err.to_string().contains("fsync of data files"), "{err}");
+        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= COMMIT_ATTEMPTS);
+        assert_eq!(table.committed().version(), Some(0));
+        assert_eq!(table.tail_rows(), 1, "nothing accepted is dropped");
+        // The log entry fsync failing fails the commit too (its offsets must not count).
+        let (sync, _) = failing(|path, _| path.extension().is_some_and(|e| e == "json"));
+        let table = open(dir.path()).await.with_syncer(sync);
+        table.push_tail(dead_letters(&[(0, 0)]));
+        let err = table.commit_tail("g", &positions(0), 1).await.unwrap_err();
+        assert!(err.to_string().contains("fsync of log entry 1"), "{err}");
+    }
+
+    /// Commits offsets 0..=2 of partition 0 in three versions and returns the table's dir.
+    async fn three_versions() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let table = open(dir.path()).await;
+        for offset in 0..3 {
+            table.push_tail(dead_letters(&[(0, offset)]));
+            table.commit_tail("g", &positions(offset), 1).await.unwrap();
+        }
+        assert_eq!(table.committed().version(), Some(3));
+        dir
+    }
+
+    async fn reopened_offset(dir: &Path) -> (Option<u64>, Option<i64>) {
+        let table = open(dir).await;
+        let offsets = table
+            .committed_offsets("g", &[("t".into(), 0)])
+            .await
+            .unwrap();
+        (
+            table.committed().version(),
+            offsets.get(&("t".to_string(), 0)).copied(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_entry_is_set_aside_and_the_table_opens_at_the_last_whole_version() {
+        let entry = |dir: &Path, v: u64| dir.join(format!("_delta_log/{v:020}.json"));
+        // Cut inside a line.
+        let dir = three_versions().await;
+        let text = std::fs::read(entry(dir.path(), 3)).unwrap();
+        std::fs::write(entry(dir.path(), 3), &text[..text.len() / 2]).unwrap();
+        assert_eq!(reopened_offset(dir.path()).await, (Some(2), Some(1)));
+        assert!(dir.path().join(durable::TORN_DIR).is_dir());
+        // Ingest goes on from there: offset 2 is written again, as version 3.
+        let table = open(dir.path()).await;
+        table.push_tail(dead_letters(&[(0, 2)]));
+        let report = table.commit_tail("g", &positions(2), 1).await.unwrap();
+        assert_eq!((report.version, report.rows_written), (Some(3), 1));
+
+        // Cut at a line boundary (the last action lost): recognised by the action count.
+        let dir = three_versions().await;
+        let text = String::from_utf8(std::fs::read(entry(dir.path(), 3)).unwrap()).unwrap();
+        let cut = text.rfind('\n').unwrap();
+        std::fs::write(entry(dir.path(), 3), &text[..cut]).unwrap();
+        assert_eq!(reopened_offset(dir.path()).await, (Some(2), Some(1)));
+
+        // Zero-filled, as a crash can leave a file whose size reached the disk first.
+        let dir = three_versions().await;
+        let len = std::fs::metadata(entry(dir.path(), 3)).unwrap().len() as usize;
+        std::fs::write(entry(dir.path(), 3), vec![0u8; len]).unwrap();
+        assert_eq!(reopened_offset(dir.path()).await, (Some(2), Some(1)));
     }
 }
