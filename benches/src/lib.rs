@@ -2,6 +2,8 @@
 //! `examflow` binary are, the machine line and load average every table starts with, and a
 //! small deterministic random stream.
 
+pub mod synth;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};

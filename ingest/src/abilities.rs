@@ -20,6 +20,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use examflow_engine::cat::provisional_params;
 use examflow_engine::irt::{ItemParams, eap};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// Most answered questions remembered per user (the oldest are dropped beyond it).
 const MAX_RESPONSES_PER_USER: usize = 2000;
@@ -47,6 +48,13 @@ struct Inner {
     question_index: HashMap<String, u32>,
     questions: Vec<QuestionStats>,
     users: HashMap<String, UserState>,
+    /// Highest source offset observed per (topic, partition): what a snapshot covers.
+    covered: HashMap<(String, i32), i64>,
+    /// The `attempt_questions` version the state reflects (None: not known).
+    version: Option<u64>,
+    /// Another process committed rows this tracker did not observe: a snapshot of it would
+    /// leave them out, so none is written.
+    gapped: bool,
 }
 
 /// One user's current estimate.
@@ -101,10 +109,29 @@ impl AbilityTracker {
             return 0;
         };
         let exams = column::<StringArray>(batch, "exam_name", &text);
+        let sources = (
+            column::<StringArray>(batch, crate::source::SOURCE_TOPIC, &text),
+            column::<Int32Array>(batch, crate::source::SOURCE_PARTITION, &DataType::Int32),
+            column::<arrow::array::Int64Array>(
+                batch,
+                crate::source::SOURCE_OFFSET,
+                &DataType::Int64,
+            ),
+        );
         let now_us = chrono::Utc::now().timestamp_micros();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut touched: Vec<String> = Vec::new();
         for row in 0..batch.num_rows() {
+            if let (Some(topics), Some(partitions), Some(offsets)) = &sources
+                && !topics.is_null(row)
+            {
+                let offset = offsets.value(row);
+                let entry = inner
+                    .covered
+                    .entry((topics.value(row).to_string(), partitions.value(row)))
+                    .or_insert(offset);
+                *entry = (*entry).max(offset);
+            }
             if users.is_null(row) || questions.is_null(row) || correct.is_null(row) {
                 continue;
             }
@@ -165,6 +192,182 @@ impl AbilityTracker {
             }
         }
         touched.len()
+    }
+
+    /// What a snapshot of the tracker covers: the highest offset observed per partition.
+    pub fn covered(&self) -> HashMap<(String, i32), i64> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .covered
+            .clone()
+    }
+
+    /// The `attempt_questions` version the state reflects, and whether it misses rows.
+    pub fn version(&self) -> (Option<u64>, bool) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (inner.version, inner.gapped)
+    }
+
+    /// Sets the version the state reflects (after reading the table, or housekeeping).
+    pub fn set_version(&self, version: Option<u64>) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).version = version;
+    }
+
+    /// This process committed `version` of `attempt_questions`, holding rows the tracker
+    /// has observed: a version between the last one and it was another writer's, whose
+    /// rows this tracker missed, and its snapshots would leave them out.
+    pub fn note_commit(&self, version: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.version.is_some_and(|last| version != last + 1) {
+            inner.gapped = true;
+        }
+        inner.version = Some(version);
+    }
+
+    /// The whole state, for [`AbilityTracker::decode`], as of the version it reflects; None
+    /// when that is unknown or the tracker misses rows (see [`AbilityTracker::note_commit`]).
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let version = {
+            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.version.filter(|_| !inner.gapped)?
+        };
+        let state = self.encode_state()?;
+        self.finish_encoding(state, version)
+    }
+
+    /// The state without its version (taken when the rows it holds are about to be
+    /// committed; see [`AbilityTracker::finish_encoding`]). None when the tracker misses rows.
+    pub fn encode_state(&self) -> Option<Vec<u8>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.gapped {
+            return None;
+        }
+        let mut out = Codec::default();
+        out.u32(inner.covered.len() as u32);
+        for ((topic, partition), offset) in &inner.covered {
+            out.str(topic);
+            out.u32(*partition as u32);
+            out.u64(*offset as u64);
+        }
+        let mut names = vec![""; inner.questions.len()];
+        for (name, &q) in &inner.question_index {
+            names[q as usize] = name;
+        }
+        out.u32(inner.questions.len() as u32);
+        for (name, q) in names.iter().zip(&inner.questions) {
+            out.str(name);
+            out.u64(q.answered);
+            out.u64(q.correct);
+            out.u32(q.options);
+        }
+        out.u32(inner.users.len() as u32);
+        for (id, u) in &inner.users {
+            out.str(id);
+            out.str(u.exam_name.as_deref().unwrap_or("\u{0}"));
+            out.u64(u.theta.to_bits());
+            out.u64(u.se.to_bits());
+            out.u64(u.updated_at_us as u64);
+            out.u32(u.responses.len() as u32);
+            for &(q, right) in &u.responses {
+                out.u32(q << 1 | u32::from(right));
+            }
+            out.u32(u.attempts.len() as u32);
+            for a in &u.attempts {
+                out.str(a);
+            }
+        }
+        Some(out.bytes)
+    }
+
+    /// A snapshot of `state` as of `version` (the commit that made its rows durable); None
+    /// when the tracker has since learnt that it misses rows.
+    pub fn finish_encoding(&self, state: Vec<u8>, version: u64) -> Option<Vec<u8>> {
+        if self.version().1 {
+            return None;
+        }
+        let mut out = Codec::default();
+        out.bytes.reserve(state.len() + 64);
+        out.bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        out.u64(version);
+        out.bytes.extend_from_slice(&state);
+        let digest = Sha256::digest(&out.bytes);
+        out.bytes.extend_from_slice(&digest);
+        Some(out.bytes)
+    }
+
+    /// A tracker from [`AbilityTracker::encode`]'s bytes (checked whole by their digest).
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let body_len = bytes
+            .len()
+            .checked_sub(32)
+            .filter(|&n| n >= SNAPSHOT_MAGIC.len())
+            .ok_or("too short")?;
+        let (body, digest) = bytes.split_at(body_len);
+        if Sha256::digest(body)[..] != *digest {
+            return Err("digest mismatch (a torn or altered file)".into());
+        }
+        if &body[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
+            return Err("not an ability snapshot of this version".into());
+        }
+        let mut r = Reader {
+            bytes: body,
+            at: SNAPSHOT_MAGIC.len(),
+        };
+        let mut inner = Inner {
+            version: Some(r.u64()?),
+            ..Inner::default()
+        };
+        for _ in 0..r.u32()? {
+            let topic = r.str()?.to_string();
+            let partition = r.u32()? as i32;
+            inner.covered.insert((topic, partition), r.u64()? as i64);
+        }
+        for q in 0..r.u32()? {
+            inner.question_index.insert(r.str()?.to_string(), q);
+            inner.questions.push(QuestionStats {
+                answered: r.u64()?,
+                correct: r.u64()?,
+                options: r.u32()?,
+            });
+        }
+        let questions = inner.questions.len() as u32;
+        for _ in 0..r.u32()? {
+            let id = r.str()?.to_string();
+            let exam = r.str()?;
+            let mut u = UserState {
+                exam_name: (exam != "\u{0}").then(|| exam.to_string()),
+                theta: f64::from_bits(r.u64()?),
+                se: f64::from_bits(r.u64()?),
+                updated_at_us: r.u64()? as i64,
+                ..UserState::default()
+            };
+            let n = r.u32()? as usize;
+            u.responses.reserve(n.min(MAX_RESPONSES_PER_USER));
+            for _ in 0..n {
+                let v = r.u32()?;
+                if v >> 1 >= questions {
+                    return Err("a response names an unknown question".into());
+                }
+                u.responses.push((v >> 1, v & 1 == 1));
+            }
+            for _ in 0..r.u32()? {
+                u.attempts.push(r.str()?.to_string());
+            }
+            inner.users.insert(id, u);
+        }
+        if r.at != body.len() {
+            return Err("trailing bytes".into());
+        }
+        Ok(AbilityTracker {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    /// Takes over another tracker's state (a loaded snapshot).
+    pub fn replace_with(&self, other: AbilityTracker) {
+        let taken = std::mem::take(&mut *other.inner.lock().unwrap_or_else(|p| p.into_inner()));
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = taken;
     }
 
     /// The estimate of one user.
@@ -232,6 +435,56 @@ impl AbilityTracker {
             ),
         ];
         RecordBatch::try_new(abilities_schema(), columns).expect("abilities batch")
+    }
+}
+
+/// First bytes of an ability snapshot (format version 1).
+const SNAPSHOT_MAGIC: &[u8] = b"examflow-abilities-1\n";
+
+#[derive(Default)]
+struct Codec {
+    bytes: Vec<u8>,
+}
+
+impl Codec {
+    fn u32(&mut self, v: u32) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u32(s.len() as u32);
+        self.bytes.extend_from_slice(s.as_bytes());
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or("truncated")?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn str(&mut self) -> std::result::Result<&'a str, String> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).map_err(|e| e.to_string())
     }
 }
 
@@ -339,5 +592,50 @@ mod tests {
         assert_eq!(after.attempts, 2);
         assert_eq!(t.to_batch().num_rows(), 42);
         assert_eq!(t.list(Some("exam"), 5).len(), 5);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_estimates_and_refuses_damage() {
+        let t = AbilityTracker::new();
+        t.set_version(Some(3));
+        let mut rows = Vec::new();
+        let names: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            for q in ["q1", "q2", "q3"] {
+                rows.push(("k", name.as_str(), q, Some((i + q.len()) % 3 != 0)));
+            }
+        }
+        t.observe(&batch(&rows));
+        let bytes = t.encode().unwrap();
+        let back = AbilityTracker::decode(&bytes).unwrap();
+        assert_eq!(back.list(None, 100), t.list(None, 100));
+        assert_eq!(back.version(), (Some(3), false));
+        // Both go on the same way from here.
+        let more = batch(&[
+            ("k2", "u1", "q4", Some(true)),
+            ("k2", "new", "q1", Some(false)),
+        ]);
+        t.observe(&more);
+        back.observe(&more);
+        let strip = |v: Vec<AbilitySnapshot>| -> Vec<(String, f64, usize)> {
+            v.into_iter()
+                .map(|a| (a.user_exam_id, a.theta, a.responses))
+                .collect()
+        };
+        let mut a = strip(t.list(None, 100));
+        let mut b = strip(back.list(None, 100));
+        a.sort_by(|x, y| x.0.cmp(&y.0));
+        b.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(a, b);
+        // A flipped byte or a cut file is refused.
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 1;
+        assert!(AbilityTracker::decode(&flipped).is_err());
+        assert!(AbilityTracker::decode(&bytes[..bytes.len() - 1]).is_err());
+        // A tracker that missed another writer's commit writes no snapshot.
+        t.note_commit(4);
+        assert!(t.encode().is_some());
+        t.note_commit(6);
+        assert!(t.encode().is_none());
     }
 }

@@ -322,6 +322,10 @@ struct Builders {
     dead_letters: DeadLetterBuilder,
 }
 
+/// How often the ingest saves the ability snapshot (and at every clean stop), so a start
+/// replays at most this much of `attempt_questions`.
+const ABILITY_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(300);
+
 /// A dead letter waiting for its `<topic>.dlq` delivery.
 type PendingDlq = tokio::task::JoinHandle<()>;
 
@@ -503,6 +507,7 @@ impl LakeIngest {
         let mut in_flight: Option<tokio::task::JoinHandle<Result<CommitOutcome>>> = None;
         let mut next_flush = Instant::now() + self.settings.flush_interval;
         let mut next_commit = Instant::now() + self.settings.commit_interval;
+        let mut next_ability_snapshot = Instant::now() + ABILITY_SNAPSHOT_INTERVAL;
         let mut next_housekeeping = (!self.settings.housekeeping_interval.is_zero())
             .then(|| Instant::now() + self.settings.housekeeping_interval);
         info!(topics = ?topics, group = %self.settings.group_id, lake = %self.lake.root().display(), "lake ingest started");
@@ -552,12 +557,17 @@ impl LakeIngest {
                 if housekeeping {
                     next_housekeeping = Some(now + self.settings.housekeeping_interval);
                 }
+                let snapshot = now >= next_ability_snapshot;
+                if snapshot {
+                    next_ability_snapshot = now + ABILITY_SNAPSHOT_INTERVAL;
+                }
                 let job = self.commit_job(
                     &positions,
                     &known_partitions,
                     &mut pending_dlq,
                     &dedup,
                     housekeeping,
+                    snapshot,
                 );
                 let this = Arc::clone(&self);
                 in_flight = Some(tokio::spawn(async move { this.commit(job).await }));
@@ -574,6 +584,7 @@ impl LakeIngest {
             &mut pending_dlq,
             &dedup,
             false,
+            true,
         );
         let outcome = self.commit(job).await;
         self.finish_commit(Ok(outcome), &consumer, &mut dedup, &starts)?;
@@ -724,6 +735,7 @@ impl LakeIngest {
         pending_dlq: &mut Vec<PendingDlq>,
         dedup: &DedupIndex,
         housekeeping: bool,
+        snapshot_abilities: bool,
     ) -> CommitJob {
         CommitJob {
             positions: positions.clone(),
@@ -735,6 +747,9 @@ impl LakeIngest {
             known_partitions: known_partitions.to_vec(),
             dedup_version: dedup.version,
             housekeeping,
+            abilities: snapshot_abilities
+                .then(|| self.lake.abilities.encode_state())
+                .flatten(),
         }
     }
 
@@ -747,6 +762,7 @@ impl LakeIngest {
             known_partitions,
             dedup_version,
             housekeeping,
+            abilities,
         } = job;
         let mut outcome = CommitOutcome {
             positions,
@@ -779,6 +795,11 @@ impl LakeIngest {
                 .await?;
             if Arc::ptr_eq(table, &self.lake.attempts) {
                 own_attempts_version = report.version;
+            }
+            if Arc::ptr_eq(table, &self.lake.attempt_questions)
+                && let Some(version) = report.version
+            {
+                self.lake.abilities.note_commit(version);
             }
             if let Some(version) = report.version {
                 debug!(
@@ -836,8 +857,16 @@ impl LakeIngest {
                 }
             },
         );
+        if let (Some(state), (Some(version), _)) = (abilities, self.lake.abilities.version()) {
+            self.lake
+                .save_abilities_later(self.lake.abilities.finish_encoding(state, version));
+        }
         if housekeeping {
             crate::lake::housekeeping::run(&self.lake, self.settings.vacuum_retention).await;
+            // Compaction's versions hold no new rows.
+            self.lake
+                .abilities
+                .set_version(self.lake.attempt_questions.committed().version());
         }
         Ok(outcome)
     }
@@ -892,6 +921,9 @@ struct CommitJob {
     dedup_version: Option<u64>,
     /// Also compact and vacuum after the commit.
     housekeeping: bool,
+    /// The ability tracker's state when the tail was taken, saved as a snapshot once the
+    /// commit has made its rows durable (see [`crate::abilities`]).
+    abilities: Option<Vec<u8>>,
 }
 
 /// What a finished commit tells the receive loop.
