@@ -154,7 +154,7 @@ pub async fn start_session(
     State(app): State<AppState>,
     identity: Identity,
     ApiPath(exam_name): ApiPath<String>,
-    body: axum::body::Bytes,
+    crate::server::ApiBody(body): crate::server::ApiBody,
 ) -> Result<Response, ApiError> {
     let exam = exam_of(&app, &exam_name)?;
     app.limits
@@ -163,7 +163,7 @@ pub async fn start_session(
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        crate::server::object_from_slice(&body).map_err(|e| {
             ApiError::bad_request("bad_json", format!("invalid session options: {e}"))
         })?
     };

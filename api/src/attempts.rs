@@ -204,9 +204,9 @@ pub async fn save_answer(
     State(app): State<AppState>,
     identity: Identity,
     ApiPath((id, index)): ApiPath<(String, usize)>,
-    body: axum::body::Bytes,
+    crate::server::ApiBody(body): crate::server::ApiBody,
 ) -> Result<Json<Value>, ApiError> {
-    let request: SaveAnswer = serde_json::from_slice(&body).map_err(|e| {
+    let request: SaveAnswer = crate::server::object_from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
             format!("expected {{\"answer\": option text | option index | null, \"flagged\": true | false}}: {e}"),

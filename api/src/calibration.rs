@@ -597,13 +597,14 @@ pub async fn import_calibration(
                 item.item
             )));
         }
-        if !(item.a.is_finite()
-            && item.a > 0.0
-            && item.b.is_finite()
+        use examflow_engine::cat::{MAX_ABS_DIFFICULTY, MAX_DISCRIMINATION};
+        if !(item.a > 0.0
+            && item.a <= MAX_DISCRIMINATION
+            && item.b.abs() <= MAX_ABS_DIFFICULTY
             && (0.0..1.0).contains(&item.c))
         {
             return Err(bad(format!(
-                "items[{n}] ({}): need a > 0, finite b and 0 ≤ c < 1",
+                "items[{n}] ({}): need 0 < a ≤ {MAX_DISCRIMINATION}, |b| ≤ {MAX_ABS_DIFFICULTY} and 0 ≤ c < 1",
                 item.item
             )));
         }

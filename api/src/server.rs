@@ -64,18 +64,54 @@ pub struct AppState {
 /// Most results one listing returns.
 const MAX_LIST: usize = 1000;
 
-/// JSON body extractor whose rejections use the API's error shape (413 for too large).
+/// JSON body extractor whose rejections use the API's error shape (413 for too large). The
+/// body must be a JSON object: serde would also read a struct from an array of its fields
+/// in order, a form no client means and no document describes.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
+        match Json::<serde_json::value::Map<String, Value>>::from_request(req, state).await {
+            Ok(Json(object)) => serde_json::from_value(Value::Object(object))
+                .map(ApiJson)
+                .map_err(|e| {
+                    error_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_body",
+                        &format!("Failed to deserialize the JSON body into the target type: {e}"),
+                    )
+                }),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// A raw body whose rejections (413 past `[server] max_body_bytes`) use the API's error shape.
+pub struct ApiBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(ApiBody(bytes)),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            )),
+            Err(r) => Err(error_response(r.status(), "bad_body", &r.body_text())),
+        }
+    }
+}
+
+/// Reads a JSON object (not an array of the fields; see [`ApiJson`]) into `T`.
+pub fn object_from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let object: serde_json::value::Map<String, Value> =
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())
 }
 
 /// Path parameters whose rejections use the API's error shape.

@@ -523,3 +523,96 @@ async fn malformed_paths_and_queries_get_json_errors() {
     let b: Value = resp.json().await.unwrap();
     assert_eq!(b["error"]["code"], "method_not_allowed");
 }
+
+/// Request bodies are JSON objects: an array of a struct's fields in order (which serde would
+/// read) is refused on every route, and a body past the limit gets the JSON 413 everywhere.
+#[tokio::test]
+async fn bodies_must_be_objects_and_a_too_large_body_gets_the_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions::new(dir.path()));
+    let student = server.token("shape@example.com", "student");
+    let analyst = server.token("data@example.com", "analyst");
+    let cases = [
+        ("/api/dev-login", None, json!(["x@example.com"])),
+        ("/api/sql", Some(&analyst), json!(["SELECT 1 AS one"])),
+        (
+            "/api/exams/rust-basics/submissions",
+            Some(&student),
+            json!([["let mut"]]),
+        ),
+        (
+            "/api/adaptive/rust-basics/sessions",
+            Some(&student),
+            json!([]),
+        ),
+        (
+            "/api/adaptive/rust-basics/sessions",
+            Some(&student),
+            json!(["random", 10, 5, 0.25]),
+        ),
+    ];
+    for (path, token, body) in cases {
+        let (status, answer) = server.post(path, token.map(String::as_str), &body).await;
+        assert!(
+            status == 400 || status == 422,
+            "{path} {body}: {status} {answer}"
+        );
+        assert!(answer["error"]["code"].is_string(), "{path}: {answer}");
+    }
+    // An adaptive answer and an attempt's saved answer, given as arrays.
+    let (status, session) = server
+        .post(
+            "/api/adaptive/rust-basics/sessions",
+            Some(&student),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["session"].as_str().unwrap();
+    let item = session["question"]["id"].clone();
+    let (status, answer) = server
+        .post(
+            &format!("/api/adaptive/sessions/{id}/answers"),
+            Some(&student),
+            &json!([item, 0]),
+        )
+        .await;
+    assert!(status == 400 || status == 422, "{status} {answer}");
+    let (status, attempt) = server
+        .post(
+            "/api/exams/rust-basics/attempts",
+            Some(&student),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{attempt}");
+    let attempt_id = attempt["attempt_id"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let put = |body: String| {
+        client
+            .put(server.url(&format!("/api/attempts/{attempt_id}/answers/0")))
+            .bearer_auth(&student)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let response = put("[1, true]".into()).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    // Past `[server] max_body_bytes` (1 MiB by default): the API's JSON error, not text.
+    let big = format!("{{\"answer\": \"{}\"}}", "x".repeat(2 << 20));
+    let response = put(big.clone()).await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let response = client
+        .post(server.url("/api/adaptive/rust-basics/sessions"))
+        .bearer_auth(&student)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+}

@@ -10,6 +10,11 @@ use crate::irt::ItemParams;
 
 /// Number of θ grid nodes.
 pub const GRID_POINTS: usize = 61;
+/// Largest discrimination a bank takes: beyond it a·(θ − b) leaves the range where the
+/// likelihood is computed without overflow, and no calibration produces it.
+pub const MAX_DISCRIMINATION: f64 = 20.0;
+/// Largest |b| a bank takes (the grid spans ±6; beyond ±20 an item measures nothing).
+pub const MAX_ABS_DIFFICULTY: f64 = 20.0;
 /// Lower end of the θ grid (and of every point estimate).
 pub const THETA_MIN: f64 = -6.0;
 /// Upper end of the θ grid (and of every point estimate).
@@ -192,7 +197,7 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
 }
 
 impl CatBank {
-    /// Validates the items (non-empty, unique ids, finite a > 0, finite b, 0 ≤ c < 1) and
+    /// Validates the items (non-empty, unique ids, 0 < a ≤ 20, |b| ≤ 20, 0 ≤ c < 1) and
     /// builds the grid tables.
     pub fn new(items: Vec<CatItem>) -> Result<Self, CatError> {
         if items.is_empty() {
@@ -215,14 +220,17 @@ impl CatBank {
             if !p.estimable {
                 return Err(bad("item is marked not estimable"));
             }
-            if !(p.a.is_finite() && p.a > 0.0) {
+            if !(p.a.is_finite() && p.a > 0.0 && p.a <= MAX_DISCRIMINATION) {
                 return Err(bad(&format!(
-                    "discrimination a = {} must be finite and > 0",
+                    "discrimination a = {} must be > 0 and ≤ {MAX_DISCRIMINATION}",
                     p.a
                 )));
             }
-            if !p.b.is_finite() {
-                return Err(bad(&format!("difficulty b = {} must be finite", p.b)));
+            if !(p.b.is_finite() && p.b.abs() <= MAX_ABS_DIFFICULTY) {
+                return Err(bad(&format!(
+                    "difficulty b = {} must be within ±{MAX_ABS_DIFFICULTY}",
+                    p.b
+                )));
             }
             if !(p.c.is_finite() && (0.0..1.0).contains(&p.c)) {
                 return Err(bad(&format!("guessing c = {} must be in [0, 1)", p.c)));

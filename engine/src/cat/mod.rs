@@ -38,7 +38,8 @@ mod vmath;
 use thiserror::Error;
 
 pub use bank::{
-    CatBank, CatItem, GRID_POINTS, GRID_STEP, THETA_MAX, THETA_MIN, grid_nodes, provisional_params,
+    CatBank, CatItem, GRID_POINTS, GRID_STEP, MAX_ABS_DIFFICULTY, MAX_DISCRIMINATION, THETA_MAX,
+    THETA_MIN, grid_nodes, provisional_params,
 };
 pub use config::{
     CatConfig, ClassMethod, ClassificationRule, ContentConstraints, Estimator, ExposureControl,
