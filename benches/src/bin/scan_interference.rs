@@ -8,12 +8,12 @@
 //! clients posting submissions, `--answerers` students answering adaptive sessions (a new
 //! session when one finishes) and one `GET /healthz` every 20 ms (a store read). Prints
 //! p50/p99 of each series idle and loaded, their ratio, the scans done and the growth
-//! of the WAL file. With `--baseline OLD_EXAMFLOW` the same phases run against that binary too (the
-//! code before the change), in the same run and on the same data.
+//! of the WAL file. With `--baseline OLD_EXAMFLOW` (repeatable) the same phases run against
+//! that binary too (the code before a change), in the same run and on the same data.
 //!
 //!     cargo build --release -p examflow -p examflow-benches --bin examflow --bin scan_interference
 //!     $CARGO_TARGET_DIR/release/scan_interference [--sessions 200000] [--seconds 15]
-//!         [--submitters 4] [--answerers 2] [--scanners 1] [--rounds 1] [--baseline PATH]
+//!         [--submitters 4] [--answerers 2] [--scanners 1] [--rounds 1] [--baseline PATH]...
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -454,7 +454,11 @@ async fn scanner(
 }
 
 struct Run {
+    /// `current` or a baseline's file name.
+    binary: String,
     name: String,
+    /// The load average when the run started (the machine may be shared).
+    load: String,
     idle: Phase,
     loaded: Phase,
     scans: Scans,
@@ -475,6 +479,7 @@ struct Settings {
 }
 
 async fn measure(
+    binary_name: &str,
     name: &str,
     binary: &Path,
     config: &Path,
@@ -482,6 +487,7 @@ async fn measure(
     run_dir: &Path,
     s: &Settings,
 ) -> Result<Run> {
+    let load_at_start = loadavg();
     let _ = std::fs::remove_dir_all(run_dir);
     copy_dir(seed_dir, run_dir)?;
     let server = Server::start(binary, config, run_dir)?;
@@ -544,7 +550,9 @@ async fn measure(
     drop(server);
     let _ = std::fs::remove_dir_all(run_dir);
     Ok(Run {
+        binary: binary_name.to_string(),
         name: name.to_string(),
+        load: load_at_start,
         idle,
         loaded,
         scans,
@@ -633,9 +641,9 @@ fn print(runs: &[Run], sessions: usize, s: &Settings) {
     }
     println!();
     println!(
-        "| server | scans finished while measured | mean s per scan (by query) | scan errors | rows exported | request errors idle / scanning | WAL file growth idle / scanning MB |"
+        "| server | load average at its start | scans finished while measured | mean s per scan (by query) | scan errors | rows exported | request errors idle / scanning | WAL file growth idle / scanning MB |"
     );
-    println!("|---|---:|---|---:|---:|---|---|");
+    println!("|---|---|---:|---|---:|---:|---|---|");
     for run in runs {
         let by_query: Vec<String> = SCANS
             .iter()
@@ -660,8 +668,9 @@ fn print(runs: &[Run], sessions: usize, s: &Settings) {
             })
             .collect();
         println!(
-            "| {} | {} | {} | {} | {} | {} / {} | {:.1} / {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {:.1} / {:.1} |",
             run.name,
+            run.load,
             run.scans.done.len(),
             by_query.join("; "),
             run.scans.failed.len(),
@@ -676,6 +685,53 @@ fn print(runs: &[Run], sessions: usize, s: &Settings) {
         for failure in run.scans.failed.iter().take(3) {
             println!();
             println!("{} scan error: {failure}", run.name);
+        }
+    }
+    let rounds = runs.iter().filter(|r| r.binary == "current").count();
+    if rounds > 1 {
+        println!();
+        println!(
+            "Median over the {rounds} rounds of p99 scanning / idle (and of the two p99s, ms):"
+        );
+        println!();
+        println!("| server | POST submission | adaptive answer (or start) | GET /healthz |");
+        println!("|---|---:|---:|---:|");
+        let mut binaries: Vec<&str> = Vec::new();
+        for run in runs {
+            if !binaries.contains(&run.binary.as_str()) {
+                binaries.push(&run.binary);
+            }
+        }
+        for binary in binaries {
+            let of: Vec<&Run> = runs.iter().filter(|r| r.binary == binary).collect();
+            if of.is_empty() {
+                continue;
+            }
+            let cell = |pick: &dyn Fn(&Phase) -> Stats| {
+                let median = |mut v: Vec<f64>| {
+                    v.sort_by(f64::total_cmp);
+                    let n = v.len();
+                    if n % 2 == 1 {
+                        v[n / 2]
+                    } else {
+                        (v[n / 2 - 1] + v[n / 2]) / 2.0
+                    }
+                };
+                let ratio = median(
+                    of.iter()
+                        .map(|r| pick(&r.loaded).p99 / pick(&r.idle).p99)
+                        .collect(),
+                );
+                let idle = median(of.iter().map(|r| pick(&r.idle).p99).collect());
+                let loaded = median(of.iter().map(|r| pick(&r.loaded).p99).collect());
+                format!("{ratio:.2}x ({idle:.1} → {loaded:.1})")
+            };
+            println!(
+                "| {binary} | {} | {} | {} |",
+                cell(&|p| p.submissions),
+                cell(&|p| p.adaptive),
+                cell(&|p| p.healthz)
+            );
         }
     }
 }
@@ -694,7 +750,19 @@ async fn main() -> Result<()> {
         Some(path) => PathBuf::from(path),
         None => examflow_binary()?,
     };
-    let baseline = arg("--baseline").map(PathBuf::from);
+    // Every `--baseline PATH`, named by its file name.
+    let args: Vec<String> = std::env::args().collect();
+    let baselines: Vec<(String, PathBuf)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--baseline")
+        .map(|w| {
+            let path = PathBuf::from(&w[1]);
+            let name = path
+                .file_name()
+                .map_or("baseline".into(), |n| n.to_string_lossy().into_owned());
+            (name, path)
+        })
+        .collect();
     let dir = tempfile::tempdir()?;
     // Load generation, not abuse: the per-identity rate limits are off.
     let config = dir.path().join("examflow.toml");
@@ -712,21 +780,30 @@ async fn main() -> Result<()> {
     let mut runs = Vec::new();
     for round in 0..rounds {
         let mut binaries = vec![("current".to_string(), current.clone())];
-        if let Some(old) = &baseline {
-            binaries.push(("baseline".to_string(), old.clone()));
-        }
+        binaries.extend(baselines.iter().cloned());
         // Alternate which binary goes first.
         if round % 2 == 1 {
             binaries.reverse();
         }
-        for (name, binary) in binaries {
+        for (binary_name, binary) in binaries {
             let name = if rounds > 1 {
-                format!("{name} (round {round})")
+                format!("{binary_name} (round {round})")
             } else {
-                name
+                binary_name.clone()
             };
             let run_dir = dir.path().join("run");
-            runs.push(measure(&name, &binary, &config, &seed_dir, &run_dir, &settings).await?);
+            runs.push(
+                measure(
+                    &binary_name,
+                    &name,
+                    &binary,
+                    &config,
+                    &seed_dir,
+                    &run_dir,
+                    &settings,
+                )
+                .await?,
+            );
         }
     }
     print(&runs, sessions, &settings);

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at TEXT,
     carded_at TEXT
 );
+-- What each consumer has still to handle: without these, finding the first unhandled event
+-- walked every handled one (the outbox is never pruned), a read that grew with every result.
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_uncarded ON outbox (seq) WHERE carded_at IS NULL;
 CREATE TABLE IF NOT EXISTS score_cards (
     document_id TEXT PRIMARY KEY,
     card TEXT NOT NULL,
@@ -126,6 +130,14 @@ impl OutboxReader {
             OutboxReader::Publisher => "published_at",
             OutboxReader::ScoreCards => "carded_at",
         }
+    }
+
+    /// The oldest events not yet handled (through the consumer's partial index).
+    fn pending_sql(self) -> String {
+        format!(
+            "SELECT seq, key, value FROM outbox WHERE {} IS NULL ORDER BY seq LIMIT ?1",
+            self.column()
+        )
     }
 }
 
@@ -739,10 +751,7 @@ impl SqliteStore {
         reader: OutboxReader,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>> {
-        let sql = format!(
-            "SELECT seq, key, value FROM outbox WHERE {} IS NULL ORDER BY seq LIMIT ?1",
-            reader.column()
-        );
+        let sql = reader.pending_sql();
         self.with(false, move |c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([limit as i64], |r| {

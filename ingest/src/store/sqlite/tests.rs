@@ -406,3 +406,31 @@ async fn read_connections_are_read_only() {
         .unwrap();
     assert_eq!(left, 1);
 }
+
+/// Each outbox consumer finds its pending events through its partial index, not by walking
+/// every event it handled before (the outbox only grows).
+#[tokio::test]
+async fn pending_events_are_found_without_walking_the_handled_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for reader in [OutboxReader::Publisher, OutboxReader::ScoreCards] {
+        let sql = format!("EXPLAIN QUERY PLAN {}", reader.pending_sql());
+        let plan = store
+            .with(false, move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                let rows = stmt.query_map([10], |r| r.get::<_, String>(3))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await
+            .unwrap()
+            .join("; ");
+        let index = match reader {
+            OutboxReader::Publisher => "outbox_unpublished",
+            OutboxReader::ScoreCards => "outbox_uncarded",
+        };
+        assert!(
+            plan.contains(&format!("USING INDEX {index}")),
+            "{reader:?}: {plan}"
+        );
+    }
+}
