@@ -402,6 +402,23 @@ pub struct StorageConfig {
     pub mongodb_uri: Option<String>,
     /// MongoDB database. Default `exams`.
     pub mongodb_database: String,
+    /// Read connections of the embedded store (SQLite, WAL mode: they read concurrently,
+    /// beside the one writer). Scans of SQL tables hold at most all but one, so the request
+    /// path and `/healthz` always find one. At least 2. Default 4.
+    pub sqlite_readers: usize,
+}
+
+impl StorageConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.sqlite_readers < 2 {
+            return Err(format!(
+                "storage.sqlite_readers must be at least 2 (one is kept for requests while \
+                 scans use the others), not {}",
+                self.sqlite_readers
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StorageConfig {
@@ -411,6 +428,7 @@ impl Default for StorageConfig {
             banks_dir: PathBuf::from("data/question_banks"),
             mongodb_uri: None,
             mongodb_database: "exams".into(),
+            sqlite_readers: examflow_ingest::store::sqlite::DEFAULT_READERS,
         }
     }
 }
@@ -658,6 +676,7 @@ impl Config {
     /// Checks what the types cannot: every exam's policy is coherent.
     pub fn validate(&self) -> Result<(), String> {
         self.sql.check()?;
+        self.storage.check()?;
         self.exam_defaults.check("exam_defaults")?;
         for name in self.exams.keys() {
             self.exam_policy(name).check(&format!("exams.{name:?}"))?;
@@ -696,11 +715,12 @@ impl Config {
             config.kafka.max_message_bytes = limit;
         }
         config.validate().map_err(|message| {
-            // Point at the exam's table when the message names one, or at `[sql]`.
-            let sql_table = message
-                .starts_with("sql.")
-                .then(|| text.find("[sql]"))
-                .flatten();
+            // Point at the exam's table when the message names one, or at `[sql]` or
+            // `[storage]`.
+            let sql_table = ["sql", "storage"]
+                .into_iter()
+                .find(|table| message.starts_with(&format!("{table}.")))
+                .and_then(|table| text.find(&format!("[{table}]")));
             let (line, column) = sql_table
                 .or_else(|| {
                     config
@@ -870,6 +890,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_concurrent_queries"), "{e}");
+    }
+
+    #[test]
+    fn the_store_keeps_a_reader_for_requests() {
+        assert_eq!(Config::default().storage.sqlite_readers, 4);
+        let c = Config::parse(Path::new("x.toml"), "[storage]\nsqlite_readers = 8\n").unwrap();
+        assert_eq!(c.storage.sqlite_readers, 8);
+        let e = Config::parse(
+            Path::new("x.toml"),
+            "[server]\n\n[storage]\nsqlite_readers = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("x.toml:3:1:") && e.contains("storage.sqlite_readers must be at least 2"),
+            "{e}"
+        );
     }
 
     #[test]

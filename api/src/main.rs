@@ -247,7 +247,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let secret = load_or_create_secret(config.auth.jwt_secret.as_deref(), &data_dir)?;
-    let local = Arc::new(SqliteStore::open(&data_dir)?);
+    let local = Arc::new(SqliteStore::open_with_readers(
+        &data_dir,
+        config.storage.sqlite_readers,
+    )?);
     // With MongoDB, one client serves results, sessions and calibrations: replicas share
     // all three.
     let (store, session_store, attempts): (

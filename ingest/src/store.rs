@@ -97,6 +97,75 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Option<StoredCalibration>>;
     /// Every version, optionally of one exam, ordered by exam, then version descending.
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>>;
+    /// One chunk of a scan over every session: up to `limit` sessions after the position
+    /// `after` (from the start when `None`), in the store's own order, with `id` and only
+    /// `fields` read (the others are left empty: `""`, 0, `None`). Pass the chunk's `next`
+    /// as `after` of the next call until it is `None`. Each chunk is a short read of its
+    /// own, so a long scan holds nothing between chunks (a paused scan blocks no one); the
+    /// chunks are not one snapshot: a session written meanwhile may be seen in its old or
+    /// its new state, and one added meanwhile may be missed.
+    async fn scan_sessions(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        fields: &[SessionField],
+    ) -> Result<SessionChunk>;
+}
+
+/// A stored column of an adaptive session that a scan may read besides its `id`
+/// ([`SessionStore::scan_sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionField {
+    Exam,
+    Email,
+    CalibrationVersion,
+    Status,
+    Answered,
+    ResultId,
+    CreatedAt,
+    UpdatedAt,
+    /// The whole state as JSON: by far the largest.
+    State,
+    ClosesAt,
+}
+
+impl SessionField {
+    pub const ALL: [SessionField; 10] = [
+        SessionField::Exam,
+        SessionField::Email,
+        SessionField::CalibrationVersion,
+        SessionField::Status,
+        SessionField::Answered,
+        SessionField::ResultId,
+        SessionField::CreatedAt,
+        SessionField::UpdatedAt,
+        SessionField::State,
+        SessionField::ClosesAt,
+    ];
+
+    /// Its name in both stores (SQLite column, MongoDB field).
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionField::Exam => "exam",
+            SessionField::Email => "email",
+            SessionField::CalibrationVersion => "calibration_version",
+            SessionField::Status => "status",
+            SessionField::Answered => "answered",
+            SessionField::ResultId => "result_id",
+            SessionField::CreatedAt => "created_at",
+            SessionField::UpdatedAt => "updated_at",
+            SessionField::State => "state",
+            SessionField::ClosesAt => "closes_at",
+        }
+    }
+}
+
+/// One chunk of [`SessionStore::scan_sessions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionChunk {
+    pub sessions: Vec<StoredSession>,
+    /// Where the next chunk starts (opaque, for the store that gave it); `None` at the end.
+    pub next: Option<String>,
 }
 
 /// Fixed-form exam attempts kept on the server: started, answered one question at a time
@@ -204,7 +273,7 @@ pub struct OutboxEvent {
 
 /// An adaptive session as stored: searchable columns plus the whole state as JSON
 /// (the api crate owns its shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoredSession {
     pub id: String,
     pub exam: String,

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::{
-    AttemptStore, ResultStore, SessionStore, StoredAttempt, StoredCalibration, StoredSession,
+    AttemptStore, ResultStore, SessionField, SessionStore, StoredAttempt, StoredCalibration,
+    StoredSession,
 };
 use crate::document::ResultDocument;
 
@@ -24,6 +25,68 @@ pub(crate) fn session(id: &str, exam: &str, created_at: &str) -> StoredSession {
         // Quotes, non-ASCII and nesting: the state is opaque text and must come back as is.
         state: format!(r#"{{"cat":{{"grid":[0.1,-2.5e-3]}},"note":"θ \"{id}\" ✓"}}"#),
         closes_at: None,
+    }
+}
+
+/// A scan in chunks sees every session once, with only the fields asked for.
+async fn check_scan(store: &dyn SessionStore, all: &[StoredSession]) {
+    let everything = SessionField::ALL;
+    let mut seen: Vec<StoredSession> = Vec::new();
+    let mut after = None;
+    let mut chunks = 0;
+    loop {
+        let chunk = store
+            .scan_sessions(after.clone(), 3, &everything)
+            .await
+            .unwrap();
+        assert!(chunk.sessions.len() <= 3);
+        chunks += 1;
+        seen.extend(chunk.sessions);
+        match chunk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(chunks < 10, "the scan ends");
+    }
+    assert_eq!(chunks, 2, "4 sessions in chunks of 3");
+    seen.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected = all.to_vec();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(seen, expected, "every field of every session, once");
+
+    // Exactly a chunk's worth: one more (empty) chunk ends it.
+    let first = store.scan_sessions(None, 4, &[]).await.unwrap();
+    assert_eq!(first.sessions.len(), 4);
+    let rest = store
+        .scan_sessions(first.next.clone(), 4, &[])
+        .await
+        .unwrap();
+    assert_eq!(rest, Default::default());
+    assert!(
+        store
+            .scan_sessions(None, 0, &[])
+            .await
+            .unwrap()
+            .sessions
+            .is_empty()
+    );
+
+    // Only the fields asked for; the rest empty.
+    let chunk = store
+        .scan_sessions(None, 10, &[SessionField::Status, SessionField::ResultId])
+        .await
+        .unwrap();
+    assert_eq!(chunk.next, None);
+    assert_eq!(chunk.sessions.len(), 4);
+    for s in &chunk.sessions {
+        let full = expected.iter().find(|e| e.id == s.id).unwrap();
+        let want = StoredSession {
+            id: full.id.clone(),
+            status: full.status.clone(),
+            result_id: full.result_id.clone(),
+            ..StoredSession::default()
+        };
+        assert_eq!(s, &want);
     }
 }
 
@@ -109,6 +172,7 @@ pub async fn check_session_store(store: &dyn SessionStore) {
             .unwrap()
             .is_empty()
     );
+    check_scan(store, &all).await;
 
     // Calibrations.
     assert_eq!(store.get_calibration("geo", None).await.unwrap(), None);

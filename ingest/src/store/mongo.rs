@@ -22,7 +22,10 @@ use mongodb::options::{Acknowledgment, CollectionOptions, IndexOptions, WriteCon
 use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
 
-use super::{ResultFilter, ResultStore, SessionStore, StoredCalibration, StoredSession};
+use super::{
+    ResultFilter, ResultStore, SessionChunk, SessionField, SessionStore, StoredCalibration,
+    StoredSession,
+};
 use crate::document::{ResultDocument, bson_to_plain_json};
 use crate::error::{IngestError, Result};
 
@@ -522,6 +525,68 @@ impl SessionStore for MongoStore {
             .await?;
         docs.iter().map(calibration_from_bson).collect()
     }
+
+    /// In `_id` order; the position is the last `_id` of the chunk.
+    async fn scan_sessions(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        fields: &[SessionField],
+    ) -> Result<SessionChunk> {
+        if limit == 0 {
+            return Ok(SessionChunk::default());
+        }
+        let filter = match after {
+            Some(id) => doc! {"_id": {"$gt": id}},
+            None => Document::new(),
+        };
+        let mut projection = doc! {"_id": 1};
+        for field in fields {
+            projection.insert(field.name(), 1);
+        }
+        let docs: Vec<Document> = self
+            .sessions
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(find_limit(limit))
+            .projection(projection)
+            .await?
+            .try_collect()
+            .await?;
+        let sessions = docs
+            .iter()
+            .map(|d| partial_session_from_bson(d, fields))
+            .collect::<Result<Vec<_>>>()?;
+        let next = (sessions.len() == limit)
+            .then(|| sessions.last().map(|s| s.id.clone()))
+            .flatten();
+        Ok(SessionChunk { sessions, next })
+    }
+}
+
+/// A session with `_id` and only `fields` read (see [`SessionStore::scan_sessions`]).
+fn partial_session_from_bson(doc: &Document, fields: &[SessionField]) -> Result<StoredSession> {
+    let f = Fields::new(SESSIONS_COLLECTION, doc);
+    let mut s = StoredSession {
+        id: f.string("_id")?,
+        ..StoredSession::default()
+    };
+    for field in fields {
+        let name = field.name();
+        match field {
+            SessionField::Exam => s.exam = f.string(name)?,
+            SessionField::Email => s.email = f.string(name)?,
+            SessionField::CalibrationVersion => s.calibration_version = f.int(name)?,
+            SessionField::Status => s.status = f.string(name)?,
+            SessionField::Answered => s.answered = f.int(name)?,
+            SessionField::ResultId => s.result_id = f.optional_string(name)?,
+            SessionField::CreatedAt => s.created_at = f.string(name)?,
+            SessionField::UpdatedAt => s.updated_at = f.string(name)?,
+            SessionField::State => s.state = f.string(name)?,
+            SessionField::ClosesAt => s.closes_at = f.optional_string(name)?,
+        }
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -11,14 +11,18 @@ use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DeadLetter, OutboxEvent, ResultFilter, ResultStore, SessionStore, StoredCalibration,
-    StoredScoreCard, StoredSession,
+    DeadLetter, OutboxEvent, ResultFilter, ResultStore, SessionChunk, SessionField, SessionStore,
+    StoredCalibration, StoredScoreCard, StoredSession,
 };
 use crate::debezium::insert_event;
 use crate::document::{ResultDocument, format_timestamp};
 use crate::error::{IngestError, Result};
 
 mod attempts;
+mod readers;
+
+pub use readers::DEFAULT_READERS;
+use readers::{Lane, Readers};
 
 /// Database and collection names used in change events, as in production MongoDB.
 pub const CHANGE_EVENT_DB: &str = "exams";
@@ -44,6 +48,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at TEXT,
     carded_at TEXT
 );
+-- What each consumer has still to handle: without these, finding the first unhandled event
+-- walked every handled one (the outbox is never pruned), a read that grew with every result.
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_uncarded ON outbox (seq) WHERE carded_at IS NULL;
 CREATE TABLE IF NOT EXISTS score_cards (
     document_id TEXT PRIMARY KEY,
     card TEXT NOT NULL,
@@ -122,6 +130,14 @@ impl OutboxReader {
             OutboxReader::Publisher => "published_at",
             OutboxReader::ScoreCards => "carded_at",
         }
+    }
+
+    /// The oldest events not yet handled (through the consumer's partial index).
+    fn pending_sql(self) -> String {
+        format!(
+            "SELECT seq, key, value FROM outbox WHERE {} IS NULL ORDER BY seq LIMIT ?1",
+            self.column()
+        )
     }
 }
 
@@ -363,7 +379,7 @@ pub struct SqliteStore {
     path: PathBuf,
     inserts: std::sync::mpsc::SyncSender<WriteJob>,
     writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Readers,
     /// Woken after every insert so outbox consumers need not poll hard.
     pub outbox_notify: Arc<tokio::sync::Notify>,
 }
@@ -373,8 +389,15 @@ fn now() -> String {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `examflow.db` in `data_dir`.
+    /// Opens (creating if needed) `examflow.db` in `data_dir`, with [`DEFAULT_READERS`] read
+    /// connections.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with_readers(data_dir, DEFAULT_READERS)
+    }
+
+    /// Opens (creating if needed) `examflow.db` in `data_dir`, with `readers` read
+    /// connections (at least 2: scans never hold the last one; see the `readers` module).
+    pub fn open_with_readers(data_dir: &Path, readers: usize) -> Result<Self> {
         let path = data_dir.join("examflow.db");
         let err = |source| IngestError::Sqlite {
             path: path.display().to_string(),
@@ -395,10 +418,7 @@ impl SqliteStore {
         writer
             .execute_batch("PRAGMA wal_autocheckpoint=0;")
             .map_err(err)?;
-        let reader = Connection::open(&path).map_err(err)?;
-        reader
-            .execute_batch("PRAGMA busy_timeout=10000;")
-            .map_err(err)?;
+        let readers = Readers::open(&path, readers).map_err(err)?;
         let writer = Arc::new(Mutex::new(writer));
         let (inserts, jobs) = std::sync::mpsc::sync_channel(4 * MAX_GROUP);
         let group_writer = writer.clone();
@@ -415,7 +435,7 @@ impl SqliteStore {
             path,
             inserts,
             writer,
-            reader: Arc::new(Mutex::new(reader)),
+            readers,
             outbox_notify: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -424,25 +444,111 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` on a connection in the blocking pool.
+    /// Read connections, and how many of them are idle now.
+    pub fn readers(&self) -> (usize, usize) {
+        (self.readers.size(), self.readers.idle())
+    }
+
+    /// Runs `f` in the blocking pool on the write connection (`write`), or on a read
+    /// connection of the request lane.
     async fn with<T: Send + 'static>(
         &self,
         write: bool,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = if write {
-            self.writer.clone()
+        let outcome = if write {
+            let conn = self.writer.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mut guard)
+            })
+            .await
         } else {
-            self.reader.clone()
+            self.readers.run(Lane::Request, f).await
         };
-        let path = self.path.display().to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+        self.sqlite_outcome(outcome)
+    }
+
+    /// Runs one chunk of a scan, `f`, on a read connection of the scan lane (never the last
+    /// idle one; see the `readers` module).
+    async fn scan<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let outcome = self.readers.run(Lane::Scan, f).await;
+        self.sqlite_outcome(outcome)
+    }
+
+    fn sqlite_outcome<T>(
+        &self,
+        outcome: std::result::Result<rusqlite::Result<T>, tokio::task::JoinError>,
+    ) -> Result<T> {
+        outcome
+            .map_err(|e| IngestError::Task(e.to_string()))?
+            .map_err(|source| IngestError::Sqlite {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+
+    /// See [`SessionStore::scan_sessions`]. The position is the `rowid`: chunks follow the
+    /// table's own order (no index, no sort), and each chunk is one short read.
+    pub async fn scan_sessions(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        fields: &[SessionField],
+    ) -> Result<SessionChunk> {
+        let after: i64 = match after {
+            None => i64::MIN,
+            Some(text) => text.parse().map_err(|_| IngestError::CorruptRecord {
+                collection: "adaptive_sessions",
+                id: text.clone(),
+                message: "not a scan position of the embedded store".into(),
+            })?,
+        };
+        if limit == 0 {
+            return Ok(SessionChunk::default());
+        }
+        let fields = fields.to_vec();
+        let mut sql = String::from("SELECT rowid, id");
+        for field in &fields {
+            sql.push_str(", ");
+            sql.push_str(field.name());
+        }
+        sql.push_str(" FROM adaptive_sessions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2");
+        self.scan(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+            let mut sessions = Vec::new();
+            let mut last = after;
+            while let Some(r) = rows.next()? {
+                last = r.get(0)?;
+                let mut s = StoredSession {
+                    id: r.get(1)?,
+                    ..StoredSession::default()
+                };
+                for (i, field) in fields.iter().enumerate() {
+                    let at = i + 2;
+                    match field {
+                        SessionField::Exam => s.exam = r.get(at)?,
+                        SessionField::Email => s.email = r.get(at)?,
+                        SessionField::CalibrationVersion => s.calibration_version = r.get(at)?,
+                        SessionField::Status => s.status = r.get(at)?,
+                        SessionField::Answered => s.answered = r.get(at)?,
+                        SessionField::ResultId => s.result_id = r.get(at)?,
+                        SessionField::CreatedAt => s.created_at = r.get(at)?,
+                        SessionField::UpdatedAt => s.updated_at = r.get(at)?,
+                        SessionField::State => s.state = r.get(at)?,
+                        SessionField::ClosesAt => s.closes_at = r.get(at)?,
+                    }
+                }
+                sessions.push(s);
+            }
+            let next = (sessions.len() == limit).then(|| last.to_string());
+            Ok(SessionChunk { sessions, next })
         })
         .await
-        .map_err(|e| IngestError::Task(e.to_string()))?
-        .map_err(|source| IngestError::Sqlite { path, source })
     }
 
     /// Queues `job` for the group-commit writer and waits until it is on disk.
@@ -645,10 +751,7 @@ impl SqliteStore {
         reader: OutboxReader,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>> {
-        let sql = format!(
-            "SELECT seq, key, value FROM outbox WHERE {} IS NULL ORDER BY seq LIMIT ?1",
-            reader.column()
-        );
+        let sql = reader.pending_sql();
         self.with(false, move |c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([limit as i64], |r| {
@@ -1045,6 +1148,15 @@ impl SessionStore for SqliteStore {
 
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
         SqliteStore::list_calibrations(self, exam).await
+    }
+
+    async fn scan_sessions(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        fields: &[SessionField],
+    ) -> Result<SessionChunk> {
+        SqliteStore::scan_sessions(self, after, limit, fields).await
     }
 }
 

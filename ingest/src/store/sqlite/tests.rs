@@ -248,3 +248,189 @@ async fn concurrent_calibrations_get_distinct_versions() {
     let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
     crate::store::conformance::check_concurrent_calibrations(&[store]).await;
 }
+
+/// `f`'s output; a failure naming `what` if it takes 20 s (a hang, not a slow read).
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited behind the scans"))
+}
+
+/// However many scans run, and however long they hold their connections (here: paused
+/// inside a chunk until released), one read connection stays for the request path: point
+/// reads, lists and the health check's ping complete meanwhile. Deterministic: the scans
+/// wait on channels, not on time (the timeout only turns a hang into a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_scans_leave_a_reader_for_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open_with_readers(dir.path(), 3).unwrap());
+    let session = crate::store::conformance::session("s1", "geo", "2024-05-01T10:00:00.000Z");
+    store.put_session(session.clone()).await.unwrap();
+    let result = doc("a@x", "geo");
+    store.insert_result(&result).await.unwrap();
+    assert_eq!(store.readers(), (3, 3));
+
+    // Three scans on three connections: two get one (all but one), the third waits.
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let mut releases = Vec::new();
+    let mut scans = Vec::new();
+    for i in 0..3 {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        releases.push(release);
+        let (store, started_tx) = (store.clone(), started_tx.clone());
+        scans.push(tokio::spawn(async move {
+            store
+                .scan(move |c| {
+                    started_tx.send(i).unwrap();
+                    wait.recv().unwrap();
+                    c.query_row("SELECT count(*) FROM adaptive_sessions", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                })
+                .await
+        }));
+    }
+    let (first, second) = (started.recv().await.unwrap(), started.recv().await.unwrap());
+    assert_ne!(first, second);
+    assert_eq!(store.readers(), (3, 1), "two scans hold a connection each");
+
+    within("ping", store.ping()).await.unwrap();
+    assert_eq!(
+        within("get_session", store.get_session("s1"))
+            .await
+            .unwrap(),
+        Some(session)
+    );
+    assert_eq!(
+        within("get_result", store.get_result(&result.id))
+            .await
+            .unwrap(),
+        Some(result.clone())
+    );
+    let pending = within(
+        "pending_outbox",
+        store.pending_outbox(OutboxReader::Publisher, 10),
+    );
+    assert_eq!(pending.await.unwrap().len(), 1);
+    // Writes never needed a reader; still fine.
+    store.insert_result(&doc("b@x", "geo")).await.unwrap();
+    assert!(
+        started.try_recv().is_err(),
+        "the third scan still waits: scans never take the last connection"
+    );
+
+    // Released, every scan finishes (the third once a connection is free).
+    for release in &releases {
+        release.send(()).unwrap();
+    }
+    for scan in scans {
+        assert_eq!(scan.await.unwrap().unwrap(), 1);
+    }
+    assert_eq!(store.readers(), (3, 3));
+}
+
+/// A scan in chunks sees every session once, holds no connection between its chunks, and
+/// reads only the fields asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_in_chunks_holds_no_reader_between_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let n = 2_500;
+    let mut puts = Vec::new();
+    for i in 0..n {
+        let s = crate::store::conformance::session(
+            &format!("s{i:05}"),
+            "geo",
+            "2024-05-01T10:00:00.000Z",
+        );
+        puts.push(store.put_session(s));
+    }
+    for put in futures::future::join_all(puts).await {
+        put.unwrap();
+    }
+    let (size, _) = store.readers();
+    let mut after = None;
+    let mut ids = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let chunk = store
+            .scan_sessions(after, 1000, &[SessionField::Status])
+            .await
+            .unwrap();
+        chunks += 1;
+        assert_eq!(store.readers(), (size, size), "nothing held between chunks");
+        // A write between chunks (of a session already seen) goes through.
+        store
+            .put_session(crate::store::conformance::session(
+                "s00000",
+                "geo",
+                "2024-05-01T10:00:00.000Z",
+            ))
+            .await
+            .unwrap();
+        for s in &chunk.sessions {
+            assert_eq!((s.status.as_str(), s.state.as_str()), ("active", ""));
+        }
+        ids.extend(chunk.sessions.into_iter().map(|s| s.id));
+        match chunk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(chunks, 3);
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (n, n));
+    assert!(
+        store
+            .scan_sessions(Some("not a position".into()), 10, &[])
+            .await
+            .is_err()
+    );
+}
+
+/// Read connections cannot write (`query_only`): only the writer does.
+#[tokio::test]
+async fn read_connections_are_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.insert_result(&doc("a@x", "geo")).await.unwrap();
+    let deleted = store
+        .with(false, |c| c.execute("DELETE FROM results", []))
+        .await;
+    assert!(deleted.is_err(), "{deleted:?}");
+    let left = store
+        .with(false, |c| {
+            c.query_row("SELECT count(*) FROM results", [], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}
+
+/// Each outbox consumer finds its pending events through its partial index, not by walking
+/// every event it handled before (the outbox only grows).
+#[tokio::test]
+async fn pending_events_are_found_without_walking_the_handled_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for reader in [OutboxReader::Publisher, OutboxReader::ScoreCards] {
+        let sql = format!("EXPLAIN QUERY PLAN {}", reader.pending_sql());
+        let plan = store
+            .with(false, move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                let rows = stmt.query_map([10], |r| r.get::<_, String>(3))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .await
+            .unwrap()
+            .join("; ");
+        let index = match reader {
+            OutboxReader::Publisher => "outbox_unpublished",
+            OutboxReader::ScoreCards => "outbox_uncarded",
+        };
+        assert!(
+            plan.contains(&format!("USING INDEX {index}")),
+            "{reader:?}: {plan}"
+        );
+    }
+}
