@@ -4,16 +4,20 @@
 //! straight into the data dir's SQLite file before the server starts), then runs, for
 //! `--seconds` each, the same request load twice: idle, and while `--scanners` clients scan
 //! `adaptive_sessions` over `POST /api/sql` in a loop (an aggregate over θ, which reads every
-//! session's state, and a full export as NDJSON, alternately). The load: `--submitters`
-//! clients posting submissions, `--answerers` students answering adaptive sessions (a new
-//! session when one finishes) and one `GET /healthz` every 20 ms (a store read). Prints
-//! p50/p99 of each series idle and loaded, their ratio, the scans done and the growth
-//! of the WAL file. With `--baseline OLD_EXAMFLOW` (repeatable) the same phases run against
-//! that binary too (the code before a change), in the same run and on the same data.
+//! session's state, and a full export as NDJSON, alternately). The load, paced (each client
+//! sends on a schedule; latency counts from when a request was due, so waiting behind a
+//! slow request counts): `--submitters` clients posting `--rate` submissions/s together,
+//! `--answerers` students answering adaptive sessions at `--answer-rate` answers/s together
+//! (a new session when one finishes), one `GET /healthz` every 20 ms (a store read); a rate
+//! of 0 sends back to back instead (the server saturated). Prints p50/p99 of each series
+//! idle and loaded, their ratio, the scans done and the growth of the WAL file. With `--baseline OLD_EXAMFLOW` (repeatable) the same phases run against
+//! that binary too (the code before a change), in the same run and on the same data; the
+//! last one given (the oldest) makes the store, so newer binaries open it as an upgrade.
 //!
 //!     cargo build --release -p examflow -p examflow-benches --bin examflow --bin scan_interference
 //!     $CARGO_TARGET_DIR/release/scan_interference [--sessions 200000] [--seconds 15]
-//!         [--submitters 4] [--answerers 2] [--scanners 1] [--rounds 1] [--baseline PATH]...
+//!         [--submitters 4] [--rate 200] [--answerers 2] [--answer-rate 100] [--scanners 1]
+//!         [--rounds 1] [--baseline PATH]...
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -304,69 +308,118 @@ struct Load {
     body: Value,
 }
 
-async fn timed<F, Fut>(until: Instant, mut step: F) -> Result<Vec<f64>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let mut ms = Vec::new();
-    while Instant::now() < until {
-        let t = Instant::now();
-        step().await?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+/// When the requests of one client are due: every `interval` (staggered by `offset`), or
+/// back to back without one. Latency counts from when a request was due, so one that waits
+/// behind a slow predecessor counts its wait (open loop per client, no coordinated omission).
+struct Pacer {
+    start: Instant,
+    interval: Option<Duration>,
+    sent: u32,
+}
+
+impl Pacer {
+    fn new(interval: Option<Duration>, offset: Duration) -> Self {
+        Pacer {
+            start: Instant::now() + offset,
+            interval,
+            sent: 0,
+        }
     }
-    Ok(ms)
+
+    /// Waits until the next request is due (none from `until` on); returns when it was due.
+    async fn next(&mut self, until: Instant) -> Option<Instant> {
+        let due = match self.interval {
+            Some(interval) => self.start + interval * self.sent,
+            None => Instant::now(),
+        };
+        self.sent += 1;
+        if due >= until {
+            return None;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        Some(due)
+    }
+}
+
+/// The interval of each of `clients` sharing `per_second` requests (none: back to back).
+fn interval_of(per_second: f64, clients: usize) -> Option<Duration> {
+    (per_second > 0.0).then(|| Duration::from_secs_f64(clients.max(1) as f64 / per_second))
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 impl Load {
-    async fn run(&self, seconds: u64, submitters: usize) -> Result<Phase> {
+    async fn run(&self, seconds: u64, s: &Settings) -> Result<Phase> {
         let until = Instant::now() + Duration::from_secs(seconds);
         let errors = AtomicU64::new(0);
         let submit_url = format!("{}/api/exams/{EXAM}/submissions", self.base);
-        let submitters = (0..submitters).map(|_| {
-            timed(until, || async {
-                let resp = self
-                    .client
-                    .post(&submit_url)
-                    .bearer_auth(&self.submit_token)
-                    .json(&self.body)
-                    .send()
-                    .await?;
-                let ok = resp.status().is_success();
-                resp.bytes().await?;
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
+        let every = interval_of(s.rate, s.submitters);
+        let submitters = (0..s.submitters).map(|i| {
+            let stagger = every.map_or(Duration::ZERO, |e| e * i as u32 / s.submitters as u32);
+            let (submit_url, errors) = (&submit_url, &errors);
+            async move {
+                let mut pacer = Pacer::new(every, stagger);
+                let mut ms = Vec::new();
+                while let Some(due) = pacer.next(until).await {
+                    let resp = self
+                        .client
+                        .post(submit_url)
+                        .bearer_auth(&self.submit_token)
+                        .json(&self.body)
+                        .send()
+                        .await?;
+                    let ok = resp.status().is_success();
+                    resp.bytes().await?;
+                    ms.push(ms_since(due));
+                    if !ok {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                Ok(())
-            })
-        });
-        let answerers = self.students.iter().map(|token| async {
-            let mut ms = Vec::new();
-            let t = Instant::now();
-            let mut session = start_session(&self.client, &self.base, token).await?;
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            while Instant::now() < until {
-                let t = Instant::now();
-                if answer(&self.client, &self.base, &mut session).await? {
-                    session = start_session(&self.client, &self.base, token).await?;
-                }
-                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                Ok::<_, anyhow::Error>(ms)
             }
-            Ok::<_, anyhow::Error>(ms)
         });
+        let every = interval_of(s.answer_rate, self.students.len());
+        let answerers = self
+            .students
+            .iter()
+            .enumerate()
+            .map(|(i, token)| async move {
+                let stagger = every.map_or(Duration::ZERO, |e| {
+                    e * i as u32 / self.students.len() as u32
+                });
+                let mut pacer = Pacer::new(every, stagger);
+                let mut ms = Vec::new();
+                let mut session: Option<Adaptive> = None;
+                while let Some(due) = pacer.next(until).await {
+                    match &mut session {
+                        None => {
+                            session = Some(start_session(&self.client, &self.base, token).await?)
+                        }
+                        Some(open) => {
+                            if answer(&self.client, &self.base, open).await? {
+                                session =
+                                    Some(start_session(&self.client, &self.base, token).await?);
+                            }
+                        }
+                    }
+                    ms.push(ms_since(due));
+                }
+                Ok::<_, anyhow::Error>(ms)
+            });
         let health_url = format!("{}/healthz", self.base);
         let healthz = async {
+            let mut pacer = Pacer::new(Some(Duration::from_millis(20)), Duration::ZERO);
             let mut ms = Vec::new();
-            while Instant::now() < until {
-                let t = Instant::now();
+            while let Some(due) = pacer.next(until).await {
                 let resp = self.client.get(&health_url).send().await?;
                 let ok = resp.status().is_success();
                 resp.bytes().await?;
-                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                ms.push(ms_since(due));
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Ok::<_, anyhow::Error>(ms)
         };
@@ -473,6 +526,10 @@ fn wal_size(data: &Path) -> u64 {
 
 struct Settings {
     seconds: u64,
+    /// Submissions per second over all submitters (0: back to back).
+    rate: f64,
+    /// Answers (and starts) per second over all students (0: back to back).
+    answer_rate: f64,
     submitters: usize,
     answerers: usize,
     scanners: usize,
@@ -510,12 +567,12 @@ async fn measure(
     };
     let sql_token = server.token("analyst@example.com", "educator")?;
     // Warm up: connections, caches, and the store file in the page cache (one scan).
-    load.run(2, s.submitters).await?;
+    load.run(2, s).await?;
     warm_scans(&client, &server.base, &sql_token).await?;
 
     eprintln!("{name}: idle phase ({} s)", s.seconds);
     let wal = wal_size(run_dir);
-    let idle = load.run(s.seconds, s.submitters).await?;
+    let idle = load.run(s.seconds, s).await?;
     let wal_idle = wal_size(run_dir).saturating_sub(wal);
 
     eprintln!(
@@ -537,7 +594,7 @@ async fn measure(
         .collect();
     // The scans get going before the measured requests start.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let loaded = load.run(s.seconds, s.submitters).await?;
+    let loaded = load.run(s.seconds, s).await?;
     stop.store(true, Ordering::Relaxed);
     let wal_loaded = wal_size(run_dir).saturating_sub(wal);
     let mut scans = Scans::default();
@@ -594,17 +651,28 @@ async fn warm_scans(client: &reqwest::Client, base: &str, token: &str) -> Result
     Ok(())
 }
 
+fn rate_text(per_second: f64) -> String {
+    if per_second > 0.0 {
+        format!("{per_second:.0}/s together")
+    } else {
+        "back to back".into()
+    }
+}
+
 fn print(runs: &[Run], sessions: usize, s: &Settings) {
     println!("#### scan_interference");
     println!();
     println!(
         "{} · load average at the end {} · {sessions} adaptive sessions · {} s per phase · \
-         {} submitters, {} adaptive students, /healthz every 20 ms · {} scanner(s)",
+         {} submitters ({}), {} adaptive students ({}), /healthz every 20 ms · {} scanner(s) · \
+         latency from when each request was due",
         cpu_line(),
         loadavg(),
         s.seconds,
         s.submitters,
+        rate_text(s.rate),
         s.answerers,
+        rate_text(s.answer_rate),
         s.scanners
     );
     println!();
@@ -741,6 +809,8 @@ async fn main() -> Result<()> {
     let sessions = num("--sessions", 200_000);
     let settings = Settings {
         seconds: num("--seconds", 15) as u64,
+        rate: num("--rate", 200) as f64,
+        answer_rate: num("--answer-rate", 100) as f64,
         submitters: num("--submitters", 4),
         answerers: num("--answerers", 2),
         scanners: num("--scanners", 1),
@@ -772,7 +842,11 @@ async fn main() -> Result<()> {
     )?;
     let seed_dir = dir.path().join("seed");
     {
-        let server = Server::start(&current, &config, &seed_dir)?;
+        // The oldest binary (the last baseline) makes the store, so newer ones open it as an
+        // upgrade would (a newer one's schema additions, e.g. indexes, stay out of the seed).
+        let maker = baselines.last().map_or(&current, |(_, path)| path);
+        eprintln!("store made by {}", maker.display());
+        let server = Server::start(maker, &config, &seed_dir)?;
         let (finished, active) = template_sessions(&server).await?;
         drop(server);
         seed(&seed_dir, &finished, &active, sessions)?;
