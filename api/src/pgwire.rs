@@ -34,7 +34,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectName, ObjectNamePart, Set, Statement};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -65,6 +65,10 @@ use pgwire::tokio::TlsAcceptor;
 use pgwire::tokio::tokio_rustls::rustls;
 use pgwire::types::format::FormatOptions;
 use tokio::time::Instant;
+
+use examflow_formats::sql::{
+    ALLOWED, Gate, READ_ONLY_SQLSTATE, read_only_message, time_zone_setting,
+};
 
 use crate::auth::{Identity, TokenKeys};
 use crate::config::PgwireConfig;
@@ -518,118 +522,8 @@ impl StartupHandler for ConnectionStartup {
     }
 }
 
-const ALLOWED: &str = "SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE, cursors over queries, BEGIN/COMMIT/ROLLBACK and SET of session settings";
-
 fn read_only(message: impl std::fmt::Display) -> PgWireError {
-    error(
-        "ERROR",
-        "25006",
-        format!("examflow's PostgreSQL interface is read-only: {message}"),
-    )
-}
-
-/// What a statement is, in its first keyword(s), for error messages.
-fn kind(statement: &Statement) -> String {
-    let text = statement.to_string();
-    let words: Vec<&str> = text.split_whitespace().take(2).collect();
-    match words.as_slice() {
-        [first, second]
-            if matches!(
-                first.to_ascii_uppercase().as_str(),
-                "CREATE" | "DROP" | "ALTER"
-            ) =>
-        {
-            format!(
-                "{} {}",
-                first.to_ascii_uppercase(),
-                second.to_ascii_uppercase()
-            )
-        }
-        [first, ..] => first.to_ascii_uppercase(),
-        [] => "this statement".to_string(),
-    }
-}
-
-/// Session settings a client may `SET` (what psql, JDBC, psycopg, BI tools send). Every
-/// other name, DataFusion's own (`datafusion.runtime.memory_limit`, spilling directories)
-/// above all, would change what the server fixed, so it is refused.
-const SESSION_SETTINGS: &[&str] = &[
-    "application_name",
-    "bytea_output",
-    "client_encoding",
-    "client_min_messages",
-    "datestyle",
-    "default_transaction_isolation",
-    "default_transaction_read_only",
-    "extra_float_digits",
-    "idle_in_transaction_session_timeout",
-    "intervalstyle",
-    "lock_timeout",
-    "search_path",
-    "standard_conforming_strings",
-    "statement_timeout",
-    "time.zone",
-    "timezone",
-    "transaction_isolation",
-];
-
-/// A setting's name as PostgreSQL compares it: identifier parts without their quotes,
-/// case-folded, joined by dots (`"DataFusion"."Runtime".memory_limit` →
-/// `datafusion.runtime.memory_limit`). A computed part cannot name an allowed setting.
-fn setting_name(name: &ObjectName) -> Option<String> {
-    let parts: Option<Vec<String>> = name
-        .0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => Some(ident.value.to_lowercase()),
-            ObjectNamePart::Function(_) => None,
-        })
-        .collect();
-    parts.map(|p| p.join("."))
-}
-
-/// Why a `SET` may not run, if it may not: a setting outside [`SESSION_SETTINGS`], a role
-/// or session-authorization change.
-fn refused_setting(set: &Set) -> Option<String> {
-    let names: Vec<&ObjectName> = match set {
-        Set::SingleAssignment { variable, .. } => vec![variable],
-        Set::ParenthesizedAssignments { variables, .. } => variables.iter().collect(),
-        Set::MultipleAssignments { assignments } => assignments.iter().map(|a| &a.name).collect(),
-        Set::SetTimeZone { .. }
-        | Set::SetNames { .. }
-        | Set::SetNamesDefault {}
-        | Set::SetTransaction { .. } => vec![],
-        other => {
-            return Some(format!(
-                "{}: roles and session authorization are fixed at sign-in",
-                kind(&Statement::Set(other.clone()))
-            ));
-        }
-    };
-    names.into_iter().find_map(|name| match setting_name(name) {
-        Some(n) if SESSION_SETTINGS.contains(&n.as_str()) => None,
-        _ => Some(format!(
-            "SET {name}: fixed by the server; only session settings ({}) may be set",
-            SESSION_SETTINGS.join(", ")
-        )),
-    })
-}
-
-/// `SET timezone = …` (DataFusion would change the shared session's time zone): the zone,
-/// kept for this connection only.
-fn time_zone_setting(statement: &Statement) -> Option<String> {
-    let Statement::Set(Set::SingleAssignment {
-        variable, values, ..
-    }) = statement
-    else {
-        return None;
-    };
-    let name = variable.to_string().to_ascii_lowercase();
-    if name != "timezone" && name != "time.zone" {
-        return None;
-    }
-    let value = values.first()?.to_string();
-    Some(value.trim_matches('\'').trim_matches('"').to_string())
+    error("ERROR", READ_ONLY_SQLSTATE, read_only_message(message))
 }
 
 async fn set_time_zone(client: &mut dyn HookClient, zone: String) -> PgWireResult<Response> {
@@ -645,46 +539,10 @@ async fn set_time_zone(client: &mut dyn HookClient, zone: String) -> PgWireResul
     Ok(Response::Execution(pgwire::api::results::Tag::new("SET")))
 }
 
-enum Check {
-    /// A query this hook plans (and runs, on the simple protocol).
-    Plan,
-    /// A statement the other hooks answer.
-    PassOn,
-}
-
-/// Which statements may run at all.
-fn check_statement(statement: &Statement) -> PgWireResult<Check> {
-    match statement {
-        Statement::Query(_)
-        | Statement::ExplainTable { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. } => Ok(Check::Plan),
-        Statement::Explain { statement, .. } => match statement.as_ref() {
-            Statement::Query(_) => Ok(Check::Plan),
-            inner => Err(read_only(format!(
-                "EXPLAIN {} is not allowed (only {ALLOWED})",
-                kind(inner)
-            ))),
-        },
-        Statement::Set(set) => match refused_setting(set) {
-            Some(message) => Err(error("ERROR", "42501", message)),
-            None => Ok(Check::PassOn),
-        },
-        Statement::ShowVariable { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowCatalogs { .. }
-        | Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
-        | Statement::Fetch { .. }
-        | Statement::Close { .. } => Ok(Check::PassOn),
-        // The cursor's query is checked by `declare`.
-        Statement::Declare { .. } => Ok(Check::PassOn),
-        other => Err(read_only(format!(
-            "{} is not allowed (only {ALLOWED})",
-            kind(other)
-        ))),
-    }
+/// The statement gate (`examflow_formats::sql`): which statements may run at all.
+fn check_statement(statement: &Statement) -> PgWireResult<Gate> {
+    examflow_formats::sql::check_statement(statement)
+        .map_err(|refusal| error("ERROR", refusal.code, refusal.message))
 }
 
 fn options() -> SQLOptions {
@@ -811,8 +669,8 @@ impl QueryHook for ReadOnly {
                 return set_time_zone(client, zone).await.map(Some);
             }
             match check_statement(statement)? {
-                Check::PassOn => Ok(None),
-                Check::Plan => {
+                Gate::PassOn => Ok(None),
+                Gate::Plan => {
                     // Runs the checked plan itself rather than the statement's text again.
                     let plan = plan(ctx, statement, self.analyst).await?;
                     Ok(Some(Response::Query(run(ctx, plan, client).await?)))
@@ -831,9 +689,9 @@ impl QueryHook for ReadOnly {
     ) -> Option<PgWireResult<LogicalPlan>> {
         match check_statement(statement) {
             Err(e) => Some(Err(e)),
-            Ok(Check::Plan) => Some(plan(ctx, statement, self.analyst).await),
+            Ok(Gate::Plan) => Some(plan(ctx, statement, self.analyst).await),
             // The cursor hook plans DECLARE as an empty relation; `declare` checks it.
-            Ok(Check::PassOn) => None,
+            Ok(Gate::PassOn) => None,
         }
     }
 
@@ -1055,90 +913,23 @@ mod tests {
             .remove(0)
     }
 
-    fn allowed(sql: &str) -> bool {
-        check_statement(&statement(sql)).is_ok()
-    }
-
     #[test]
-    fn only_queries_and_session_statements_pass() {
-        for sql in [
-            "SELECT 1",
-            "WITH a AS (SELECT 1) SELECT * FROM a",
-            "VALUES (1)",
-            "EXPLAIN SELECT 1",
-            "SHOW TABLES",
-            "SET statement_timeout = 1000",
-            "SET TIME ZONE 'UTC'",
-            "BEGIN",
-            "COMMIT",
-            "DECLARE c CURSOR FOR SELECT 1",
-            "FETCH 10 FROM c",
-            "CLOSE c",
-        ] {
-            assert!(allowed(sql), "{sql}");
-        }
-        for sql in [
-            "DROP TABLE attempts",
-            "INSERT INTO attempts SELECT * FROM attempts",
-            "DELETE FROM attempts",
-            "CREATE TABLE t (a INT)",
-            "CREATE VIEW v AS SELECT 1",
-            "COPY attempts TO '/tmp/x.csv'",
-            "EXPLAIN DELETE FROM attempts",
-            "SET datafusion.runtime.memory_limit = '100G'",
-            "PREPARE p AS SELECT 1",
-        ] {
-            assert!(!allowed(sql), "{sql}");
-        }
-    }
-
-    #[test]
-    fn only_session_settings_may_be_set_however_they_are_spelled() {
-        for sql in [
-            "SET statement_timeout = 1000",
-            "SET LOCAL statement_timeout = 1000",
-            "SET SESSION search_path TO public",
-            "SET \"DateStyle\" = 'ISO, MDY'",
-            "SET Application_Name = 'psql'",
-            "SET extra_float_digits = 3",
-            "SET TIME ZONE 'UTC'",
-            "SET LOCAL TIME ZONE 'UTC'",
-            "SET NAMES 'UTF8'",
-            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            "SET client_encoding TO 'UTF8'",
-        ] {
-            assert!(allowed(sql), "{sql}");
-        }
-        for sql in [
-            "SET datafusion.runtime.memory_limit = '100G'",
-            "SET \"datafusion.runtime.memory_limit\" = '1T'",
-            "SET \"DataFusion\".\"Runtime\".Memory_Limit = '1T'",
-            "SET DATAFUSION.EXECUTION.BATCH_SIZE = 1",
-            "SET LOCAL \"datafusion.runtime.memory_limit\" = '1T'",
-            "SET SESSION datafusion.runtime.memory_limit = '1T'",
-            "SET \"datafusion.runtime.temp_directory\" = '/tmp'",
-            "SET datafusion.execution.target_partitions = 64",
-            "SET work_mem = '64GB'",
-            "SET ROLE admin",
-            "SET SESSION AUTHORIZATION 'ops@example.edu'",
-        ] {
-            let e = check_statement(&statement(sql))
-                .err()
-                .unwrap_or_else(|| panic!("{sql} passed"));
-            let PgWireError::UserError(info) = e else {
-                panic!("{sql}: {e}")
-            };
-            assert_eq!(info.code, "42501", "{sql}");
-        }
-    }
-
-    #[test]
-    fn time_zone_settings_stay_with_the_connection() {
-        assert_eq!(
-            time_zone_setting(&statement("SET timezone = 'Europe/Paris'")).as_deref(),
-            Some("Europe/Paris")
-        );
-        assert_eq!(time_zone_setting(&statement("SET search_path = x")), None);
+    fn refusals_carry_their_sqlstate() {
+        let e = check_statement(&statement("SET \"datafusion.runtime.memory_limit\" = '1T'"))
+            .err()
+            .unwrap();
+        let PgWireError::UserError(info) = e else {
+            panic!("{e}")
+        };
+        assert_eq!(info.code, "42501");
+        let e = check_statement(&statement("DROP TABLE attempts"))
+            .err()
+            .unwrap();
+        let PgWireError::UserError(info) = e else {
+            panic!("{e}")
+        };
+        assert_eq!(info.code, "25006");
+        assert!(info.message.contains("read-only"), "{}", info.message);
     }
 
     #[tokio::test]

@@ -37,6 +37,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
+use examflow_formats::sql::SqlRequest;
 use examflow_ingest::lake::query::{
     new_session_with_memory_limit, new_session_with_runtime, register_lake, runtime_with_pool,
 };
@@ -52,12 +53,6 @@ use crate::server::{ApiJson, ApiQuery, AppState};
 
 /// Most rows a JSON response carries; more sets `X-Examflow-Truncated: true`.
 const MAX_JSON_ROWS: usize = 100_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlRequest {
-    sql: String,
-}
 
 #[derive(Deserialize)]
 pub struct FormatQuery {

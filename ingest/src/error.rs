@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+pub use examflow_formats::EnvelopeError;
+
 #[derive(Debug, Error)]
 pub enum IngestError {
     #[error("embedded store {path}: {source}")]
@@ -53,21 +55,6 @@ impl IngestError {
             source,
         }
     }
-}
-
-/// Why a Debezium message could not be understood; the reason goes to the dead-letter topic.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum EnvelopeError {
-    #[error("value is not valid UTF-8 JSON: {0}")]
-    NotJson(String),
-    #[error("value is not a JSON object")]
-    NotAnObject,
-    #[error("envelope has no \"op\" field")]
-    MissingOp,
-    #[error("unknown operation {0:?} (expected c, u, d, r or t)")]
-    UnknownOp(String),
-    #[error("field {field:?} is not valid MongoDB extended JSON: {message}")]
-    BadDocument { field: String, message: String },
 }
 
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;

@@ -6,7 +6,6 @@ pub mod attempts;
 pub mod cdc;
 pub mod debezium;
 pub mod delivery;
-pub mod document;
 pub mod error;
 pub mod kafka;
 pub mod lake;
@@ -17,8 +16,9 @@ pub mod score_cards;
 pub mod source;
 pub mod store;
 
-pub use document::{AdaptiveOutcome, ResultDocument};
 pub use error::{EnvelopeError, IngestError};
+pub use examflow_formats::document;
+pub use examflow_formats::document::{AdaptiveOutcome, ResultDocument};
 pub use kafka::KafkaSettings;
 pub use metrics::IngestMetrics;
 pub use store::{ResultFilter, ResultStore};

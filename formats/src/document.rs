@@ -1,9 +1,9 @@
 //! The stored result document (the seed's shape plus examflow's additions) and its
 //! conversions to and from BSON / MongoDB extended JSON.
 
+use bson::{Bson, Document, oid::ObjectId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use examflow_engine::{QuestionMark, ScoredSubmission};
-use mongodb::bson::{self, Bson, Document, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -137,7 +137,7 @@ pub fn bson_to_plain_json(value: &Bson) -> Value {
         Bson::Decimal128(d) => Value::String(d.to_string()),
         Bson::Binary(b) => {
             let hex: String = b.bytes.iter().map(|x| format!("{x:02x}")).collect();
-            if b.subtype == mongodb::bson::spec::BinarySubtype::Uuid && hex.len() == 32 {
+            if b.subtype == bson::spec::BinarySubtype::Uuid && hex.len() == 32 {
                 // UUIDs read as UUIDs.
                 Value::String(format!(
                     "{}-{}-{}-{}-{}",
