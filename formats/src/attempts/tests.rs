@@ -326,6 +326,26 @@ fn invalid_json_is_refused_with_the_innermost_path() {
     }
 }
 
+/// Found by fuzzing (attempt_document): serde_json skips the strings under unknown keys
+/// without checking their UTF-8, so such a document used to parse although it is not JSON.
+#[test]
+fn invalid_utf8_under_an_unknown_key_is_refused() {
+    let payload = b"{\"sequences\":{\"questions\":[{\"options\":[{\"\":\"\xff\"}]}]}}";
+    let err = Attempt::parse(payload).unwrap_err();
+    assert_eq!(err.path, "");
+    assert_eq!(
+        err.reason,
+        "invalid JSON: invalid UTF-8 at byte 44 (in a value that is otherwise ignored)"
+    );
+    for payload in [
+        &b"{\"sequences\": {\"questions\": []}, \"extra\": \"\xc3\x28\"}"[..],
+        b"{\"sequences\": {\"questions\": []}, \"extra\": [\"\xed\xa0\x80\"]}",
+    ] {
+        assert!(Attempt::parse(payload).is_err());
+        assert!(serde_json::from_slice::<Value>(payload).is_err());
+    }
+}
+
 #[test]
 fn huge_and_deeply_nested_values_do_not_panic() {
     let big = "x".repeat(10 * 1024 * 1024);
