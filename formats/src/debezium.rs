@@ -134,17 +134,22 @@ fn document_field(
         field: field.to_string(),
         message,
     };
-    match payload.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => {
-            let ext: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-            if !ext.is_object() {
-                return Err(bad("not a JSON object".into()));
-            }
-            extended_json_to_plain(ext).map(Some).map_err(bad)
-        }
-        Some(obj @ Value::Object(_)) => extended_json_to_plain(obj.clone()).map(Some).map_err(bad),
-        Some(_) => Err(bad("expected a string of extended JSON or an object".into())),
+    let ext = match payload.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => serde_json::from_str(text).map_err(|e| bad(e.to_string()))?,
+        Some(obj @ Value::Object(_)) => obj.clone(),
+        Some(_) => return Err(bad("expected a string of extended JSON or an object".into())),
+    };
+    if !ext.is_object() {
+        return Err(bad("not a JSON object".into()));
+    }
+    // An object can still be one extended JSON value (`{"$date": 1}`, `{"$oid": "…"}`),
+    // which is not a document: consumers read fields of `after` and `before`.
+    match extended_json_to_plain(ext).map_err(bad)? {
+        document @ Value::Object(_) => Ok(Some(document)),
+        _ => Err(bad(
+            "an extended JSON value ($date, $oid, …), not a document".into(),
+        )),
     }
 }
 
@@ -290,5 +295,32 @@ mod tests {
             parse_change_event(None, Some(b"\xff\xfe")),
             Err(EnvelopeError::NotJson(_))
         ));
+    }
+
+    /// Found with the debezium_envelope fuzz target's invariant (documents are objects):
+    /// an `after` (or `before`) that is one extended JSON value, as a string or an object,
+    /// used to come out as a plain string or number instead of a document.
+    #[test]
+    fn extended_json_values_are_not_documents() {
+        for value in [
+            &br#"{"op":"c","after":"{\"$date\": 1}"}"#[..],
+            br#"{"op":"c","after":{"$oid":"66a279b8f98a9d0379570575"}}"#,
+            br#"{"op":"u","before":{"$numberLong":"7"}}"#,
+        ] {
+            let text = String::from_utf8_lossy(value).into_owned();
+            assert!(
+                matches!(
+                    parse_change_event(None, Some(value)),
+                    Err(EnvelopeError::BadDocument { .. })
+                ),
+                "{text}"
+            );
+        }
+        // A document whose fields are such values is fine.
+        let value = br#"{"op":"c","after":"{\"_id\": {\"$oid\": \"66a279b8f98a9d0379570575\"}, \"d\": {\"$date\": 1}}"}"#;
+        let ChangeEvent::Change(change) = parse_change_event(None, Some(value)).unwrap() else {
+            panic!("not a change")
+        };
+        assert_eq!(change.after.unwrap()["d"], "1970-01-01T00:00:00.001Z");
     }
 }
