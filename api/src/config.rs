@@ -320,6 +320,9 @@ pub struct IngestConfig {
     pub dedup_key: String,
     /// Compaction and vacuum period in seconds; 0 turns it off. Default 600.
     pub housekeeping_interval_secs: u64,
+    /// Compaction and vacuum also after this many commits that carried new messages, so a
+    /// busy lake does not pile up small files between periods; 0 turns it off. Default 100.
+    pub housekeeping_after_commits: usize,
     /// Files replaced by compaction are deleted after this many seconds. Default 3600.
     pub vacuum_retention_secs: u64,
 }
@@ -336,6 +339,7 @@ impl Default for IngestConfig {
             max_message_bytes: None,
             dedup_key: "keen_id".into(),
             housekeeping_interval_secs: 600,
+            housekeeping_after_commits: 100,
             vacuum_retention_secs: 3600,
         }
     }
@@ -378,6 +382,12 @@ pub struct ServerConfig {
     /// commits what the lake's tails hold; after this many seconds it stops anyway.
     /// Default 20.
     pub shutdown_timeout_secs: u64,
+    /// Threads for blocking work (SQLite calls, the lake's file reads and writes, report
+    /// rendering); past them such work queues. Each thread keeps memory in the allocator's
+    /// per-thread heaps, and with tokio's default of 512 every burst (a compaction, a wide
+    /// scan) grew the pool for good: the soak benchmark's memory rose with the thread
+    /// count. At least 8. Default 32.
+    pub blocking_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -386,6 +396,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             shutdown_timeout_secs: 20,
+            blocking_threads: 32,
         }
     }
 }

@@ -95,6 +95,7 @@ pub fn ingest_settings(config: &Config) -> anyhow::Result<IngestSettings> {
         dead_letter_topics: true,
         change_dead_letter_topic: true,
         housekeeping_interval: Duration::from_secs(c.housekeeping_interval_secs),
+        housekeeping_after_commits: c.housekeeping_after_commits,
         vacuum_retention: Duration::from_secs(c.vacuum_retention_secs),
     })
 }

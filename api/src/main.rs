@@ -122,7 +122,8 @@ struct TokenArgs {
 
 /// mimalloc instead of the system allocator: the analytics paths (DataFusion, polars)
 /// allocate and free many large short-lived buffers, where glibc's malloc spent a visible
-/// share of a report's time.
+/// share of a report's time. The `system-allocator` feature turns it off for heap profilers.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -182,7 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = args.pgwire_listen {
                 config.pgwire.listen = Some(v);
             }
-            runtime()?.block_on(serve(config))
+            runtime(&config)?.block_on(serve(config))
         }
         Command::Token(args) => {
             if let Some(v) = args.data_dir {
@@ -201,17 +202,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
-        Command::Ingest(args) => runtime()?.block_on(lake_cmd::ingest(config, args)),
-        Command::Cdc(args) => runtime()?.block_on(cdc_cmd::run(config, args)),
+        Command::Ingest(args) => runtime(&config)?.block_on(lake_cmd::ingest(config, args)),
+        Command::Cdc(args) => runtime(&config)?.block_on(cdc_cmd::run(config, args)),
         Command::Sql(args) => {
-            let output = runtime()?.block_on(lake_cmd::sql(config, args))?;
+            let output = runtime(&config)?.block_on(lake_cmd::sql(config, args))?;
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
         Command::ProduceAttempts(args) => {
-            runtime()?.block_on(lake_cmd::produce_attempts(config, args))
+            runtime(&config)?.block_on(lake_cmd::produce_attempts(config, args))
         }
-        Command::Report(args) => runtime()?.block_on(reports::report_command(config, args)),
+        Command::Report(args) => runtime(&config)?.block_on(reports::report_command(config, args)),
         Command::Calibrate(args) => {
             let output = calibrate_cmd::run(&args)?;
             std::io::stdout().write_all(output.as_bytes())?;
@@ -220,9 +221,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The async runtime: a worker per core and at most `[server] blocking_threads` threads for
+/// blocking work (see its documentation for why not tokio's 512).
+fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(config.server.blocking_threads.max(8))
         .build()
 }
 

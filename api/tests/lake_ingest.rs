@@ -330,3 +330,99 @@ async fn server_ingests_and_answers_sql_from_the_live_tail() {
         assert!(!error["error"]["message"].as_str().unwrap().is_empty());
     }
 }
+
+/// Operations named by the table's log entries (`commitInfo.operation`), oldest first.
+fn log_operations(table: &std::path::Path) -> Vec<String> {
+    let mut entries: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    entries
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["commitInfo"]["operation"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_ingest_compacts_after_the_configured_number_of_commits() {
+    // Small files pile up with every commit; housekeeping by time alone (10 min) let a busy
+    // lake gather hundreds per table, each one costing every query and the table's snapshot.
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let topic = unique("exams");
+    create_topic(&brokers, &topic, 1);
+    let config = dir.path().join("examflow.toml");
+    std::fs::write(
+        &config,
+        "[ingest]\nhousekeeping_after_commits = 4\nhousekeeping_interval_secs = 3600\n",
+    )
+    .unwrap();
+    let mut ingest = IngestProcess::start_with_config(
+        &IngestOptions {
+            data_dir: &data_dir,
+            brokers: &brokers,
+            topics: &[&topic],
+            group: &unique("compaction-test"),
+            commit_interval_ms: 200,
+            log_name: "ingest.log",
+        },
+        &config,
+    );
+    let file = dir.path().join("attempts.json");
+    generate_attempts(&file, 60, 11, 0.0, "lines");
+    let documents = read_attempts(&file);
+    let (attempts, _, _) = expected_counts(&documents);
+    // Ten bursts, each committed before the next is produced: ten commits with new rows.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), documents.len());
+    let mut produced = 0usize;
+    for burst in lines.chunks(lines.len().div_ceil(10)) {
+        let messages: Vec<KeyValue> = burst
+            .iter()
+            .map(|l| (None, Some(l.as_bytes().to_vec())))
+            .collect();
+        produce(&brokers, &topic, &messages);
+        produced += burst.len();
+        let expected = expected_counts(&documents[..produced]).0 as i64;
+        let n = wait_for_count(
+            &data_dir,
+            "SELECT count(*) AS n FROM attempts",
+            expected,
+            Duration::from_secs(60),
+        );
+        assert_eq!(n, expected, "log:\n{}", ingest.log_text());
+    }
+    let table = data_dir.join("lake").join("attempts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ops = loop {
+        let ops = log_operations(&table);
+        if ops.iter().filter(|o| o.as_str() == "OPTIMIZE").count() >= 2 {
+            break ops;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not two compactions after ten commits with new rows: {ops:?}\nlog:\n{}",
+            ingest.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Compaction kept every row.
+    assert_eq!(
+        count(&data_dir, "SELECT count(*) AS n FROM attempts"),
+        attempts as i64,
+        "{ops:?}"
+    );
+    ingest.stop();
+}

@@ -1,12 +1,13 @@
 //! What the benchmark harnesses in `src/bin/` share: where the repository and the release
-//! `examflow` binary are, the machine line and load average every table starts with, and a
-//! small deterministic random stream.
+//! `examflow` binary are, the machine line and load average every table starts with, a test
+//! broker, `/proc` readings of a process, and a small deterministic random stream.
 
 pub mod synth;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 /// The repository's root (the parent of `benches/`).
 pub fn repo_root() -> PathBuf {
@@ -75,4 +76,115 @@ impl Rng {
     pub fn normal(&mut self) -> f64 {
         (-2.0 * (1.0 - self.next()).ln()).sqrt() * (std::f64::consts::TAU * self.next()).cos()
     }
+}
+
+/// Fields of `/proc/<pid>/status` as numbers (kB for the memory ones; NaN when absent), in
+/// the order of `keys`, e.g. `proc_status(pid, ["VmRSS:", "Threads:"])`.
+pub fn proc_status<const N: usize>(pid: u32, keys: [&str; N]) -> [f64; N] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    keys.map(|key| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    })
+}
+
+/// The Kafka broker a harness uses: `EXAMFLOW_TEST_KAFKA_BROKERS` when set, else one it
+/// starts with `scripts/kafka-broker` (stopped on drop).
+pub struct Broker {
+    pub brokers: String,
+    /// What it is, for the table's header.
+    pub label: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    pub fn get() -> Result<Broker> {
+        if let Ok(brokers) = std::env::var("EXAMFLOW_TEST_KAFKA_BROKERS")
+            && !brokers.trim().is_empty()
+        {
+            return Ok(Broker {
+                label: format!("external broker {brokers} (EXAMFLOW_TEST_KAFKA_BROKERS)"),
+                brokers,
+                dir: None,
+            });
+        }
+        let dir = tempfile::tempdir()?;
+        let script = repo_root().join("scripts/kafka-broker");
+        let output = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        ensure!(
+            output.status.success(),
+            "{} start failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let brokers = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        ensure!(!brokers.is_empty(), "kafka-broker printed no address");
+        let version = Command::new("nisshi")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "nisshi".into());
+        Ok(Broker {
+            label: format!(
+                "{version} (SQLite storage) on {brokers}, started by the harness with \
+                 `scripts/kafka-broker` on the same machine"
+            ),
+            brokers,
+            dir: Some(dir),
+        })
+    }
+
+    /// True when the harness started the broker (not `EXAMFLOW_TEST_KAFKA_BROKERS`).
+    pub fn is_own(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// The broker's process, when the harness started it.
+    pub fn pid(&self) -> Option<u32> {
+        let dir = self.dir.as_ref()?;
+        std::fs::read_to_string(dir.path().join("broker.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new(repo_root().join("scripts/kafka-broker"))
+                .arg("stop")
+                .arg(dir.path())
+                .status();
+        }
+    }
+}
+
+/// `python3 data/gen_attempts.py --count N --seed S --format lines --out PATH`: synthetic
+/// attempt documents, one per line.
+pub fn generate_attempt_lines(out: &Path, count: usize, seed: u64) -> Result<()> {
+    let script = repo_root().join("data/gen_attempts.py");
+    let status = Command::new("python3")
+        .arg(&script)
+        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
+        .args(["--format", "lines", "--out"])
+        .arg(out)
+        .status()
+        .with_context(|| format!("running python3 {}", script.display()))?;
+    ensure!(status.success(), "{} failed: {status}", script.display());
+    Ok(())
 }

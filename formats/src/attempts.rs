@@ -255,4 +255,6 @@ fn count_i32<T>(items: impl Iterator<Item = T>) -> i32 {
 }
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;

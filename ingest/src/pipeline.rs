@@ -68,6 +68,10 @@ pub struct IngestSettings {
     pub change_dead_letter_topic: bool,
     /// Housekeeping (compaction, vacuum) period. Zero: never. Default 10 min.
     pub housekeeping_interval: Duration,
+    /// Housekeeping also runs after this many commits that carried new messages, so a busy
+    /// lake never holds many more small files per table than this (each one costs every
+    /// query and the table's in-memory snapshot). Zero: only by time. Default 100.
+    pub housekeeping_after_commits: usize,
     /// Files removed by compaction are deleted after this long. Default 1 h.
     pub vacuum_retention: Duration,
 }
@@ -86,6 +90,7 @@ impl Default for IngestSettings {
             dead_letter_topics: true,
             change_dead_letter_topic: true,
             housekeeping_interval: Duration::from_secs(600),
+            housekeeping_after_commits: 100,
             vacuum_retention: Duration::from_secs(3600),
         }
     }
@@ -510,6 +515,8 @@ impl LakeIngest {
         let mut next_ability_snapshot = Instant::now() + ABILITY_SNAPSHOT_INTERVAL;
         let mut next_housekeeping = (!self.settings.housekeeping_interval.is_zero())
             .then(|| Instant::now() + self.settings.housekeeping_interval);
+        let mut received_since_commit = false;
+        let mut commits_since_housekeeping = 0usize;
         info!(topics = ?topics, group = %self.settings.group_id, lake = %self.lake.root().display(), "lake ingest started");
         loop {
             // While a commit runs, only flushes are due (another commit waits for it).
@@ -533,6 +540,7 @@ impl LakeIngest {
                     match received {
                         Ok(Ok(message)) => {
                             self.handle(&message, &mut dedup, &mut builders, producer.as_ref(), &mut pending_dlq);
+                            received_since_commit = true;
                             positions.insert((message.topic().to_string(), message.partition()), message.offset());
                             if let Some(ts) = message.timestamp().to_millis() {
                                 unflushed_times.push((message.topic().to_string(), ts));
@@ -553,9 +561,18 @@ impl LakeIngest {
             }
             if in_flight.is_none() && now >= next_commit {
                 self.flush(&mut builders, &mut unflushed_times);
-                let housekeeping = next_housekeeping.is_some_and(|at| now >= at);
+                if received_since_commit {
+                    commits_since_housekeeping += 1;
+                    received_since_commit = false;
+                }
+                let after_commits = self.settings.housekeeping_after_commits;
+                let housekeeping = next_housekeeping.is_some_and(|at| now >= at)
+                    || (after_commits > 0 && commits_since_housekeeping >= after_commits);
                 if housekeeping {
-                    next_housekeeping = Some(now + self.settings.housekeeping_interval);
+                    commits_since_housekeeping = 0;
+                    if next_housekeeping.is_some() {
+                        next_housekeeping = Some(now + self.settings.housekeeping_interval);
+                    }
                 }
                 let snapshot = now >= next_ability_snapshot;
                 if snapshot {

@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Cursor;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::json::{LineDelimitedWriter, ReaderBuilder};
-use examflow_benches::{cpu_line, loadavg, repo_root};
+use examflow_benches::{Broker, cpu_line, loadavg};
 use examflow_ingest::attempts::{
     Attempt, AttemptBatchBuilder, AttemptBatches, attempt_options_schema, attempt_questions_schema,
     attempts_schema,
@@ -151,15 +150,7 @@ fn ms(d: Duration) -> String {
 /// `python3 data/gen_attempts.py --count N --seed S --format lines` → the file's text.
 fn generate(dir: &Path, count: usize, seed: u64) -> Result<String> {
     let out = dir.join(format!("attempts-{count}-{seed}.jsonl"));
-    let script = repo_root().join("data/gen_attempts.py");
-    let status = Command::new("python3")
-        .arg(&script)
-        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
-        .args(["--format", "lines", "--out"])
-        .arg(&out)
-        .status()
-        .with_context(|| format!("running python3 {}", script.display()))?;
-    ensure!(status.success(), "{} failed: {status}", script.display());
+    examflow_benches::generate_attempt_lines(&out, count, seed)?;
     std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))
 }
 
@@ -458,80 +449,6 @@ fn section_decode(args: &Args, tmp: &Path, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------- broker
-
-struct Broker {
-    brokers: String,
-    label: String,
-    /// Started by the harness: stopped on drop.
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Broker {
-    fn get() -> Result<Broker> {
-        if let Ok(brokers) = std::env::var("EXAMFLOW_TEST_KAFKA_BROKERS")
-            && !brokers.trim().is_empty()
-        {
-            return Ok(Broker {
-                label: format!("external broker {brokers} (EXAMFLOW_TEST_KAFKA_BROKERS)"),
-                brokers,
-                dir: None,
-            });
-        }
-        let dir = tempfile::tempdir()?;
-        let script = repo_root().join("scripts/kafka-broker");
-        let output = Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        ensure!(
-            output.status.success(),
-            "{} start failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let brokers = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        ensure!(!brokers.is_empty(), "kafka-broker printed no address");
-        let version = Command::new("nisshi")
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|_| "nisshi".into());
-        Ok(Broker {
-            label: format!(
-                "{version} (SQLite storage) on {brokers}, started by the harness with \
-                 `scripts/kafka-broker` on the same machine"
-            ),
-            brokers,
-            dir: Some(dir),
-        })
-    }
-
-    fn settings(&self) -> KafkaSettings {
-        KafkaSettings {
-            brokers: self.brokers.clone(),
-            ..KafkaSettings::default()
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = Command::new(repo_root().join("scripts/kafka-broker"))
-                .arg("stop")
-                .arg(dir.path())
-                .status();
-        }
-    }
-}
-
 // ---------------------------------------------------------------- 2. end to end
 
 /// One read of the topic: from the start of the clock (before the consumer is created) to
@@ -645,6 +562,7 @@ fn lake_settings(topic: &str, commit_interval: Duration) -> IngestSettings {
         commit_interval,
         // Compaction/vacuum would only add noise to a run of seconds.
         housekeeping_interval: Duration::ZERO,
+        housekeeping_after_commits: 0,
         ..IngestSettings::default()
     }
 }
@@ -743,7 +661,10 @@ async fn lake_consume(
 async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String) -> Result<()> {
     let count = if args.quick { 2_000 } else { 20_000 };
     let commit_interval = Duration::from_secs(1);
-    let settings = broker.settings();
+    let settings = KafkaSettings {
+        brokers: broker.brokers.clone(),
+        ..KafkaSettings::default()
+    };
     let text = generate(tmp, count, 12)?;
     let docs = lines(&text);
     let expected = Rows::of(&decode_ours(&docs)?);
@@ -1148,7 +1069,10 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
     };
     let n = rate * seconds;
     let commit_interval = Duration::from_secs(2);
-    let settings = broker.settings();
+    let settings = KafkaSettings {
+        brokers: broker.brokers.clone(),
+        ..KafkaSettings::default()
+    };
     let mut ingest_kafka = settings.clone();
     if let Some(ms) = args.ingest_fetch_wait_ms {
         ingest_kafka

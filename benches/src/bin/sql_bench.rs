@@ -122,16 +122,8 @@ fn cpu_line() -> String {
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in MB.
 fn rss_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (kb("VmRSS:") / 1e3, kb("VmHWM:") / 1e3)
+    let [rss, peak] = examflow_benches::proc_status(pid, ["VmRSS:", "VmHWM:"]);
+    (rss / 1e3, peak / 1e3)
 }
 
 /// Nearest-rank percentile of sorted samples.

@@ -1,5 +1,4 @@
 use std::borrow::Cow;
-use std::path::PathBuf;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType};
@@ -7,40 +6,16 @@ use serde_json::{Value, json};
 
 use super::*;
 
+#[path = "../../../formats/src/attempts/fixtures.rs"]
+mod fixtures;
+use fixtures::fixture_payloads;
+
 const SOURCE: SourcePosition<'static> = SourcePosition {
     topic: "attempts",
     partition: 2,
     offset: 40,
     ingested_at_us: 1_700_000_000_000_000,
 };
-
-/// `shared/fixtures/assessment-attempts`, found beside the workspace (`../shared` from the
-/// workspace root), or `None` when this checkout has no shared folder.
-fn fixtures_dir() -> Option<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .take(4)
-        .map(|dir| dir.join("shared/fixtures/assessment-attempts"))
-        .find(|dir| dir.is_dir())
-}
-
-/// The 5 real records, one payload each (re-serialised from the fixture's JSON array).
-fn fixture_payloads() -> Option<Vec<Vec<u8>>> {
-    let Some(dir) = fixtures_dir() else {
-        eprintln!("SKIPPED: shared/fixtures/assessment-attempts not found beside the workspace");
-        return None;
-    };
-    let text = std::fs::read(dir.join("assessment-attempts-sample5.json")).unwrap();
-    let records: Vec<Value> = serde_json::from_slice(&text).unwrap();
-    assert_eq!(records.len(), 5);
-    Some(
-        records
-            .iter()
-            .map(|r| serde_json::to_vec(r).unwrap())
-            .collect(),
-    )
-}
 
 fn us(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
