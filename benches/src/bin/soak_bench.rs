@@ -455,14 +455,7 @@ impl Ctx {
             tokio::time::sleep(gap).await;
             let index = q["index"].as_u64().unwrap_or(n as u64);
             let text = q["question"].as_str().unwrap_or_default();
-            let options: Vec<String> = q["options"]
-                .as_array()
-                .map(|o| {
-                    o.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let options = option_texts(q);
             let right = bank.key.get(text).cloned().unwrap_or_default();
             let answer = self.pick(&options, &right, 0.7);
             let req = self
@@ -908,14 +901,7 @@ fn read_fixed_banks(from: &Path, to: &Path) -> Result<Vec<FixedBank>> {
         let questions: Vec<(String, Vec<String>, String)> = items
             .iter()
             .map(|q| {
-                let options = q["options"]
-                    .as_array()
-                    .map(|o| {
-                        o.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let options = option_texts(q);
                 (
                     q["question"].as_str().unwrap_or_default().to_string(),
                     options,
@@ -962,6 +948,18 @@ fn write_adaptive_bank(dir: &Path, rng: &mut Rng) -> Result<Vec<(f64, f64, f64)>
         serde_json::to_vec(&questions)?,
     )?;
     Ok(params)
+}
+
+/// The option texts of a question as the API lists it.
+fn option_texts(question: &Value) -> Vec<String> {
+    question["options"]
+        .as_array()
+        .map(|o| {
+            o.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `python3 data/gen_attempts.py --count N --seed S --format lines` → (keen_id, document).
