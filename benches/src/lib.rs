@@ -4,8 +4,9 @@
 
 pub mod synth;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdout, Command};
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -187,4 +188,35 @@ pub fn generate_attempt_lines(out: &Path, count: usize, seed: u64) -> Result<()>
         .with_context(|| format!("running python3 {}", script.display()))?;
     ensure!(status.success(), "{} failed: {status}", script.display());
     Ok(())
+}
+
+/// Reads the first line `examflow serve` prints, `examflow listening on URL`, from the
+/// child's (piped) stdout and returns the URL with the reader, for the rest of the banner.
+/// Any other line kills the child and is an error, with `log` (its stderr file) when given.
+pub fn read_served_url(
+    child: &mut Child,
+    log: Option<&Path>,
+) -> Result<(String, BufReader<ChildStdout>)> {
+    let mut reader = BufReader::new(child.stdout.take().context("stdout not piped")?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    match line.trim().strip_prefix("examflow listening on ") {
+        Some(url) => Ok((url.to_string(), reader)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = log
+                .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+                .unwrap_or_default();
+            bail!("examflow serve did not start: {line:?}; log:\n{log}")
+        }
+    }
+}
+
+/// [`read_served_url`], then the rest of the child's stdout drained on a thread (a full pipe
+/// would block the server).
+pub fn served_url(child: &mut Child, log: Option<&Path>) -> Result<String> {
+    let (url, mut reader) = read_served_url(child, log)?;
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Ok(url)
 }

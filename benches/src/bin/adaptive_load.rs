@@ -17,7 +17,6 @@
 //!         [--server-log FILE]
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -384,14 +383,7 @@ async fn main() -> Result<()> {
         })
         .spawn()
         .context("starting examflow")?;
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let base = line
-        .trim()
-        .trim_start_matches("examflow listening on ")
-        .to_string();
+    let base = examflow_benches::served_url(&mut child, None)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4 * sessions)
         .build()?;

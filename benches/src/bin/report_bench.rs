@@ -23,7 +23,6 @@
 //! `--quick` = `--results 10000 --reps 3`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -311,21 +310,7 @@ impl Server {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting examflow")?;
-        let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        if !line.starts_with("examflow listening on ") {
-            let _ = child.kill();
-            bail!(
-                "examflow serve did not start: {line:?}; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .trim_start_matches("examflow listening on ")
-            .to_string();
+        let base = examflow_benches::served_url(&mut child, Some(&log))?;
         let token = Command::new(examflow_binary()?)
             .args([
                 "token",

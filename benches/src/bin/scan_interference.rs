@@ -19,7 +19,6 @@
 //!         [--submitters 4] [--rate 200] [--answerers 2] [--answer-rate 100] [--scanners 1]
 //!         [--rounds 1] [--baseline PATH]...
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -88,17 +87,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .trim_start_matches("examflow listening on ")
-            .to_string();
-        if !base.starts_with("http") {
-            bail!("examflow did not start: {line:?}");
-        }
+        let base = examflow_benches::served_url(&mut child, None)?;
         Ok(Server {
             child,
             base,

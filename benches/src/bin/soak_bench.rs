@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -791,18 +791,8 @@ fn start_server(
         .stderr(std::fs::File::create(log)?)
         .spawn()
         .context("starting examflow serve")?;
-    let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
+    let (base, mut reader) = examflow_benches::read_served_url(&mut child, Some(log))?;
     let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let Some(base) = line.trim().strip_prefix("examflow listening on ") else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!(
-            "examflow serve did not start: {line:?}; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    };
-    let base = base.to_string();
     // The banner: "  PostgreSQL:   psql -h IP -p PORT -U <email> ...", then "  exams: ...".
     let mut pg = None;
     loop {

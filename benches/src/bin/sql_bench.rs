@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -251,24 +251,8 @@ impl Server {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting examflow")?;
-        let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        if !line.starts_with("examflow listening on ") {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "examflow serve did not start: {:?}; log:\n{}",
-                line,
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
+        let base = examflow_benches::served_url(&mut child, Some(&log))?;
         let startup = started.elapsed();
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base = line
-            .trim()
-            .trim_start_matches("examflow listening on ")
-            .to_string();
         let token = Command::new(examflow_binary()?)
             .args([
                 "token",

@@ -7,7 +7,7 @@
 //!     cargo build --release -p examflow -p examflow-benches --bin examflow --bin submit_latency
 //!     target/release/submit_latency [--requests N] [--concurrency C]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,14 +116,7 @@ async fn main() -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting examflow")?;
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let base = line
-        .trim()
-        .trim_start_matches("examflow listening on ")
-        .to_string();
+    let base = examflow_benches::served_url(&mut child, None)?;
     let out = Command::new(examflow_binary()?)
         .args(["token", "--email", "bench@example.com", "--data-dir"])
         .arg(&data)
