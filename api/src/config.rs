@@ -118,6 +118,10 @@ pub struct SqlConfig {
     /// `array_resize`, `array_replace*`, `range`, `generate_series`) may build, in bytes.
     /// Default 16 MiB.
     pub max_value_bytes: usize,
+    /// Worker threads of the runtime SQL queries (HTTP and pgwire) run and encode their
+    /// results on, apart from the threads that serve every other request, so heavy queries
+    /// take at most these cores. Default: half the cores, at least 1.
+    pub threads: Option<usize>,
 }
 
 impl Default for SqlConfig {
@@ -130,6 +134,7 @@ impl Default for SqlConfig {
             total_memory_bytes: None,
             queue_timeout_ms: 2000,
             max_value_bytes: 16 << 20,
+            threads: None,
         }
     }
 }
@@ -141,8 +146,19 @@ impl SqlConfig {
             .unwrap_or_else(|| self.memory_limit_bytes.max(4 << 30))
     }
 
+    /// `threads` as configured, else half the cores (at least 1).
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            (cores / 2).max(1)
+        })
+    }
+
     /// Checks what the types cannot.
     fn check(&self) -> Result<(), String> {
+        if self.threads == Some(0) {
+            return Err("sql.threads must be at least 1".to_string());
+        }
         if self.max_concurrent_queries == 0 {
             return Err("sql.max_concurrent_queries must be at least 1".to_string());
         }
@@ -901,6 +917,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_concurrent_queries"), "{e}");
+        // Queries get half the cores by default, at least one; zero is refused.
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(Config::default().sql.threads(), (cores / 2).max(1));
+        let c = Config::parse(Path::new("x.toml"), "[sql]\nthreads = 3\n").unwrap();
+        assert_eq!(c.sql.threads(), 3);
+        let e = Config::parse(Path::new("x.toml"), "[sql]\nthreads = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sql.threads"), "{e}");
     }
 
     #[test]

@@ -416,6 +416,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sql_admission
         .register_metrics(&metrics.registry)
         .context("registering the SQL metrics")?;
+    let sql_executor = Arc::new(
+        sql::executor::SqlExecutor::new(config.sql.threads())
+            .context("starting the SQL runtime ([sql] threads)")?,
+    );
+    tracing::debug!(
+        threads = sql_executor.threads(),
+        "SQL queries (HTTP and pgwire) run on a runtime of their own"
+    );
     let state = AppState {
         config: Arc::new(config),
         banks: banks.clone(),
@@ -434,6 +442,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         pseudonyms,
         tasks: tasks.clone(),
         sql_admission,
+        sql_executor,
     };
     let pgwire_addr = pgwire::start(&state).await?;
     if let Some(pg) = pgwire_addr {

@@ -20,6 +20,8 @@
 //!   takes at most `[sql] memory_limit_bytes` of the pool all queries share, `[sql]
 //!   total_memory_bytes`; `[sql] timeout_secs` per query (also while its rows stream);
 //!   `[sql] max_value_bytes` for values string functions build.
+//! - Connections are served on the SQL runtime (`crate::sql::executor`, `[sql] threads`),
+//!   so their queries never hold up the workers that answer the rest of the API.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -128,6 +130,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
         settings.max_connections.saturating_mul(4).max(64),
     ));
     let sign_in_timeout = Duration::from_secs(settings.sign_in_timeout_secs.max(1));
+    let sql_runtime = state.sql_executor.handle().clone();
     tokio::spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -152,7 +155,23 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
             let signed_in = handlers.signed_in.clone();
             let handlers = Arc::new(handlers);
             let tls = tls.clone();
-            tokio::spawn(async move {
+            // The connection lives on the SQL runtime (`[sql] threads`), where its queries
+            // run, registered with that runtime's reactor.
+            let socket = match socket.into_std() {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "pgwire: handing a connection over");
+                    continue;
+                }
+            };
+            sql_runtime.spawn(async move {
+                let socket = match tokio::net::TcpStream::from_std(socket) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "pgwire: taking a connection over");
+                        return;
+                    }
+                };
                 let deadline = async {
                     tokio::time::sleep(sign_in_timeout).await;
                     if signed_in.get().is_some() {

@@ -59,6 +59,8 @@ pub struct AppState {
     pub tasks: crate::supervise::Tasks,
     /// Admission of SQL queries, HTTP and pgwire together (`[sql]` limits).
     pub sql_admission: Arc<crate::sql::admission::SqlAdmission>,
+    /// The runtime SQL queries run on, apart from the request workers (`[sql] threads`).
+    pub sql_executor: Arc<crate::sql::executor::SqlExecutor>,
 }
 
 /// Most results one listing returns.

@@ -22,6 +22,7 @@
 //! max_value_bytes` ([`value_limits`]).
 
 pub mod admission;
+pub mod executor;
 pub mod value_limits;
 
 use std::time::Duration;
@@ -235,6 +236,46 @@ pub async fn post_sql(
     let timeout = Duration::from_secs(limits.timeout_secs.max(1));
     let deadline = tokio::time::Instant::now() + timeout;
     slot.release_at(deadline);
+    // Planned, run and encoded on the SQL runtime (`executor`), never on the workers that
+    // answer every other request.
+    let executor = state.sql_executor.clone();
+    let query = Query {
+        sql: request.sql,
+        format,
+        slot,
+        memory,
+        deadline,
+        timeout,
+    };
+    executor.run(run_query(state, identity, query)).await?
+}
+
+/// An admitted query of `POST /api/sql`.
+struct Query {
+    sql: String,
+    format: Format,
+    slot: admission::Slot,
+    memory: QueryMemory,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+/// Plans and runs `query` (on the SQL runtime); a streamed result is encoded there too.
+async fn run_query(
+    state: AppState,
+    identity: Identity,
+    query: Query,
+) -> Result<Response, ApiError> {
+    let Query {
+        sql,
+        format,
+        slot,
+        memory,
+        deadline,
+        timeout,
+    } = query;
+    let limits = &state.config.sql;
+    let admission = &state.sql_admission;
     // Refused by the server's full pool (other queries), not by its own limit: busy.
     let failed = |e: DataFusionError| {
         if memory.refused_for_server() {
@@ -253,7 +294,7 @@ pub async fn post_sql(
         .with_allow_dml(false)
         .with_allow_statements(false);
     let frame = ctx
-        .sql_with_options(&request.sql, options)
+        .sql_with_options(&sql, options)
         .await
         .map_err(invalid_sql)?;
     if hides_emails {
@@ -313,7 +354,7 @@ pub async fn post_sql(
     let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, format.media_type())],
-        Body::from_stream(body),
+        Body::from_stream(state.sql_executor.stream(body)),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&limits.max_stream_rows.to_string()) {
