@@ -9,8 +9,11 @@
 //! version, whose transaction actions say where ingest resumes.
 //!
 //! An entry cut exactly at a line boundary would still parse: examflow's commits record
-//! their number of actions in `commitInfo` (`examflowActions`, the first line), so a short
-//! one is recognised too.
+//! their number of actions in `commitInfo` (`examflowActions`, the first line), and
+//! compaction's entries theirs in `operationMetrics`, so a short one is recognised too.
+//! Compaction (delta-rs's optimize) commits before housekeeping can fsync its files, so a
+//! trailing entry whose added files are missing or short is set aside as well (it changed
+//! no rows; the files it replaced are still there, vacuum runs only after the fsync).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,7 +68,77 @@ pub fn entry_is_whole(bytes: &[u8]) -> bool {
                 .and_then(serde_json::Value::as_u64);
         }
     }
+    let expected = expected.or_else(|| optimize_actions(lines[0]));
     expected.is_none_or(|n| lines.len() as u64 == n + 1)
+}
+
+/// The number of actions an `OPTIMIZE` entry of delta-rs holds (files added plus files
+/// removed, from its `commitInfo.operationMetrics`); None for other entries.
+fn optimize_actions(first_line: &str) -> Option<u64> {
+    let action: serde_json::Value = serde_json::from_str(first_line).ok()?;
+    let info = action.get("commitInfo")?;
+    if info.get("operation")?.as_str()? != "OPTIMIZE" {
+        return None;
+    }
+    let metrics = info.get("operationMetrics")?;
+    let count = |key: &str| metrics.get(key).and_then(serde_json::Value::as_u64);
+    Some(count("numFilesAdded")? + count("numFilesRemoved")?)
+}
+
+/// The data files a log entry adds, as paths relative to the table (percent-decoded);
+/// files named by absolute URI (elsewhere) are left out.
+pub fn added_files(bytes: &[u8]) -> Vec<String> {
+    added_files_with_sizes(bytes)
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn added_files_with_sizes(bytes: &[u8]) -> Vec<(String, Option<u64>)> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|action| {
+            let add = action.get("add")?;
+            let path = add.get("path")?.as_str()?;
+            if path.contains("://") || path.starts_with('/') {
+                return None;
+            }
+            let size = add.get("size").and_then(serde_json::Value::as_u64);
+            Some((percent_decode(path), size))
+        })
+        .collect()
+}
+
+/// `%XX` escapes decoded (Delta's paths are relative URIs); anything else kept as it is.
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| path.to_string())
+}
+
+/// Whether every data file a log entry of the table at `dir` adds is on disk at its full
+/// size. Compaction commits before its files are fsynced; after a power loss its entry can
+/// name files that are missing or short.
+fn added_files_present(dir: &Path, bytes: &[u8]) -> bool {
+    added_files_with_sizes(bytes).iter().all(|(path, size)| {
+        std::fs::metadata(dir.join(path))
+            .is_ok_and(|m| m.is_file() && size.is_none_or(|size| m.len() == size))
+    })
 }
 
 /// Moves the trailing log entries of the table at `dir` that are not whole (and checkpoints
@@ -95,7 +168,7 @@ pub fn set_aside_torn_entries(dir: &Path) -> std::io::Result<Vec<u64>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        if entry_is_whole(&bytes) {
+        if entry_is_whole(&bytes) && added_files_present(dir, &bytes) {
             break;
         }
         move_aside(dir, &path)?;
@@ -185,6 +258,50 @@ mod tests {
         assert!(!entry_is_whole(b""));
         // Entries of other writers carry no count: any whole JSON lines will do.
         assert!(entry_is_whole(b"{\"commitInfo\":{}}\n{\"add\":{}}"));
+    }
+
+    #[test]
+    fn compaction_entries_are_counted_by_their_metrics() {
+        let info = r#"{"commitInfo":{"operation":"OPTIMIZE","operationMetrics":{"numFilesAdded":1,"numFilesRemoved":2}}}"#;
+        let whole = format!(
+            "{info}\n{{\"remove\":{{\"path\":\"a\"}}}}\n{{\"remove\":{{\"path\":\"b\"}}}}\n{{\"add\":{{\"path\":\"c\"}}}}"
+        );
+        assert!(entry_is_whole(whole.as_bytes()));
+        let cut = whole.rsplit_once('\n').unwrap().0;
+        assert!(!entry_is_whole(cut.as_bytes()), "cut at a line boundary");
+    }
+
+    #[test]
+    fn added_files_are_relative_paths_decoded() {
+        let entry = concat!(
+            r#"{"commitInfo":{}}"#,
+            "\n",
+            r#"{"add":{"path":"part-1.parquet","size":10}}"#,
+            "\n",
+            r#"{"add":{"path":"year%3D2026/part%202.parquet","size":3}}"#,
+            "\n",
+            r#"{"add":{"path":"s3://bucket/elsewhere.parquet","size":3}}"#,
+            "\n",
+            r#"{"remove":{"path":"old.parquet"}}"#,
+        );
+        assert_eq!(
+            added_files(entry.as_bytes()),
+            vec!["part-1.parquet", "year=2026/part 2.parquet"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("part-1.parquet"), [0u8; 10]).unwrap();
+        std::fs::create_dir(dir.path().join("year=2026")).unwrap();
+        std::fs::write(dir.path().join("year=2026/part 2.parquet"), b"abc").unwrap();
+        assert!(added_files_present(dir.path(), entry.as_bytes()));
+        std::fs::write(dir.path().join("part-1.parquet"), [0u8; 4]).unwrap();
+        assert!(!added_files_present(dir.path(), entry.as_bytes()), "short");
+        std::fs::remove_file(dir.path().join("part-1.parquet")).unwrap();
+        assert!(
+            !added_files_present(dir.path(), entry.as_bytes()),
+            "missing"
+        );
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 
     #[test]

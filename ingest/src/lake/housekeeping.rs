@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::durable;
 use super::{Lake, LakeTable};
 
 /// What housekeeping did to one table.
@@ -24,9 +25,22 @@ pub async fn compact_and_vacuum(
     if current.version().is_none() {
         return Ok(report);
     }
+    let before = current.version();
     let (compacted, metrics) = current.optimize().await?;
     report.files_removed = metrics.num_files_removed;
     report.files_added = metrics.num_files_added;
+    // delta-rs writes the compacted files and commits in one call, without fsync: make its
+    // files and entry durable before vacuum deletes what they replace and before the next
+    // commit builds on them. (Until then, a power loss can leave the entry naming files
+    // that are not on disk; opening the table sets such a trailing entry aside, which loses
+    // nothing: compaction changes no rows.)
+    if let Some(version) = compacted.version().filter(|v| Some(*v) != before) {
+        sync_compaction(table, version).map_err(|e| {
+            deltalake::DeltaTableError::Generic(format!(
+                "fsync of compaction (version {version}) failed: {e}"
+            ))
+        })?;
+    }
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::hours(1));
     let (_, vacuumed) = compacted
         .vacuum()
@@ -35,6 +49,18 @@ pub async fn compact_and_vacuum(
         .await?;
     report.files_vacuumed = vacuumed.files_deleted.len();
     Ok(report)
+}
+
+/// fsyncs the files compaction's commit `version` added, their directories and its log entry.
+fn sync_compaction(table: &LakeTable, version: u64) -> std::io::Result<()> {
+    let entry = table
+        .dir()
+        .join("_delta_log")
+        .join(format!("{version:020}.json"));
+    let added = durable::added_files(&std::fs::read(&entry)?);
+    let paths: Vec<&str> = added.iter().map(String::as_str).collect();
+    durable::sync_data(table.dir(), &paths, table.syncer())?;
+    durable::sync_log(table.dir(), version, table.syncer())
 }
 
 /// Housekeeping of every table; failures are logged and retried next time.
@@ -125,5 +151,129 @@ mod tests {
         )
         .value(0);
         assert_eq!(n, 5);
+    }
+
+    /// A dead-letters table at `path` with one file per offset in `0..commits`.
+    async fn table_of_small_files(path: &std::path::Path, commits: i64) -> LakeTable {
+        let table = LakeTable::open_or_create("dead_letters", path, dead_letters_schema())
+            .await
+            .unwrap();
+        for offset in 0..commits {
+            let mut rows = DeadLetterBuilder::new();
+            rows.append(
+                "bad",
+                None,
+                Some(b"x"),
+                &SourcePosition {
+                    topic: "t",
+                    partition: 0,
+                    offset,
+                    ingested_at_us: 0,
+                },
+            );
+            table.push_tail(rows.finish());
+            let positions = BTreeMap::from([(("t".to_string(), 0), offset)]);
+            table.commit_tail("app", &positions, 1).await.unwrap();
+        }
+        table
+    }
+
+    fn parquet_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect()
+    }
+
+    /// A syncer that records every path it is given and fails those `fails` picks.
+    fn recording(
+        fails: impl Fn(&std::path::Path) -> bool + Send + Sync + 'static,
+    ) -> (
+        durable::Syncer,
+        std::sync::Arc<std::sync::Mutex<Vec<std::path::PathBuf>>>,
+    ) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let real = durable::fsync();
+        let sync: durable::Syncer = std::sync::Arc::new(move |path: &std::path::Path| {
+            log.lock().unwrap().push(path.to_path_buf());
+            if fails(path) {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            real(path)
+        });
+        (sync, seen)
+    }
+
+    #[tokio::test]
+    async fn compaction_is_durable_before_vacuum_deletes_what_it_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead_letters");
+        let table = table_of_small_files(&path, 4).await;
+        let before = parquet_files(&path);
+        let (sync, seen) = recording(|_| false);
+        let table = table.with_syncer(sync);
+        let report = compact_and_vacuum(&table, Duration::ZERO).await.unwrap();
+        assert_eq!((report.files_removed, report.files_added), (4, 1));
+        let after = parquet_files(&path);
+        assert_eq!(after.len(), 1);
+        assert!(!before.contains(&after[0]));
+        let seen = seen.lock().unwrap().clone();
+        let entry = path.join("_delta_log").join(format!("{:020}.json", 5));
+        for needed in [&after[0], &path, &entry, &path.join("_delta_log")] {
+            assert!(
+                seen.contains(needed),
+                "{} not fsynced: {seen:?}",
+                needed.display()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_of_compaction_fails_housekeeping_and_vacuum_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead_letters");
+        let table = table_of_small_files(&path, 3).await;
+        let (sync, _) = recording(|p| p.extension().is_some_and(|x| x == "parquet"));
+        let table = table.with_syncer(sync);
+        let e = compact_and_vacuum(&table, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("fsync of compaction"), "{e}");
+        // The replaced files are still there: a torn compaction can be set aside.
+        assert_eq!(parquet_files(&path).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_compaction_whose_file_did_not_reach_the_disk_is_set_aside_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead_letters");
+        let table = table_of_small_files(&path, 3).await;
+        let before = parquet_files(&path);
+        // Retention of an hour: vacuum keeps the replaced files, as after a power loss
+        // right after compaction's commit.
+        compact_and_vacuum(&table, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        drop(table);
+        let compacted: Vec<_> = parquet_files(&path)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        assert_eq!(compacted.len(), 1);
+        // Its data never reached the disk: the file is empty (or gone).
+        std::fs::write(&compacted[0], b"").unwrap();
+        let reopened = LakeTable::open_or_create("dead_letters", &path, dead_letters_schema())
+            .await
+            .unwrap();
+        assert_eq!(reopened.committed().version(), Some(3));
+        assert_eq!(reopened.committed().get_file_uris().unwrap().count(), 3);
+        assert!(path.join(durable::TORN_DIR).is_dir());
+        let offsets = reopened
+            .committed_offsets("app", &[("t".to_string(), 0)])
+            .await
+            .unwrap();
+        assert_eq!(offsets.get(&("t".to_string(), 0)), Some(&2));
     }
 }

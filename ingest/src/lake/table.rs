@@ -174,6 +174,11 @@ impl LakeTable {
         &self.dir
     }
 
+    /// The fsync its commits use (housekeeping's commits use it too).
+    pub(crate) fn syncer(&self) -> &Syncer {
+        &self.sync
+    }
+
     /// A copy of the committed table (cheap: shares the snapshot) and the tail.
     pub fn live(&self) -> (DeltaTable, Vec<RecordBatch>) {
         let shared = self.shared.read().expect("lake table lock");
