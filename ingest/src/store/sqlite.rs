@@ -328,7 +328,12 @@ fn run_group_writer(writer: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Recei
                         outcomes.push(Ok(written));
                     }
                     Err(e) => {
-                        sp.rollback()?;
+                        if sp.rollback().is_err() {
+                            // SQLite had already rolled the whole transaction back (disk
+                            // full, I/O error): every write of the batch is gone, and this
+                            // error, not "no such savepoint", is what failed them.
+                            return Err(e);
+                        }
                         outcomes.push(Err(e));
                     }
                 }

@@ -434,3 +434,49 @@ async fn pending_events_are_found_without_walking_the_handled_ones() {
         );
     }
 }
+
+/// A full disk fails the writes with that error (SQLite may roll the whole group's
+/// transaction back, savepoints and all), and the store writes again once there is room.
+#[tokio::test]
+async fn a_full_disk_fails_writes_with_its_own_error_and_the_store_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.insert_result(&doc("first@x", "geo")).await.unwrap();
+    let pages: i64 = {
+        let conn = store.writer.lock().unwrap();
+        let pages = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        // The database cannot grow: as if the disk were full.
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .unwrap();
+        pages
+    };
+    let big = |i: usize| {
+        let mut d = doc(&format!("s{i}@x"), "geo");
+        d.exam = format!("geo-{}", "x".repeat(64 * 1024));
+        d
+    };
+    let e = store.insert_result(&big(0)).await.unwrap_err().to_string();
+    assert!(e.contains("full"), "{e}");
+    assert!(!e.contains("savepoint"), "{e}");
+    {
+        let conn = store.writer.lock().unwrap();
+        conn.query_row(
+            &format!("PRAGMA max_page_count = {}", pages * 1000),
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+    }
+    store.insert_result(&big(1)).await.unwrap();
+    let all = store
+        .list_results(&ResultFilter {
+            email: None,
+            exam: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "the failed write left nothing behind");
+}
