@@ -120,7 +120,9 @@ pub struct SqlConfig {
     pub max_value_bytes: usize,
     /// Worker threads of the runtime SQL queries (HTTP and pgwire) run and encode their
     /// results on, apart from the threads that serve every other request, so heavy queries
-    /// take at most these cores. Default: half the cores, at least 1.
+    /// take at most these cores (their blocking work, such as store reads, uses up to two
+    /// threads per `max_concurrent_queries`, at least 4). They run at nice 10, below the
+    /// API's. Default: half the cores, at least 1.
     pub threads: Option<usize>,
 }
 
@@ -152,6 +154,12 @@ impl SqlConfig {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             (cores / 2).max(1)
         })
+    }
+
+    /// Threads for the blocking work of queries (store reads and decoding, reports'
+    /// polars): two per query that may run at once, at least 4.
+    pub fn blocking_threads(&self) -> usize {
+        self.max_concurrent_queries.saturating_mul(2).max(4)
     }
 
     /// Checks what the types cannot.

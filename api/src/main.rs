@@ -12,6 +12,7 @@ mod error;
 mod item_stats;
 mod lake_cmd;
 mod limits;
+mod memory;
 mod metrics;
 mod pgwire;
 mod policy;
@@ -128,6 +129,7 @@ struct TokenArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -417,7 +419,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .register_metrics(&metrics.registry)
         .context("registering the SQL metrics")?;
     let sql_executor = Arc::new(
-        sql::executor::SqlExecutor::new(config.sql.threads())
+        sql::executor::SqlExecutor::new(config.sql.threads(), config.sql.blocking_threads())
             .context("starting the SQL runtime ([sql] threads)")?,
     );
     tracing::debug!(

@@ -406,6 +406,19 @@ pub async fn get_report(
         }
         check_table(table)?;
     }
+    // Read, computed and rendered on the SQL runtime, apart from the request workers.
+    let executor = state.sql_executor.clone();
+    executor
+        .run(report_response(state, exam, format, query.table))
+        .await?
+}
+
+async fn report_response(
+    state: AppState,
+    exam: String,
+    format: ReportFormat,
+    table: Option<String>,
+) -> Result<Response, ApiError> {
     let bank = state.banks.get(&exam).cloned();
     let calibration = state.session_store.get_calibration(&exam, None).await?;
     let ctx = crate::sql::session(&state).await?;
@@ -421,7 +434,6 @@ pub async fn get_report(
     let stem = file_stem(&exam);
     // Rendering a large report (a 100 000-student JSON body is ≈ 18 MB) takes a good part
     // of a second: off the async workers, like the computing.
-    let table = query.table;
     let Rendered {
         content_type,
         body,
@@ -449,6 +461,11 @@ pub async fn list_reports(
     identity: Identity,
 ) -> Result<Response, ApiError> {
     identity.require_staff()?;
+    let executor = state.sql_executor.clone();
+    executor.run(exam_list(state)).await?
+}
+
+async fn exam_list(state: AppState) -> Result<Response, ApiError> {
     let ctx = crate::sql::session(&state).await?;
     let results = ctx
         .sql(

@@ -62,6 +62,51 @@ async fn exams_are_listed_without_answer_keys() {
     assert_error(status, &body, 404, "not_found");
 }
 
+/// The server turns transparent huge pages off for itself (see `api/src/memory.rs`), and
+/// runs SQL on threads of its own at a lower priority (`api/src/sql/executor.rs`).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_runs_without_huge_pages_and_sql_on_threads_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(ServerOptions::new(dir.path()));
+    let pid = server.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    // Kernels before 6.2 have no such line; there is nothing to check then.
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+    let nice_of = |comm: &str| -> Vec<i64> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let name = std::fs::read_to_string(task.join("comm")).ok()?;
+                (name.trim() == comm).then(|| {
+                    // Field 19 of stat is the nice value; the name (field 2) may hold spaces.
+                    let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+                    let after_name = stat.rsplit_once(')').unwrap().1;
+                    after_name
+                        .split_whitespace()
+                        .nth(16)
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                })
+            })
+            .collect()
+    };
+    let sql = nice_of("examflow-sql");
+    let api = nice_of("tokio-rt-worker");
+    assert!(
+        !sql.is_empty() && !api.is_empty(),
+        "sql {sql:?}, api {api:?}"
+    );
+    assert!(
+        sql.iter().all(|n| *n >= api[0] + 10 || *n == 19),
+        "sql {sql:?}, api {api:?}"
+    );
+}
+
 #[tokio::test]
 async fn submission_is_scored_stored_and_readable() {
     let dir = tempfile::tempdir().unwrap();

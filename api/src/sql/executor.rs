@@ -30,13 +30,18 @@ pub struct SqlExecutor {
 }
 
 impl SqlExecutor {
-    /// A runtime of `threads` workers (at least one).
-    pub fn new(threads: usize) -> std::io::Result<Self> {
+    /// A runtime of `threads` workers (at least one) and at most `blocking_threads` (at
+    /// least one) for the queries' blocking work: store reads, decoding, polars.
+    pub fn new(threads: usize, blocking_threads: usize) -> std::io::Result<Self> {
         let threads = threads.max(1);
+        // An absolute value: threads inherit their creator's nice value, and blocking
+        // threads are started by SQL threads.
+        let nice = (thread_nice() + NICE).min(LOWEST_PRIORITY);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .max_blocking_threads(blocking_threads.max(1))
             .thread_name(THREAD_NAME)
-            .on_thread_start(lower_priority)
+            .on_thread_start(move || set_thread_nice(nice))
             .enable_all()
             .build()?;
         Ok(SqlExecutor {
@@ -110,20 +115,39 @@ impl Drop for SqlExecutor {
     }
 }
 
-/// CPU priority of the SQL threads (workers and their blocking pool, where the embedded
-/// store's scans read and decode): under contention the kernel runs the threads answering
-/// the rest of the API first.
+/// How much lower the SQL threads' CPU priority (workers and their blocking pool, where
+/// the embedded store's scans read and decode) is than the server's: under contention the
+/// kernel runs the threads answering the rest of the API first.
 pub const NICE: i32 = 10;
 
-/// Lowers the calling thread's CPU priority to [`NICE`] (Linux: per thread).
-// std has no per-thread priority; the two calls take and return plain integers.
+/// Nice values run from -20 to 19.
+const LOWEST_PRIORITY: i32 = 19;
+
+/// The calling thread's nice value (0 where there are none).
+// std has no per-thread priority; these calls take and return plain integers.
 #[allow(unsafe_code)]
-fn lower_priority() {
+pub fn thread_nice() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::getpriority(libc::PRIO_PROCESS, tid)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread; elsewhere nothing).
+#[allow(unsafe_code)]
+fn set_thread_nice(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         let outcome = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, NICE)
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
         };
         if outcome != 0 {
             tracing::debug!(
@@ -132,6 +156,8 @@ fn lower_priority() {
             );
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// A task that is aborted when its handle is dropped.
@@ -166,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_runs_on_the_sql_threads_not_the_callers() {
-        let executor = SqlExecutor::new(1).unwrap();
+        let executor = SqlExecutor::new(1, 2).unwrap();
         assert_ne!(thread_name(), THREAD_NAME);
         let ran_on = executor.run(async { thread_name() }).await.unwrap();
         assert_eq!(ran_on, THREAD_NAME);
@@ -177,35 +203,26 @@ mod tests {
         assert_eq!(items, vec![THREAD_NAME.to_string(); 3]);
     }
 
-    /// The calling thread's nice value.
-    #[cfg(target_os = "linux")]
-    #[allow(unsafe_code)]
-    fn nice() -> i32 {
-        unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::getpriority(libc::PRIO_PROCESS, tid)
-        }
-    }
-
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn sql_threads_run_at_a_lower_priority_than_the_callers() {
-        let executor = SqlExecutor::new(1).unwrap();
-        let own = nice();
-        assert!(own < NICE, "the test runs at nice {own}");
-        assert_eq!(executor.run(async { nice() }).await.unwrap(), NICE);
-        // The blocking pool too: the embedded store's scans read and decode there.
+        let own = thread_nice();
+        let executor = SqlExecutor::new(1, 2).unwrap();
+        let lower = (own + NICE).min(LOWEST_PRIORITY);
+        assert_eq!(executor.run(async { thread_nice() }).await.unwrap(), lower);
+        // The blocking pool too (started by a SQL thread): the embedded store's scans read
+        // and decode there.
         let blocking = executor
-            .run(async { tokio::task::spawn_blocking(nice).await.unwrap() })
+            .run(async { tokio::task::spawn_blocking(thread_nice).await.unwrap() })
             .await
             .unwrap();
-        assert_eq!(blocking, NICE);
-        assert_eq!(nice(), own, "the caller's thread kept its priority");
+        assert_eq!(blocking, lower);
+        assert_eq!(thread_nice(), own, "the caller's thread kept its priority");
     }
 
     #[tokio::test]
     async fn a_stream_keeps_its_order_and_ends() {
-        let executor = SqlExecutor::new(2).unwrap();
+        let executor = SqlExecutor::new(2, 2).unwrap();
         let items: Vec<u32> = executor
             .stream(futures::stream::iter(0..1000))
             .collect()
@@ -215,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_is_an_error_not_a_crash() {
-        let executor = SqlExecutor::new(1).unwrap();
+        let executor = SqlExecutor::new(1, 2).unwrap();
         let outcome = executor.run(async { panic!("boom") }).await;
         assert!(matches!(outcome, Err(ApiError::Invalid(_))));
         // The runtime still runs work after a panicking task.
@@ -242,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_caller_cancels_the_work() {
-        let executor = SqlExecutor::new(1).unwrap();
+        let executor = SqlExecutor::new(1, 2).unwrap();
         let dropped = Arc::new(AtomicBool::new(false));
         let guard = Dropped(dropped.clone());
         let work = executor.run(async move {
@@ -276,7 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_executor_inside_async_code_does_not_panic() {
-        let executor = SqlExecutor::new(1).unwrap();
+        let executor = SqlExecutor::new(1, 2).unwrap();
         assert_eq!(executor.run(async { 1 }).await.unwrap(), 1);
         drop(executor);
     }
