@@ -418,12 +418,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sql_admission
         .register_metrics(&metrics.registry)
         .context("registering the SQL metrics")?;
+    let sql_threads = config.sql.threads();
     let sql_executor = Arc::new(
-        sql::executor::SqlExecutor::new(config.sql.threads(), config.sql.blocking_threads())
+        sql::executor::SqlExecutor::new(sql_threads, config.sql.blocking_threads())
             .context("starting the SQL runtime ([sql] threads)")?,
     );
     tracing::debug!(
-        threads = sql_executor.threads(),
+        threads = sql_threads,
         "SQL queries (HTTP and pgwire) run on a runtime of their own"
     );
     let state = AppState {

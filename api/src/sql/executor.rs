@@ -26,7 +26,6 @@ const STREAM_BUFFER: usize = 4;
 pub struct SqlExecutor {
     runtime: Option<Runtime>,
     handle: Handle,
-    threads: usize,
 }
 
 impl SqlExecutor {
@@ -47,13 +46,7 @@ impl SqlExecutor {
         Ok(SqlExecutor {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
-            threads,
         })
-    }
-
-    /// Worker threads of the runtime.
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     pub fn handle(&self) -> &Handle {
@@ -126,7 +119,7 @@ const LOWEST_PRIORITY: i32 = 19;
 /// The calling thread's nice value (0 where there are none).
 // std has no per-thread priority; these calls take and return plain integers.
 #[allow(unsafe_code)]
-pub fn thread_nice() -> i32 {
+fn thread_nice() -> i32 {
     #[cfg(target_os = "linux")]
     {
         unsafe {

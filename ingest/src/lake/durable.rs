@@ -65,18 +65,17 @@ pub fn entry_is_whole(bytes: &[u8]) -> bool {
             expected = action
                 .get("commitInfo")
                 .and_then(|c| c.get(ACTIONS_KEY))
-                .and_then(serde_json::Value::as_u64);
+                .and_then(serde_json::Value::as_u64)
+                .or_else(|| optimize_actions(&action));
         }
     }
-    let expected = expected.or_else(|| optimize_actions(lines[0]));
     expected.is_none_or(|n| lines.len() as u64 == n + 1)
 }
 
 /// The number of actions an `OPTIMIZE` entry of delta-rs holds (files added plus files
 /// removed, from its `commitInfo.operationMetrics`); None for other entries.
-fn optimize_actions(first_line: &str) -> Option<u64> {
-    let action: serde_json::Value = serde_json::from_str(first_line).ok()?;
-    let info = action.get("commitInfo")?;
+fn optimize_actions(first: &serde_json::Map<String, serde_json::Value>) -> Option<u64> {
+    let info = first.get("commitInfo")?;
     if info.get("operation")?.as_str()? != "OPTIMIZE" {
         return None;
     }
@@ -110,25 +109,12 @@ fn added_files_with_sizes(bytes: &[u8]) -> Vec<(String, Option<u64>)> {
         .collect()
 }
 
-/// `%XX` escapes decoded (Delta's paths are relative URIs); anything else kept as it is.
+/// `%XX` escapes decoded (Delta's paths are relative URIs); a path that does not decode to
+/// UTF-8 is kept as it is.
 fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or_else(|_| path.to_string())
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_or_else(|_| path.to_string(), String::from)
 }
 
 /// Whether every data file a log entry of the table at `dir` adds is on disk at its full
@@ -236,6 +222,24 @@ pub fn sync_data(dir: &Path, files: &[&str], sync: &Syncer) -> std::io::Result<(
         sync(&d)?;
     }
     Ok(())
+}
+
+/// A syncer for tests: records every path it is given and fails those `fails` picks.
+#[cfg(test)]
+pub(crate) fn test_syncer(
+    fails: impl Fn(&Path) -> bool + Send + Sync + 'static,
+) -> (Syncer, Arc<std::sync::Mutex<Vec<PathBuf>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let real = fsync();
+    let sync: Syncer = Arc::new(move |path: &Path| {
+        log.lock().unwrap().push(path.to_path_buf());
+        if fails(path) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        real(path)
+    });
+    (sync, seen)
 }
 
 #[cfg(test)]

@@ -92,26 +92,7 @@ mod tests {
     async fn compaction_keeps_rows_and_offsets_and_vacuum_removes_old_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dead_letters");
-        let table = LakeTable::open_or_create("dead_letters", &path, dead_letters_schema())
-            .await
-            .unwrap();
-        for offset in 0..5i64 {
-            let mut rows = DeadLetterBuilder::new();
-            rows.append(
-                "bad",
-                None,
-                Some(b"x"),
-                &SourcePosition {
-                    topic: "t",
-                    partition: 0,
-                    offset,
-                    ingested_at_us: 0,
-                },
-            );
-            table.push_tail(rows.finish());
-            let positions = BTreeMap::from([(("t".to_string(), 0), offset)]);
-            table.commit_tail("app", &positions, 1).await.unwrap();
-        }
+        let table = table_of_small_files(&path, 5).await;
         let files_before = table.committed().get_file_uris().unwrap().count();
         assert_eq!(files_before, 5);
         let report = compact_and_vacuum(&table, Duration::ZERO).await.unwrap();
@@ -186,33 +167,13 @@ mod tests {
             .collect()
     }
 
-    /// A syncer that records every path it is given and fails those `fails` picks.
-    fn recording(
-        fails: impl Fn(&std::path::Path) -> bool + Send + Sync + 'static,
-    ) -> (
-        durable::Syncer,
-        std::sync::Arc<std::sync::Mutex<Vec<std::path::PathBuf>>>,
-    ) {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let real = durable::fsync();
-        let sync: durable::Syncer = std::sync::Arc::new(move |path: &std::path::Path| {
-            log.lock().unwrap().push(path.to_path_buf());
-            if fails(path) {
-                return Err(std::io::Error::other("injected fsync failure"));
-            }
-            real(path)
-        });
-        (sync, seen)
-    }
-
     #[tokio::test]
     async fn compaction_is_durable_before_vacuum_deletes_what_it_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dead_letters");
         let table = table_of_small_files(&path, 4).await;
         let before = parquet_files(&path);
-        let (sync, seen) = recording(|_| false);
+        let (sync, seen) = durable::test_syncer(|_| false);
         let table = table.with_syncer(sync);
         let report = compact_and_vacuum(&table, Duration::ZERO).await.unwrap();
         assert_eq!((report.files_removed, report.files_added), (4, 1));
@@ -235,7 +196,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dead_letters");
         let table = table_of_small_files(&path, 3).await;
-        let (sync, _) = recording(|p| p.extension().is_some_and(|x| x == "parquet"));
+        let (sync, _) = durable::test_syncer(|p| p.extension().is_some_and(|x| x == "parquet"));
         let table = table.with_syncer(sync);
         let e = compact_and_vacuum(&table, Duration::ZERO)
             .await

@@ -507,23 +507,6 @@ mod tests {
         assert!(theirs.is_empty());
     }
 
-    /// A syncer failing for paths `fails` picks, counting its calls.
-    fn failing(
-        fails: impl Fn(&Path, usize) -> bool + Send + Sync + 'static,
-    ) -> (Syncer, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = calls.clone();
-        let real = durable::fsync();
-        let sync: Syncer = std::sync::Arc::new(move |path: &Path| {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if fails(path, n) {
-                return Err(std::io::Error::other("injected fsync failure"));
-            }
-            real(path)
-        });
-        (sync, calls)
-    }
-
     fn is_data(path: &Path) -> bool {
         path.extension().is_some_and(|e| e == "parquet")
     }
@@ -547,7 +530,7 @@ mod tests {
     async fn a_failed_data_fsync_fails_the_attempt_and_the_rows_are_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let failed_once = std::sync::atomic::AtomicBool::new(false);
-        let (sync, _) = failing(move |path, _| {
+        let (sync, _) = durable::test_syncer(move |path| {
             is_data(path) && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst)
         });
         let table = open(dir.path()).await.with_syncer(sync);
@@ -566,16 +549,16 @@ mod tests {
     #[tokio::test]
     async fn a_commit_whose_files_cannot_be_made_durable_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let (sync, calls) = failing(|path, _| is_data(path));
+        let (sync, calls) = durable::test_syncer(is_data);
         let table = open(dir.path()).await.with_syncer(sync);
         table.push_tail(dead_letters(&[(0, 0)]));
         let err = table.commit_tail("g", &positions(0), 1).await.unwrap_err();
         assert!(err.to_string().contains("fsync of data files"), "{err}");
-        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= COMMIT_ATTEMPTS);
+        assert!(calls.lock().unwrap().len() >= COMMIT_ATTEMPTS);
         assert_eq!(table.committed().version(), Some(0));
         assert_eq!(table.tail_rows(), 1, "nothing accepted is dropped");
         // The log entry fsync failing fails the commit too (its offsets must not count).
-        let (sync, _) = failing(|path, _| path.extension().is_some_and(|e| e == "json"));
+        let (sync, _) = durable::test_syncer(|path| path.extension().is_some_and(|e| e == "json"));
         let table = open(dir.path()).await.with_syncer(sync);
         table.push_tail(dead_letters(&[(0, 0)]));
         let err = table.commit_tail("g", &positions(0), 1).await.unwrap_err();
