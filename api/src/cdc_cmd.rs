@@ -190,7 +190,12 @@ pub async fn start_in_server(
         Ok(Err(e)) => tracing::warn!(error = %e, "change capture: could not fix its start yet"),
         Err(_) => tracing::warn!("change capture: MongoDB did not answer in 10 s; starting anyway"),
     }
-    let capture = Arc::new(capture);
+    let capture = Arc::new(
+        capture.with_health(Arc::new(crate::supervise::TaskReporter {
+            tasks: tasks.clone(),
+            name: "change-capture",
+        })),
+    );
     let settings = config.kafka.clone();
     let running = capture.clone();
     let task = tasks.spawn("change-capture", move || {

@@ -441,6 +441,16 @@ pub struct StorageConfig {
     /// beside the one writer). Scans of SQL tables hold at most all but one, so the request
     /// path and `/healthz` always find one. At least 2. Default 4.
     pub sqlite_readers: usize,
+    /// Where the lake's tables live: a path, `file:///dir` or `s3://bucket/prefix` (shared by
+    /// every server and ingest). Default: unset, `<data_dir>/lake`.
+    pub lake_uri: Option<String>,
+    /// Settings of an `s3://` lake's store (object_store's S3 keys: `endpoint`, `region`,
+    /// `allow_http`, ...); the `AWS_*` environment fills in the rest. Default: none.
+    pub lake_options: std::collections::BTreeMap<String, String>,
+    /// How often a server that does not run the ingest itself re-reads the lake's tables
+    /// for commits other processes made, in milliseconds; 0: never (it sees the tables as
+    /// they were when it started). Default 2000, the ingest's commit interval.
+    pub lake_refresh_ms: u64,
 }
 
 impl StorageConfig {
@@ -452,7 +462,27 @@ impl StorageConfig {
                 self.sqlite_readers
             ));
         }
+        self.lake_location()
+            .map_err(|e| format!("storage.lake_uri: {e}"))?;
         Ok(())
+    }
+
+    /// The lake's location: `lake_uri` when set, else `<data_dir>/lake`.
+    pub fn lake_location(&self) -> Result<examflow_ingest::lake::LakeLocation, String> {
+        use examflow_ingest::lake::LakeLocation;
+        let options: std::collections::HashMap<String, String> = self
+            .lake_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let location = match &self.lake_uri {
+            Some(uri) => LakeLocation::parse(uri, &options).map_err(|e| e.to_string())?,
+            None => LakeLocation::in_data_dir(&self.data_dir),
+        };
+        if location.is_local() && !options.is_empty() {
+            return Err("[storage.lake_options] applies to an s3:// lake only".into());
+        }
+        Ok(location)
     }
 }
 
@@ -464,6 +494,9 @@ impl Default for StorageConfig {
             mongodb_uri: None,
             mongodb_database: "exams".into(),
             sqlite_readers: examflow_ingest::store::sqlite::DEFAULT_READERS,
+            lake_uri: None,
+            lake_options: Default::default(),
+            lake_refresh_ms: 2000,
         }
     }
 }

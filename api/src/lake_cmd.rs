@@ -2,7 +2,7 @@
 //! command line.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ pub struct IngestArgs {
     /// Data directory; tables live in `<data-dir>/lake` [default: examflow-data].
     #[arg(long, env = "EXAMFLOW_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the lake's tables live: a path, file:///dir or s3://bucket/prefix
+    /// [default: <data-dir>/lake].
+    #[arg(long, env = "EXAMFLOW_LAKE_URI")]
+    pub lake_uri: Option<String>,
     /// Consumer group [default: examflow-ingest].
     #[arg(long)]
     pub group: Option<String>,
@@ -50,6 +54,10 @@ pub struct SqlArgs {
     /// Data directory holding `lake/` [default: examflow-data].
     #[arg(long, env = "EXAMFLOW_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the lake's tables live: a path, file:///dir or s3://bucket/prefix
+    /// [default: <data-dir>/lake].
+    #[arg(long, env = "EXAMFLOW_LAKE_URI")]
+    pub lake_uri: Option<String>,
     /// Output: table, csv or json (an array of row objects).
     #[arg(long, default_value = "table")]
     pub format: SqlFormat,
@@ -107,6 +115,9 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
     if let Some(v) = args.data_dir {
         config.storage.data_dir = v;
     }
+    if let Some(v) = args.lake_uri {
+        config.storage.lake_uri = Some(v);
+    }
     if let Some(v) = args.group {
         config.ingest.group_id = v;
     }
@@ -141,7 +152,7 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
     let data_dir = &config.storage.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let lake = Arc::new(Lake::open(data_dir).await?);
+    let lake = Arc::new(open_lake(&config).await?);
     lake.rebuild_abilities().await?;
     let registry = prometheus::Registry::new();
     let pipeline = LakeIngest::new(
@@ -155,11 +166,33 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
         serve_metrics(addr, registry).await?;
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut signalled = stopped.clone();
     tokio::spawn(async move {
         crate::shutdown_signal().await;
         let _ = stop.send(true);
     });
-    pipeline.run(stopped).await?;
+    // A task of its own, so that past the deadline it is left behind, not dropped here
+    // (dropping a Kafka consumer waits for the broker).
+    let mut running = tokio::spawn(pipeline.run(stopped));
+    let limit = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let deadline = async {
+        let _ = signalled.wait_for(|s| *s).await;
+        tracing::info!(
+            limit_secs = limit.as_secs(),
+            "shutting down: committing the lake's tails"
+        );
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        finished = &mut running => {
+            finished.map_err(|e| anyhow::anyhow!("the ingest stopped: {e}"))??;
+        }
+        () = deadline => tracing::warn!(
+            limit_secs = limit.as_secs(),
+            "shutdown took longer than [server] shutdown_timeout_secs; stopping now (what \
+             was not committed is read again from Kafka at the next start)"
+        ),
+    }
     Ok(())
 }
 
@@ -198,15 +231,15 @@ pub(crate) async fn serve_metrics(
     Ok(())
 }
 
-/// Runs a query on the committed tables of a data directory.
-pub async fn sql(config: Config, args: SqlArgs) -> anyhow::Result<String> {
-    let data_dir = args.data_dir.unwrap_or(config.storage.data_dir);
-    anyhow::ensure!(
-        data_dir.is_dir(),
-        "data directory {} does not exist (give --data-dir, or run examflow ingest first)",
-        data_dir.display()
-    );
-    let lake = open_for_reading(&data_dir).await?;
+/// Runs a query on the committed tables of a lake.
+pub async fn sql(mut config: Config, args: SqlArgs) -> anyhow::Result<String> {
+    if let Some(v) = args.data_dir {
+        config.storage.data_dir = v;
+    }
+    if let Some(v) = args.lake_uri {
+        config.storage.lake_uri = Some(v);
+    }
+    let lake = open_existing_lake(&config, "examflow ingest").await?;
     let ctx = new_session();
     register_lake(&ctx, &lake, false).await?;
     let batches = run_sql(&ctx, &args.sql)
@@ -215,10 +248,30 @@ pub async fn sql(config: Config, args: SqlArgs) -> anyhow::Result<String> {
     format_batches(&batches, args.format)
 }
 
-async fn open_for_reading(data_dir: &Path) -> anyhow::Result<Lake> {
-    Lake::open(data_dir)
+/// Opens (creating missing tables) the lake the configuration names.
+pub async fn open_lake(config: &Config) -> anyhow::Result<Lake> {
+    let location = config
+        .storage
+        .lake_location()
+        .map_err(|e| anyhow::anyhow!("storage.lake_uri: {e}"))?;
+    let shown = location.display();
+    Lake::open_at(location)
         .await
-        .with_context(|| format!("opening the lake in {}", data_dir.display()))
+        .with_context(|| format!("opening the lake at {shown}"))
+}
+
+/// Opens the lake for an offline command; a local lake's data directory must exist
+/// (`writer` names the command that would have made it).
+pub async fn open_existing_lake(config: &Config, writer: &str) -> anyhow::Result<Lake> {
+    let data_dir = &config.storage.data_dir;
+    if config.storage.lake_uri.is_none() {
+        anyhow::ensure!(
+            data_dir.is_dir(),
+            "data directory {} does not exist (give --data-dir or --lake-uri, or run {writer} first)",
+            data_dir.display()
+        );
+    }
+    open_lake(config).await
 }
 
 pub fn format_batches(batches: &[RecordBatch], format: SqlFormat) -> anyhow::Result<String> {

@@ -103,6 +103,10 @@ struct ServeArgs {
     /// [default: off].
     #[arg(long, env = "EXAMFLOW_PGWIRE_LISTEN")]
     pgwire_listen: Option<std::net::SocketAddr>,
+    /// Where the lake's tables live: a path, file:///dir or s3://bucket/prefix
+    /// [default: <data-dir>/lake].
+    #[arg(long, env = "EXAMFLOW_LAKE_URI")]
+    lake_uri: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -121,12 +125,15 @@ struct TokenArgs {
     ttl_secs: u64,
 }
 
-/// mimalloc instead of the system allocator: the analytics paths (DataFusion, polars)
+/// jemalloc instead of the system allocator: the analytics paths (DataFusion, polars)
 /// allocate and free many large short-lived buffers, where glibc's malloc spent a visible
-/// share of a report's time. The `system-allocator` feature turns it off for heap profilers.
+/// share of a report's time; and with its background threads (see [`memory`]) it hands
+/// freed memory back to the kernel even from threads that have gone idle, which kept the
+/// server's memory flat under steady load where mimalloc's grew. The `system-allocator`
+/// feature turns it off for heap profilers.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     memory::disable_transparent_huge_pages();
@@ -185,7 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(v) = args.pgwire_listen {
                 config.pgwire.listen = Some(v);
             }
-            runtime(&config)?.block_on(serve(config))
+            if let Some(v) = args.lake_uri {
+                config.storage.lake_uri = Some(v);
+            }
+            run_bounded(runtime(&config)?, serve(config))
         }
         Command::Token(args) => {
             if let Some(v) = args.data_dir {
@@ -204,8 +214,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }
-        Command::Ingest(args) => runtime(&config)?.block_on(lake_cmd::ingest(config, args)),
-        Command::Cdc(args) => runtime(&config)?.block_on(cdc_cmd::run(config, args)),
+        Command::Ingest(args) => run_bounded(runtime(&config)?, lake_cmd::ingest(config, args)),
+        Command::Cdc(args) => run_bounded(runtime(&config)?, cdc_cmd::run(config, args)),
         Command::Sql(args) => {
             let output = runtime(&config)?.block_on(lake_cmd::sql(config, args))?;
             std::io::stdout().write_all(output.as_bytes())?;
@@ -221,6 +231,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a long-lived command, then stops the runtime without waiting on work that is stuck:
+/// a Kafka client blocked on an unreachable broker (a metadata request, closing a consumer)
+/// would otherwise hold the process for its own timeouts, far past `[server]
+/// shutdown_timeout_secs`. Such work gets one more second.
+fn run_bounded(
+    runtime: tokio::runtime::Runtime,
+    command: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let result = runtime.block_on(command);
+    runtime.shutdown_background();
+    result
 }
 
 /// The async runtime: a worker per core and at most `[server] blocking_threads` threads for
@@ -285,17 +308,44 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut drained: Vec<tokio::task::JoinHandle<()>> = Vec::new();
 
+    let lake_location = config
+        .storage
+        .lake_location()
+        .map_err(|e| anyhow::anyhow!("storage.lake_uri: {e}"))?;
     let lake = Arc::new(
-        examflow_ingest::lake::Lake::open(&data_dir)
+        examflow_ingest::lake::Lake::open_at(lake_location.clone())
             .await
-            .context("opening the lake")?,
+            .with_context(|| format!("opening the lake at {}", lake_location.display()))?,
     );
     let users = lake
         .rebuild_abilities()
         .await
         .context("reading ability estimates from the lake")?;
     tracing::info!(users, "ability estimates rebuilt from the lake");
-    if config.kafka.enabled() && config.ingest.enabled {
+    let ingests_here = config.kafka.enabled() && config.ingest.enabled;
+    if !ingests_here && config.storage.lake_refresh_ms > 0 {
+        // Another process (`examflow ingest`, another replica) writes the lake: pick up
+        // its commits. (An ingest in this process already reads them at each commit.)
+        let every = std::time::Duration::from_millis(config.storage.lake_refresh_ms);
+        let refreshed = lake.clone();
+        tasks.spawn("lake-refresh", move || {
+            let lake = refreshed.clone();
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tick.tick().await;
+                    for table in lake.tables() {
+                        table
+                            .refresh()
+                            .await
+                            .with_context(|| format!("re-reading lake table {}", table.name()))?;
+                    }
+                }
+            }
+        });
+    }
+    if ingests_here {
         drained.push(lake_cmd::start_in_server(
             &config,
             lake.clone(),
@@ -375,8 +425,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
 
-    // Without the Kafka ingest, results reach the lake's `scores` from the outbox directly.
-    if local_outbox && !(config.kafka.enabled() && config.ingest.enabled) {
+    // Without Kafka, results reach the lake's `scores` from the outbox directly. (With
+    // Kafka they go there through the change topic, whoever ingests it: this server, or an
+    // `examflow ingest` of its own when `[ingest] enabled = false`.)
+    if local_outbox && !config.kafka.enabled() {
         // On a thread and runtime of its own: its Delta commits encode Parquet for tens of
         // milliseconds, which on a request worker would hold up the answers queued there.
         let (local2, lake2, tasks2) = (local.clone(), lake.clone(), tasks.clone());

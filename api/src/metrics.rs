@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use examflow_ingest::IngestMetrics;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::server::AppState;
@@ -20,6 +20,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     pub submissions: IntCounterVec,
     pub ingest: IngestMetrics,
+    /// The allocator's view of the heap (see [`crate::memory::AllocatorStats`]).
+    allocated_bytes: IntGauge,
+    resident_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -61,8 +64,27 @@ impl Metrics {
         registry
             .register(Box::new(submissions.clone()))
             .expect("register");
+        let allocated_bytes = IntGauge::new(
+            "examflow_heap_allocated_bytes",
+            "Bytes the server has allocated and not freed (jemalloc).",
+        )
+        .expect("valid metric");
+        let resident_bytes = IntGauge::new(
+            "examflow_heap_resident_bytes",
+            "Bytes of physical memory the allocator keeps mapped, freed pages not yet \
+             returned included (jemalloc).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(allocated_bytes.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(resident_bytes.clone()))
+            .expect("register");
         let ingest = IngestMetrics::new(&registry);
         Metrics {
+            allocated_bytes,
+            resident_bytes,
             registry,
             requests,
             latency,
@@ -72,6 +94,10 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        if let Some(stats) = crate::memory::allocator_stats() {
+            self.allocated_bytes.set(stats.allocated as i64);
+            self.resident_bytes.set(stats.resident as i64);
+        }
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()

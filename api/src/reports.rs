@@ -545,6 +545,10 @@ pub struct ReportArgs {
     /// Data directory holding `lake/` and the embedded store [default: examflow-data].
     #[arg(long, env = "EXAMFLOW_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the lake's tables live: a path, file:///dir or s3://bucket/prefix
+    /// [default: <data-dir>/lake].
+    #[arg(long, env = "EXAMFLOW_LAKE_URI")]
+    pub lake_uri: Option<String>,
     /// Directory of question banks [default: data/question_banks].
     #[arg(long, env = "EXAMFLOW_BANKS")]
     pub banks: Option<PathBuf>,
@@ -552,7 +556,10 @@ pub struct ReportArgs {
 
 /// `examflow report`: a report from the committed data in the data dir (safe while a
 /// server or ingest runs), with a progress bar on standard error.
-pub async fn report_command(config: crate::config::Config, args: ReportArgs) -> anyhow::Result<()> {
+pub async fn report_command(
+    mut config: crate::config::Config,
+    args: ReportArgs,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     if let Some(table) = &args.table {
         anyhow::ensure!(
@@ -561,13 +568,14 @@ pub async fn report_command(config: crate::config::Config, args: ReportArgs) -> 
         );
         check_table(table).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     }
-    let data_dir = args.data_dir.unwrap_or(config.storage.data_dir);
-    anyhow::ensure!(
-        data_dir.is_dir(),
-        "data directory {} does not exist (give --data-dir, or run examflow serve or ingest first)",
-        data_dir.display()
-    );
-    let banks_dir = args.banks.unwrap_or(config.storage.banks_dir);
+    if let Some(v) = args.data_dir {
+        config.storage.data_dir = v;
+    }
+    if let Some(v) = args.lake_uri {
+        config.storage.lake_uri = Some(v);
+    }
+    let data_dir = config.storage.data_dir.clone();
+    let banks_dir = args.banks.unwrap_or(config.storage.banks_dir.clone());
     let progress = indicatif::ProgressBar::new(4);
     progress.set_style(
         indicatif::ProgressStyle::with_template(
@@ -578,9 +586,7 @@ pub async fn report_command(config: crate::config::Config, args: ReportArgs) -> 
     );
     progress.enable_steady_tick(Duration::from_millis(120));
     progress.set_message("opening the lake and the store");
-    let lake = examflow_ingest::lake::Lake::open(&data_dir)
-        .await
-        .with_context(|| format!("opening the lake in {}", data_dir.display()))?;
+    let lake = crate::lake_cmd::open_existing_lake(&config, "examflow serve or ingest").await?;
     let ctx = examflow_ingest::lake::query::new_session();
     examflow_ingest::lake::query::register_lake(&ctx, &lake, false).await?;
     let bank = if banks_dir.is_dir() {

@@ -273,7 +273,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// Readiness (Kubernetes' readiness probe): each dependency and background task, 503 when
-/// one the server needs is down: the store, the broker when Kafka is configured, or a task
+/// one the server needs is down: the store, the lake, the broker when Kafka is configured, or a task
 /// waiting to restart after a failure. `/healthz` stays the liveness check.
 async fn readyz(State(state): State<AppState>) -> Response {
     const PROBE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -300,6 +300,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         json!({"status": "not_configured"})
     };
+    let lake_uri = state.lake.location().display();
+    let lake = match tokio::time::timeout(PROBE, state.lake.location().check()).await {
+        Ok(Ok(())) => json!({"status": "ok", "uri": lake_uri}),
+        Ok(Err(e)) => {
+            ready = false;
+            json!({"status": "down", "uri": lake_uri, "error": e.to_string()})
+        }
+        Err(_) => {
+            ready = false;
+            json!({"status": "down", "uri": lake_uri, "error": "no answer in 2 s"})
+        }
+    };
     let tasks = state.tasks.snapshot();
     if tasks
         .values()
@@ -310,6 +322,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "store": store,
+        "lake": lake,
         "broker": broker,
         "tasks": tasks,
     });

@@ -91,6 +91,25 @@ impl Tasks {
         self.up.with_label_values(&[name]).set(up);
     }
 
+    /// A failure a task retries by itself without ending (change capture): logged by the
+    /// task, counted and shown like a restart here; the task waits to run again.
+    pub fn report_failure(&self, name: &str, error: &str) {
+        self.failures.with_label_values(&[name]).inc();
+        self.set(name, |h| {
+            h.state = TaskState::Restarting;
+            h.restarts += 1;
+            h.last_error = Some(error.to_string());
+            h.last_error_at = Some(examflow_ingest::document::format_timestamp(
+                chrono::Utc::now(),
+            ));
+        });
+    }
+
+    /// The task works again after [`Tasks::report_failure`] (its last error stays shown).
+    pub fn report_recovery(&self, name: &str) {
+        self.set(name, |h| h.state = TaskState::Running);
+    }
+
     /// Every task's health, by name.
     pub fn snapshot(&self) -> BTreeMap<String, TaskHealth> {
         self.health
@@ -149,6 +168,23 @@ impl Tasks {
     }
 }
 
+/// A task's own reports of failures it retries, as [`Tasks::report_failure`] and
+/// [`Tasks::report_recovery`] of its name.
+pub struct TaskReporter {
+    pub tasks: Tasks,
+    pub name: &'static str,
+}
+
+impl examflow_ingest::cdc::CaptureHealth for TaskReporter {
+    fn failed(&self, error: &str) {
+        self.tasks.report_failure(self.name, error);
+    }
+
+    fn recovered(&self) {
+        self.tasks.report_recovery(self.name);
+    }
+}
+
 /// The wait after the next failure in a row: twice this one, at most [`MAX_BACKOFF`].
 fn next_backoff(backoff: Duration) -> Duration {
     (backoff * 2).min(MAX_BACKOFF)
@@ -191,6 +227,35 @@ mod tests {
         assert_eq!(health.restarts, 2);
         assert_eq!(health.last_error.as_deref(), Some("panicked: boom"));
         assert_eq!(tasks.failures.with_label_values(&["flaky"]).get(), 2);
+    }
+
+    #[test]
+    fn failures_a_task_retries_itself_are_shown_and_counted() {
+        let tasks = Tasks::new(&Registry::new());
+        let reporter = TaskReporter {
+            tasks: tasks.clone(),
+            name: "change-capture",
+        };
+        use examflow_ingest::cdc::CaptureHealth;
+        reporter.failed("cannot reach MongoDB");
+        reporter.failed("cannot reach MongoDB again");
+        let health = &tasks.snapshot()["change-capture"];
+        assert_eq!(health.state, TaskState::Restarting);
+        assert_eq!(health.restarts, 2);
+        assert_eq!(
+            health.last_error.as_deref(),
+            Some("cannot reach MongoDB again")
+        );
+        assert_eq!(
+            tasks.failures.with_label_values(&["change-capture"]).get(),
+            2
+        );
+        assert_eq!(tasks.up.with_label_values(&["change-capture"]).get(), 0);
+        reporter.recovered();
+        let health = &tasks.snapshot()["change-capture"];
+        assert_eq!(health.state, TaskState::Running);
+        assert_eq!(health.restarts, 2);
+        assert_eq!(tasks.up.with_label_values(&["change-capture"]).get(), 1);
     }
 
     #[test]

@@ -193,18 +193,7 @@ async fn submission_is_scored_stored_and_readable() {
     .expect("score card for the first submission");
     assert!(card.starts_with("Exam-Generator - Score Card\n\nStudent: ada@example.com\nScore: 6\nResult: PASSED\n\nExam Details:\n- Question: The mean of 2, 4 and 9 is\n  Your Answer: 5 (Correct)\n  Correct Answer: 5\n\n"), "{card}");
 
-    let (_, metrics) = (
-        0,
-        server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let (_, metrics) = (0, server.metrics().await);
     assert!(
         metrics
             .contains("examflow_submissions_total{exam=\"intro-statistics\",result=\"passed\"} 1"),

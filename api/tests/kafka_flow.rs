@@ -253,15 +253,7 @@ async fn every_fixture_envelope_is_handled_and_garbage_goes_to_the_dead_letter_t
     .await
     .unwrap();
     assert_eq!(more.len(), 1);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(&format!(
             "examflow_dead_letters_total{{source=\"{topic}\"}} 2"

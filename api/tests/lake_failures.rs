@@ -7,18 +7,17 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::kafka::{KeyValue, OwnBroker, Record, create_topic, free_port, produce, test_brokers};
 use common::lake::{
     IngestOptions, IngestProcess, committed_rows, expected_counts, expected_invariants,
-    generate_attempts, last_assignment, read_attempts, read_keyed_lines, sql, tail, wait_for_count,
-    wait_for_invariants, write_ingest_config,
+    generate_attempts, last_assignment, produce_lines, read_attempts, read_keyed_lines, sql, tail,
+    wait_for_count, wait_for_invariants, wait_for_split, write_ingest_config,
 };
 use common::unique;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 
 /// A small deterministic generator (xorshift64*), so a failing run can be repeated.
@@ -48,42 +47,6 @@ fn seed() -> u64 {
                 .as_nanos() as u64
                 | 1
         })
-}
-
-/// Produces keyed lines with one producer, `chunk` at a time with `pause` between chunks,
-/// until all are sent (or `stop` is set). Returns how many were acknowledged.
-fn produce_lines(
-    brokers: &str,
-    topic: &str,
-    lines: &[(Option<String>, String)],
-    chunk: usize,
-    pause: Duration,
-    stop: &AtomicBool,
-) -> usize {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .create()
-        .unwrap();
-    let mut sent = 0;
-    for part in lines.chunks(chunk) {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        for (key, line) in part {
-            let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(line);
-            if let Some(k) = key {
-                record = record.key(k.as_str());
-            }
-            producer.send(record).map_err(|(e, _)| e).unwrap();
-            producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(60)).unwrap();
-        sent += part.len();
-        std::thread::sleep(pause);
-    }
-    sent
 }
 
 /// The number of commits (`NNN.json` files) in a table's Delta log.
@@ -163,27 +126,6 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Commit period of every ingest here: short, so kills land before, during and after commits.
 const COMMIT_INTERVAL_MS: u64 = 400;
 
-fn start_ingest(
-    data_dir: &Path,
-    brokers: &str,
-    topics: &[&str],
-    group: &str,
-    log_name: &str,
-    config: &Path,
-) -> IngestProcess {
-    IngestProcess::start_with_config(
-        &IngestOptions {
-            data_dir,
-            brokers,
-            topics,
-            group,
-            commit_interval_ms: COMMIT_INTERVAL_MS,
-            log_name,
-        },
-        config,
-    )
-}
-
 #[test]
 fn kill9_ten_times_under_load_loses_and_doubles_nothing() {
     let started = Instant::now();
@@ -224,7 +166,15 @@ fn kill9_ten_times_under_load_loses_and_doubles_nothing() {
     // member's session expires, 6 s, and most kills would land before any assignment.) The
     // last process rejoins the first group, whose stale Kafka offsets the lake's override.
     let start = |group: &str, log_name: &str| {
-        start_ingest(&data_dir, &brokers, &[&topic], group, log_name, &config)
+        IngestProcess::start_in_group(
+            &data_dir,
+            &brokers,
+            &[&topic],
+            group,
+            log_name,
+            &config,
+            COMMIT_INTERVAL_MS,
+        )
     };
     let mut ingest = start(&group, "ingest-00.log");
     let mut kills = Vec::new();
@@ -333,13 +283,14 @@ fn broker_restart_mid_stream_resumes_without_loss() {
     let never = AtomicBool::new(false);
     produce_lines(&brokers, &topic, first, 200, Duration::ZERO, &never);
 
-    let mut ingest = start_ingest(
+    let mut ingest = IngestProcess::start_in_group(
         &data_dir,
         &brokers,
         &[&topic],
         &unique("restart"),
         "ingest.log",
         &config,
+        COMMIT_INTERVAL_MS,
     );
     // Stop the broker while the first half is still streaming in.
     let before_stop = wait_until_count(
@@ -626,13 +577,14 @@ fn ten_thousand_malformed_messages_go_to_dead_letters() {
         30_000,
         Some(MAX_MESSAGE_BYTES),
     );
-    let mut ingest = start_ingest(
+    let mut ingest = IngestProcess::start_in_group(
         &data_dir,
         &brokers,
         &[&topic],
         &unique("malformed"),
         "ingest.log",
         &config,
+        COMMIT_INTERVAL_MS,
     );
     // The ingest creates `<topic>.dlq` before it reads; read it as it fills, while the
     // messages are produced in chunks, as live traffic.
@@ -829,30 +781,6 @@ fn ten_thousand_malformed_messages_go_to_dead_letters() {
     );
 }
 
-/// Waits until the last assignments in the logs of `processes` split `partitions` between
-/// them, every process owning at least one; returns each one's partitions.
-fn wait_for_split(
-    processes: &[&IngestProcess],
-    topic: &str,
-    partitions: usize,
-    timeout: Duration,
-) -> Vec<Vec<i32>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let owned: Vec<Vec<i32>> = processes
-            .iter()
-            .map(|p| last_assignment(&p.log_text(), topic).unwrap_or_default())
-            .collect();
-        let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
-        all.sort_unstable();
-        let complete = all == (0..partitions as i32).collect::<Vec<_>>();
-        if (complete && owned.iter().all(|o| !o.is_empty())) || Instant::now() > deadline {
-            return owned;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn two_processes_in_one_group_share_four_partitions() {
     let started = Instant::now();
@@ -868,21 +796,23 @@ fn two_processes_in_one_group_share_four_partitions() {
     create_topic(&brokers, &topic, 4);
     let config = write_ingest_config(&dir.path().join("ingest.toml"), 6000, None);
     let group = unique("shared");
-    let mut a = start_ingest(
+    let mut a = IngestProcess::start_in_group(
         &data_dir,
         &brokers,
         &[&topic],
         &group,
         "ingest-a.log",
         &config,
+        COMMIT_INTERVAL_MS,
     );
-    let mut b = start_ingest(
+    let mut b = IngestProcess::start_in_group(
         &data_dir,
         &brokers,
         &[&topic],
         &group,
         "ingest-b.log",
         &config,
+        COMMIT_INTERVAL_MS,
     );
     let owned = wait_for_split(&[&a, &b], &topic, 4, Duration::from_secs(45));
     assert!(
@@ -1030,7 +960,17 @@ fn a_killed_member_is_replaced_within_the_session_timeout_under_load() {
         None,
     );
     let group = unique("replace");
-    let start = |log: &str| start_ingest(&data_dir, &brokers, &[&topic], &group, log, &config);
+    let start = |log: &str| {
+        IngestProcess::start_in_group(
+            &data_dir,
+            &brokers,
+            &[&topic],
+            &group,
+            log,
+            &config,
+            COMMIT_INTERVAL_MS,
+        )
+    };
     let mut a = start("ingest-a.log");
     let mut b = start("ingest-b.log");
     let owned = wait_for_split(&[&a, &b], &topic, 4, Duration::from_secs(45));
@@ -1115,7 +1055,17 @@ fn a_torn_last_log_entry_is_set_aside_and_its_rows_ingested_again() {
     create_topic(&brokers, &topic, 2);
     let config = write_ingest_config(&dir.path().join("ingest.toml"), 6000, None);
     let group = unique("torn");
-    let start = |log: &str| start_ingest(&data_dir, &brokers, &[&topic], &group, log, &config);
+    let start = |log: &str| {
+        IngestProcess::start_in_group(
+            &data_dir,
+            &brokers,
+            &[&topic],
+            &group,
+            log,
+            &config,
+            COMMIT_INTERVAL_MS,
+        )
+    };
     let never = AtomicBool::new(false);
     let lines = read_keyed_lines(&file);
     let mut ingest = start("ingest-1.log");
@@ -1162,4 +1112,59 @@ fn a_torn_last_log_entry_is_set_aside_and_its_rows_ingested_again() {
     );
     assert!(data_dir.join("lake/attempts/_torn_log").is_dir());
     ingest.stop();
+}
+
+/// A rebalance that hands a process back a partition it already had seeks it to the lake's
+/// offsets, behind rows still in its uncommitted tail. Those messages come again and must
+/// not be stored twice (they were, two copies of one offset in one commit, once commits
+/// were slow enough, e.g. on S3).
+#[test]
+fn a_partition_returned_by_a_rebalance_is_not_stored_twice() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let topic = unique("exams-returned");
+    create_topic(&brokers, &topic, 4);
+    let file = dir.path().join("attempts.jsonl");
+    generate_attempts(&file, 200, 31, 0.0, "lines");
+    let config = write_ingest_config(&dir.path().join("ingest.toml"), 6000, None);
+    let group = unique("returned");
+    // Commits far apart: everything a reads stays in its tail across the rebalance.
+    let topics = [topic.as_str()];
+    let options = |log_name| IngestOptions {
+        data_dir: &data_dir,
+        brokers: &brokers,
+        topics: &topics,
+        group: &group,
+        commit_interval_ms: 120_000,
+        log_name,
+    };
+    let mut a = IngestProcess::start_with_config(&options("a.log"), &config);
+    let owned = wait_for_split(&[&a], &topic, 4, Duration::from_secs(45));
+    assert_eq!(owned[0], vec![0, 1, 2, 3], "{}", all_logs(&data_dir, 30));
+    let never = AtomicBool::new(false);
+    produce_lines(
+        &brokers,
+        &topic,
+        &read_keyed_lines(&file),
+        100,
+        Duration::ZERO,
+        &never,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // b joins: a keeps two of its partitions, starting again from the lake (nothing there).
+    let mut b = IngestProcess::start_with_config(&options("b.log"), &config);
+    let owned = wait_for_split(&[&a, &b], &topic, 4, Duration::from_secs(45));
+    assert!(
+        owned.iter().all(|o| !o.is_empty()),
+        "{owned:?}\n{}",
+        all_logs(&data_dir, 30)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    a.stop();
+    b.stop();
+    let expected = expected_invariants(expected_counts(&read_attempts(&file)), 0);
+    let seen = wait_for_invariants(&data_dir, &expected, Duration::from_secs(10));
+    assert_eq!(seen, expected, "{}", all_logs(&data_dir, 30));
 }

@@ -238,15 +238,7 @@ async fn server_ingests_and_answers_sql_from_the_live_tail() {
         0
     );
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for name in [
         "examflow_ingest_messages_total",
         "examflow_ingest_bytes_total",
@@ -295,15 +287,7 @@ async fn server_ingests_and_answers_sql_from_the_live_tail() {
         )
         .await;
     assert_eq!(table[0]["n"].as_u64().unwrap(), expected, "{table}");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(&format!("examflow_abilities_tracked {expected}")),
         "{metrics}"
@@ -425,4 +409,83 @@ fn a_busy_ingest_compacts_after_the_configured_number_of_commits() {
         "{ops:?}"
     );
     ingest.stop();
+}
+
+/// A server that leaves the ingest to `examflow ingest` (`[ingest] enabled = false`) on the
+/// embedded store: its results reach the lake once, through the change topic, not also
+/// straight from its outbox (before: two `score_changes` rows per result, one per source).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_the_ingest_leaves_scores_to_the_change_topic() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let prefix = unique("noingest");
+    let changes = format!("{prefix}.exams.score");
+    {
+        let (b, t) = (brokers.clone(), changes.clone());
+        tokio::task::spawn_blocking(move || create_topic(&b, &t, 2))
+            .await
+            .unwrap();
+    }
+    let config = dir.path().join("examflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\ntopic_prefix = \"{prefix}\"\nemail_topic = \"{prefix}-email\"\n\
+             score_card_group = \"{prefix}-cards\"\nsession_timeout_ms = 6000\n\n\
+             [ingest]\nenabled = false\n\n[storage]\nlake_refresh_ms = 200\n"
+        ),
+    )
+    .unwrap();
+    let mut options = ServerOptions::new(&data_dir);
+    options.kafka_brokers = Some(brokers.clone());
+    options.config_file = Some(config.clone());
+    let server = Server::start(options);
+    let ingest = IngestProcess::start_with_config(
+        &IngestOptions {
+            data_dir: &data_dir,
+            brokers: &brokers,
+            topics: &[&changes],
+            group: &unique("noingest-group"),
+            commit_interval_ms: 300,
+            log_name: "ingest.log",
+        },
+        &config,
+    );
+    let student = server.token("once@example.com", "student");
+    let key = common::answer_key(&common::sample_banks(), "world-geography");
+    for _ in 0..2 {
+        let (status, body) = server
+            .post(
+                "/api/exams/world-geography/submissions",
+                Some(&student),
+                &serde_json::json!({ "answers": key }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let query = "SELECT count(*) AS n FROM score_changes";
+    let seen = wait_for_count(&data_dir, query, 2, Duration::from_secs(60));
+    assert_eq!(seen, 2, "{}\n{}", server.log(), ingest.log_text());
+    // Settled: nothing else arrives from another path.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sources = sql(
+        &data_dir,
+        "SELECT source_topic, count(*) AS n FROM score_changes GROUP BY source_topic",
+    );
+    assert_eq!(
+        sources,
+        vec![serde_json::json!({"source_topic": changes, "n": 2})],
+        "{}",
+        server.log()
+    );
+    // The server, which does not ingest, sees them through its refresh of the lake.
+    let analyst = server.token("ana@example.com", "analyst");
+    let body = serde_json::json!({"sql": "SELECT count(*) AS n FROM scores"});
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        let (status, rows) = server.post("/api/sql", Some(&analyst), &body).await;
+        (status == 200 && rows[0]["n"] == 2).then_some(())
+    })
+    .await;
+    assert!(refreshed.is_some(), "{}", server.log());
 }

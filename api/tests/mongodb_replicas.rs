@@ -380,3 +380,37 @@ async fn a_standalone_mongodb_serves_adaptive_sessions() {
     assert_eq!(rows[0].get_str("status").unwrap(), "finished", "{rows:?}");
     mongo::drop_database(&client, &db).await;
 }
+
+/// Change capture retries by itself (it never ends), so its failures reach `/readyz` and
+/// `/metrics` as reports: on a standalone server, which cannot stream changes, the task is
+/// shown failing with the reason, counted, and the server is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_change_capture_shows_in_readyz_and_metrics() {
+    let Some((uri, _own)) =
+        mongo::standalone_uri("failing_change_capture_shows_in_readyz_and_metrics")
+    else {
+        return;
+    };
+    let db = mongo::database_name("cdcfail");
+    let dir = tempfile::tempdir().unwrap();
+    let server = MongoServe::new(&uri, &db, &dir.path().join("data")).start();
+    let failing = common::eventually(std::time::Duration::from_secs(30), || async {
+        let (status, body) = server.get("/readyz", None).await;
+        let task = &body["tasks"]["change-capture"];
+        (status == 503 && task["restarts"].as_u64().unwrap_or(0) >= 1).then_some(body)
+    })
+    .await;
+    let (_, last) = server.get("/readyz", None).await;
+    let body = failing.unwrap_or_else(|| panic!("{last}\n{}", server.log()));
+    let error = body["tasks"]["change-capture"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("replica set"), "{body}");
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("examflow_task_failures_total{task=\"change-capture\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -23,6 +23,11 @@ async fn the_embedded_default_is_ready_and_lists_its_tasks() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
     assert_eq!(body["store"]["status"], "ok");
+    assert_eq!(body["lake"]["status"], "ok", "{body}");
+    assert!(
+        body["lake"]["uri"].as_str().unwrap().ends_with("/lake"),
+        "{body}"
+    );
     assert_eq!(body["broker"]["status"], "not_configured");
     for task in [
         "score-cards",
@@ -107,15 +112,7 @@ async fn a_failing_lake_ingest_is_restarted_and_loses_nothing() {
     });
     let task = &failing["tasks"]["lake-ingest"];
     assert!(task["last_error"].as_str().is_some(), "{failing}");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("examflow_task_failures_total{task=\"lake-ingest\"}"),
         "{metrics}"
@@ -178,4 +175,78 @@ async fn sigterm_drains_requests_and_commits_the_lake_tail() {
         server.log()
     );
     assert!(server.log().contains("lake committed"), "{}", server.log());
+}
+
+/// SIGTERM while the broker cannot be reached: Kafka clients stuck in their own timeouts
+/// (metadata requests of 10 s each, closing a consumer) do not hold `serve` or `ingest`
+/// past `[server] shutdown_timeout_secs` (before: 17 s and over 40 s with a limit of 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_the_limit_while_the_broker_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("examflow.toml");
+    std::fs::write(&config, "[server]\nshutdown_timeout_secs = 2\n").unwrap();
+    // Nothing listens there: every connection is refused.
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let limit = Duration::from_secs(2);
+    let margin = Duration::from_millis(2500);
+
+    let mut options = ServerOptions::new(&dir.path().join("serve"));
+    options.kafka_brokers = Some(brokers.clone());
+    options.config_file = Some(config.clone());
+    let mut server = Server::start(options);
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["broker"]["status"], "down", "{body}");
+    let started = Instant::now();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = server.child.wait().unwrap();
+    let took = started.elapsed();
+    assert!(exit.success(), "{exit}\n{}", server.log());
+    assert!(
+        took < limit + margin,
+        "serve took {took:?}\n{}",
+        server.log()
+    );
+
+    let ingest_dir = dir.path().join("ingest");
+    std::fs::create_dir_all(&ingest_dir).unwrap();
+    let log = std::fs::File::create(ingest_dir.join("ingest.log")).unwrap();
+    let mut ingest = std::process::Command::new(env!("CARGO_BIN_EXE_examflow"))
+        .arg("--config")
+        .arg(&config)
+        .args(["ingest", "--kafka-brokers", &brokers, "--data-dir"])
+        .arg(&ingest_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Into its start: the lake is open and the consumer asks the broker for metadata.
+    let log_text = || std::fs::read_to_string(ingest_dir.join("ingest.log")).unwrap_or_default();
+    let opened = eventually(Duration::from_secs(30), || async {
+        log_text().contains("ability estimates read").then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "{}", log_text());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &ingest.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = tokio::task::spawn_blocking(move || ingest.wait().unwrap())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(exit.success(), "{exit}\n{}", log_text());
+    assert!(
+        took < limit + margin,
+        "ingest took {took:?}\n{}",
+        log_text()
+    );
+    assert!(log_text().contains("stopping now"), "{}", log_text());
 }

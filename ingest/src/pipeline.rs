@@ -181,6 +181,16 @@ impl LakeMetrics {
     }
 }
 
+/// Whether a message was handled already by this process: at or below the last offset it
+/// handled of that partition (see the receive loop).
+fn is_replay(
+    positions: &BTreeMap<TopicPartition, i64>,
+    partition: &TopicPartition,
+    offset: i64,
+) -> bool {
+    positions.get(partition).is_some_and(|&last| offset <= last)
+}
+
 /// Where each assigned partition starts: one past the lowest offset all its tables hold.
 type StartOffsets = Arc<Mutex<HashMap<TopicPartition, i64>>>;
 
@@ -517,7 +527,7 @@ impl LakeIngest {
             .then(|| Instant::now() + self.settings.housekeeping_interval);
         let mut received_since_commit = false;
         let mut commits_since_housekeeping = 0usize;
-        info!(topics = ?topics, group = %self.settings.group_id, lake = %self.lake.root().display(), "lake ingest started");
+        info!(topics = ?topics, group = %self.settings.group_id, lake = %self.lake.location().display(), "lake ingest started");
         loop {
             // While a commit runs, only flushes are due (another commit waits for it).
             let deadline = if in_flight.is_some() {
@@ -539,9 +549,18 @@ impl LakeIngest {
                 received = tokio::time::timeout_at(deadline.into(), consumer.recv()) => {
                     match received {
                         Ok(Ok(message)) => {
+                            let partition = (message.topic().to_string(), message.partition());
+                            // A rebalance that hands this process a partition it already had
+                            // seeks it back to the lake's offsets, behind rows still in the
+                            // tail: those messages were handled already (they are in the tail
+                            // or committed), and handling them again would put two copies of
+                            // one offset into one commit.
+                            if is_replay(&positions, &partition, message.offset()) {
+                                continue;
+                            }
                             self.handle(&message, &mut dedup, &mut builders, producer.as_ref(), &mut pending_dlq);
                             received_since_commit = true;
-                            positions.insert((message.topic().to_string(), message.partition()), message.offset());
+                            positions.insert(partition, message.offset());
                             if let Some(ts) = message.timestamp().to_millis() {
                                 unflushed_times.push((message.topic().to_string(), ts));
                             }

@@ -5,8 +5,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 
 use super::repo_root;
@@ -164,7 +167,16 @@ impl Drop for IngestProcess {
 
 /// `examflow sql --format json`, parsed.
 pub fn sql(data_dir: &Path, query: &str) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_examflow"))
+    sql_with(None, data_dir, query)
+}
+
+/// [`sql`] reading a configuration file (e.g. one naming an S3 lake).
+pub fn sql_with(config: Option<&Path>, data_dir: &Path, query: &str) -> Vec<Value> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_examflow"));
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let out = command
         .args(["sql", "--format", "json", "--data-dir"])
         .arg(data_dir)
         .arg(query)
@@ -216,6 +228,30 @@ impl IngestProcess {
     /// Like [`IngestProcess::start`], reading `config` (`examflow --config FILE ingest ...`).
     pub fn start_with_config(o: &IngestOptions<'_>, config: &Path) -> IngestProcess {
         Self::launch(o, Some(config))
+    }
+
+    /// `examflow --config CONFIG ingest` of `topics` in `group`, committing every
+    /// `commit_interval_ms`, logging to `data_dir/log_name`.
+    pub fn start_in_group(
+        data_dir: &Path,
+        brokers: &str,
+        topics: &[&str],
+        group: &str,
+        log_name: &str,
+        config: &Path,
+        commit_interval_ms: u64,
+    ) -> IngestProcess {
+        Self::start_with_config(
+            &IngestOptions {
+                data_dir,
+                brokers,
+                topics,
+                group,
+                commit_interval_ms,
+                log_name,
+            },
+            config,
+        )
     }
 
     /// True while the process has not exited.
@@ -275,6 +311,11 @@ pub fn committed_rows(log: &str, table: &str) -> u64 {
 /// duplicate keys, duplicate source positions, and children written from another copy than
 /// the one `attempts` holds.
 pub fn attempt_invariants(data_dir: &Path) -> Value {
+    attempt_invariants_with(None, data_dir)
+}
+
+/// [`attempt_invariants`] reading a configuration file.
+pub fn attempt_invariants_with(config: Option<&Path>, data_dir: &Path) -> Value {
     let query = "SELECT \
         (SELECT count(*) FROM attempts) AS attempts, \
         (SELECT count(*) - count(DISTINCT keen_id) FROM attempts) AS duplicate_keen_ids, \
@@ -293,7 +334,7 @@ pub fn attempt_invariants(data_dir: &Path) -> Value {
             ON o.keen_id = a.keen_id AND o.source_partition = a.source_partition \
             AND o.source_offset = a.source_offset WHERE a.keen_id IS NULL) AS orphan_options, \
         (SELECT count(*) FROM dead_letters) AS dead_letters";
-    sql(data_dir, query).remove(0)
+    sql_with(config, data_dir, query).remove(0)
 }
 
 /// What [`attempt_invariants`] must return after every attempt of a file arrived once.
@@ -308,9 +349,19 @@ pub fn expected_invariants(expected: (usize, usize, usize), dead_letters: usize)
 
 /// Polls [`attempt_invariants`] until it equals `expected`, returning the last value seen.
 pub fn wait_for_invariants(data_dir: &Path, expected: &Value, timeout: Duration) -> Value {
+    wait_for_invariants_with(None, data_dir, expected, timeout)
+}
+
+/// [`wait_for_invariants`] reading a configuration file.
+pub fn wait_for_invariants_with(
+    config: Option<&Path>,
+    data_dir: &Path,
+    expected: &Value,
+    timeout: Duration,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let seen = attempt_invariants(data_dir);
+        let seen = attempt_invariants_with(config, data_dir);
         if &seen == expected || Instant::now() > deadline {
             return seen;
         }
@@ -322,4 +373,64 @@ pub fn wait_for_invariants(data_dir: &Path, expected: &Value, timeout: Duration)
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Produces keyed lines with one producer, `chunk` at a time with `pause` between chunks,
+/// until all are sent (or `stop` is set). Returns how many were acknowledged.
+pub fn produce_lines(
+    brokers: &str,
+    topic: &str,
+    lines: &[(Option<String>, String)],
+    chunk: usize,
+    pause: Duration,
+    stop: &AtomicBool,
+) -> usize {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    let mut sent = 0;
+    for part in lines.chunks(chunk) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        for (key, line) in part {
+            let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(line);
+            if let Some(k) = key {
+                record = record.key(k.as_str());
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+        sent += part.len();
+        std::thread::sleep(pause);
+    }
+    sent
+}
+
+/// Waits until the last assignments in the logs of `processes` split `partitions` between
+/// them, every process owning at least one; returns each one's partitions.
+pub fn wait_for_split(
+    processes: &[&IngestProcess],
+    topic: &str,
+    partitions: usize,
+    timeout: Duration,
+) -> Vec<Vec<i32>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let owned: Vec<Vec<i32>> = processes
+            .iter()
+            .map(|p| last_assignment(&p.log_text(), topic).unwrap_or_default())
+            .collect();
+        let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
+        all.sort_unstable();
+        let complete = all == (0..partitions as i32).collect::<Vec<_>>();
+        if (complete && owned.iter().all(|o| !o.is_empty())) || Instant::now() > deadline {
+            return owned;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod lake;
 pub mod mongo;
 pub mod psql;
+pub mod s3;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -113,6 +114,18 @@ impl Server {
             data_dir: options.data_dir,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1137,11 +1137,12 @@ async fn commit_loop(commits: usize, per_batch: usize) -> Result<()> {
                 .await?;
         }
         if (c + 1) % 25 == 0 || c == 0 {
-            let files = std::fs::read_dir(lake.attempts.dir()).map_or(0, |d| {
-                d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
-                    .count()
-            });
+            let files =
+                std::fs::read_dir(lake.attempts.dir().expect("a local lake")).map_or(0, |d| {
+                    d.flatten()
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                        .count()
+                });
             println!(
                 "| {} | {:.1} | {:.1} | {files} |",
                 c + 1,

@@ -813,7 +813,7 @@ async fn main() -> Result<()> {
     };
     let build_time = build.elapsed();
     let (files, bytes) = live_files(&lake)?;
-    let on_disk = parquet_files_in(lake.attempt_questions.dir());
+    let on_disk = parquet_files_in(lake.attempt_questions.dir().expect("a local lake"));
     writeln!(
         out,
         "- data: {} `attempt_questions` rows ({}), {} live Parquet file(s) in the Delta \

@@ -206,6 +206,17 @@ pub struct Capture {
     /// The last position whose events the sink acknowledged, saved by [`Capture::flush`]
     /// at shutdown (the saver writes behind, at most every [`SAVE_INTERVAL`]).
     acknowledged: Arc<std::sync::Mutex<Option<Position>>>,
+    /// Told of each failure [`Capture::run`] retries after, and of each recovery.
+    health: Option<Arc<dyn CaptureHealth>>,
+}
+
+/// Where capture reports the failures it retries by itself (it never ends), so that the
+/// server can show and count them like its other background tasks' (`/readyz`, `/metrics`).
+pub trait CaptureHealth: Send + Sync {
+    /// A failure; capture retries after a back-off.
+    fn failed(&self, error: &str);
+    /// Capturing again (or on standby behind another process's lease).
+    fn recovered(&self);
 }
 
 /// Least time between two position writes: a busy stream saves a few times a second, not
@@ -261,6 +272,25 @@ impl Capture {
             metrics,
             lease_renewal,
             acknowledged: Default::default(),
+            health: None,
+        }
+    }
+
+    /// The same capture, reporting its failures and recoveries to `health`.
+    pub fn with_health(mut self, health: Arc<dyn CaptureHealth>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn report_failure(&self, error: &str) {
+        if let Some(health) = &self.health {
+            health.failed(error);
+        }
+    }
+
+    fn report_recovery(&self) {
+        if let Some(health) = &self.health {
+            health.recovered();
         }
     }
 
@@ -295,6 +325,7 @@ impl Capture {
             match self.offsets.hold().await {
                 Ok(true) => standby_logged = false,
                 Ok(false) => {
+                    self.report_recovery();
                     if !standby_logged {
                         info!(collection = %self.source.collection, "change capture on standby: another process holds the lease");
                         standby_logged = true;
@@ -305,6 +336,7 @@ impl Capture {
                 }
                 Err(e) => {
                     warn!(error = %e, "change capture: cannot reach MongoDB; retrying");
+                    self.report_failure(&format!("cannot reach MongoDB: {e}"));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
@@ -337,11 +369,15 @@ impl Capture {
                 }
                 Stop::Failed(e) if needs_replica_set(&e) => {
                     error!(error = %e, retry_in = ?backoff, "change capture cannot run: MongoDB streams changes only on a replica set (a one-member one is enough: mongod --replSet rs0, then rs.initiate())");
+                    self.report_failure(&format!(
+                        "MongoDB streams changes only on a replica set: {e}"
+                    ));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
                 Stop::Failed(e) => {
                     warn!(error = %e, retry_in = ?backoff, "change capture stopped; resuming from the saved position");
+                    self.report_failure(&e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -492,6 +528,8 @@ impl Capture {
             }
         };
         let mut stream = stream.with_type::<Document>();
+        // The stream is open: capturing (again).
+        self.report_recovery();
 
         // The reader keeps the stream busy while the sink delivers the previous batch.
         let (events_tx, mut events) = mpsc::channel::<mongodb::error::Result<Document>>(4 * BATCH);

@@ -2,6 +2,7 @@
 //! commits leave, and vacuum of the files compaction replaced. Checkpoints are written by the
 //! commits themselves (every 20 versions, the tables' `delta.checkpointInterval`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::durable;
@@ -26,7 +27,10 @@ pub async fn compact_and_vacuum(
         return Ok(report);
     }
     let before = current.version();
-    let (compacted, metrics) = current.optimize().await?;
+    let (compacted, metrics) = current
+        .optimize()
+        .with_session_state(Arc::new(plain_types_session()))
+        .await?;
     report.files_removed = metrics.num_files_removed;
     report.files_added = metrics.num_files_added;
     // delta-rs writes the compacted files and commits in one call, without fsync: make its
@@ -51,16 +55,30 @@ pub async fn compact_and_vacuum(
     Ok(report)
 }
 
-/// fsyncs the files compaction's commit `version` added, their directories and its log entry.
+/// The session compaction reads and writes with: the files it writes keep the tables' own
+/// Arrow types (`Utf8`). delta-rs otherwise writes the view types its scan produces
+/// (`Utf8View`) into the files' Arrow schema, which some readers of the lake (Daft) refuse.
+fn plain_types_session() -> datafusion::execution::SessionState {
+    let mut config = datafusion::prelude::SessionConfig::new();
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    datafusion::prelude::SessionContext::new_with_config(config).state()
+}
+
+/// fsyncs the files compaction's commit `version` added, their directories and its log entry
+/// (a local lake; an object store's puts are durable when they return).
 fn sync_compaction(table: &LakeTable, version: u64) -> std::io::Result<()> {
-    let entry = table
-        .dir()
-        .join("_delta_log")
-        .join(format!("{version:020}.json"));
+    let Some(dir) = table.dir() else {
+        return Ok(());
+    };
+    let entry = dir.join("_delta_log").join(format!("{version:020}.json"));
     let added = durable::added_files(&std::fs::read(&entry)?);
     let paths: Vec<&str> = added.iter().map(String::as_str).collect();
-    durable::sync_data(table.dir(), &paths, table.syncer())?;
-    durable::sync_log(table.dir(), version, table.syncer())
+    durable::sync_data(dir, &paths, table.syncer())?;
+    durable::sync_log(dir, version, table.syncer())
 }
 
 /// Housekeeping of every table; failures are logged and retried next time.
@@ -101,17 +119,31 @@ mod tests {
         assert_eq!(report.files_vacuumed, 5, "{report:?}");
         table.refresh().await.unwrap();
         assert_eq!(table.committed().get_file_uris().unwrap().count(), 1);
-        let parquet_files = std::fs::read_dir(&path)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "parquet")
-            })
-            .count();
-        assert_eq!(parquet_files, 1, "vacuum deleted the replaced files");
+        let mut parquet = parquet_files(&path);
+        assert_eq!(parquet.len(), 1, "vacuum deleted the replaced files");
+        // The compacted file keeps the table's types in its Arrow schema (no view types).
+        let file = std::fs::File::open(parquet.pop().unwrap()).unwrap();
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                file,
+            )
+            .unwrap();
+        let types: Vec<_> = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert!(
+            !types
+                .iter()
+                .any(|t| matches!(t, arrow::datatypes::DataType::Utf8View)),
+            "{types:?}"
+        );
+        assert!(
+            types.contains(&arrow::datatypes::DataType::Utf8),
+            "{types:?}"
+        );
         // The offsets recorded by the commits survive compaction.
         let offsets = table
             .committed_offsets("app", &[("t".to_string(), 0)])
@@ -136,9 +168,13 @@ mod tests {
 
     /// A dead-letters table at `path` with one file per offset in `0..commits`.
     async fn table_of_small_files(path: &std::path::Path, commits: i64) -> LakeTable {
-        let table = LakeTable::open_or_create("dead_letters", path, dead_letters_schema())
-            .await
-            .unwrap();
+        let table = LakeTable::open_or_create(
+            "dead_letters",
+            &crate::lake::location::TableLocation::local(path).unwrap(),
+            dead_letters_schema(),
+        )
+        .await
+        .unwrap();
         for offset in 0..commits {
             let mut rows = DeadLetterBuilder::new();
             rows.append(
@@ -225,9 +261,13 @@ mod tests {
         assert_eq!(compacted.len(), 1);
         // Its data never reached the disk: the file is empty (or gone).
         std::fs::write(&compacted[0], b"").unwrap();
-        let reopened = LakeTable::open_or_create("dead_letters", &path, dead_letters_schema())
-            .await
-            .unwrap();
+        let reopened = LakeTable::open_or_create(
+            "dead_letters",
+            &crate::lake::location::TableLocation::local(&path).unwrap(),
+            dead_letters_schema(),
+        )
+        .await
+        .unwrap();
         assert_eq!(reopened.committed().version(), Some(3));
         assert_eq!(reopened.committed().get_file_uris().unwrap().count(), 3);
         assert!(path.join(durable::TORN_DIR).is_dir());

@@ -18,8 +18,11 @@ pub mod changes;
 pub mod durable;
 pub mod housekeeping;
 pub mod latest;
+pub mod location;
 pub mod outbox;
 pub mod query;
+#[cfg(test)]
+mod s3_tests;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ use crate::abilities::AbilityTracker;
 use crate::attempts::{attempt_options_schema, attempt_questions_schema, attempts_schema};
 use crate::error::Result;
 use changes::{dead_letters_schema, score_changes_schema, score_detail_changes_schema};
+pub use location::LakeLocation;
 pub use table::{CommitReport, LakeTable, TopicPartition};
 
 /// Names and schemas of the physical tables, in commit order: `attempts` first, because it
@@ -62,9 +66,12 @@ pub fn table_definitions() -> Vec<(&'static str, SchemaRef)> {
     ]
 }
 
-/// All tables of one data directory.
+/// Where the ability snapshot lives, below the lake's root.
+const ABILITY_SNAPSHOT: &str = "_abilities/snapshot.bin";
+
+/// All tables of one lake.
 pub struct Lake {
-    root: PathBuf,
+    location: LakeLocation,
     pub attempts: Arc<LakeTable>,
     pub attempt_questions: Arc<LakeTable>,
     pub attempt_options: Arc<LakeTable>,
@@ -83,18 +90,26 @@ impl Lake {
 
     /// Opens every table under `<data_dir>/lake`, creating missing ones.
     pub async fn open(data_dir: &Path) -> Result<Self> {
-        let root = Self::dir(data_dir);
-        let root = std::path::absolute(&root).unwrap_or(root);
+        Self::open_at(LakeLocation::in_data_dir(data_dir)).await
+    }
+
+    /// Opens every table at `location` (a directory or an object-store prefix), creating
+    /// missing ones.
+    pub async fn open_at(location: LakeLocation) -> Result<Self> {
+        if !location.is_local() {
+            // One clear error for a wrong endpoint, bucket or key, before six tables fail.
+            location.check().await?;
+        }
         let mut tables = Vec::new();
         for (name, schema) in table_definitions() {
             tables.push(Arc::new(
-                LakeTable::open_or_create(name, &root.join(name), schema).await?,
+                LakeTable::open_or_create(name, &location.table(name)?, schema).await?,
             ));
         }
         let mut tables = tables.into_iter();
         let mut next = || tables.next().expect("six tables");
         Ok(Lake {
-            root,
+            location,
             attempts: next(),
             attempt_questions: next(),
             attempt_options: next(),
@@ -105,21 +120,25 @@ impl Lake {
         })
     }
 
-    /// Where the ability snapshot lives (`<lake>/_abilities/snapshot.bin`).
-    pub fn ability_snapshot_path(&self) -> PathBuf {
-        self.root.join("_abilities").join("snapshot.bin")
+    /// Where the ability snapshot lives in a local lake (`<lake>/_abilities/snapshot.bin`).
+    pub fn ability_snapshot_path(&self) -> Option<PathBuf> {
+        match &self.location {
+            LakeLocation::Local(root) => Some(root.join(ABILITY_SNAPSHOT)),
+            LakeLocation::ObjectStore { .. } => None,
+        }
     }
 
     /// Writes the tracker's snapshot in the background when it has one (logged, not fatal:
     /// without it the next start reads the whole table).
     pub fn save_abilities_later(&self, bytes: Option<Vec<u8>>) {
         let Some(bytes) = bytes else { return };
-        let path = self.ability_snapshot_path();
-        tokio::task::spawn_blocking(move || {
+        let location = self.location.clone();
+        tokio::spawn(async move {
             let started = std::time::Instant::now();
-            match write_ability_snapshot(&path, &bytes) {
+            let size = bytes.len();
+            match location.write(ABILITY_SNAPSHOT, bytes).await {
                 Ok(()) => tracing::info!(
-                    bytes = bytes.len(),
+                    bytes = size,
                     ms = started.elapsed().as_millis() as u64,
                     "ability snapshot saved"
                 ),
@@ -140,7 +159,7 @@ impl Lake {
             self.abilities.set_version(None);
             return Ok(0);
         };
-        let covered = self.load_ability_snapshot(version);
+        let covered = self.load_ability_snapshot(version).await;
         let ctx = query::new_session();
         query::register_lake(&ctx, self, false).await?;
         let mut filter = String::from("user_correct IS NOT NULL");
@@ -213,16 +232,15 @@ impl Lake {
 
     /// Loads the ability snapshot into the tracker when it is whole and not newer than the
     /// table (a table opened at an older version after a torn entry); returns what it covers.
-    fn load_ability_snapshot(
+    async fn load_ability_snapshot(
         &self,
         version: u64,
     ) -> Option<std::collections::HashMap<(String, i32), i64>> {
-        let path = self.ability_snapshot_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        let bytes = match self.location.read(ABILITY_SNAPSHOT).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the ability snapshot; reading the whole table");
+                tracing::warn!(error = %e, "cannot read the ability snapshot; reading the whole table");
                 return None;
             }
         };
@@ -237,14 +255,15 @@ impl Lake {
                 None
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "the ability snapshot is unusable; reading the whole table");
+                tracing::warn!(error = %e, "the ability snapshot is unusable; reading the whole table");
                 None
             }
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the tables are.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
     }
 
     /// Every table, in commit order.
@@ -257,6 +276,39 @@ impl Lake {
             &self.score_detail_changes,
             &self.dead_letters,
         ]
+    }
+}
+
+/// Helpers of the lake's tests: the sample attempts as batches of known Kafka positions.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::Path;
+
+    use crate::attempts::{Attempt, AttemptBatchBuilder, AttemptBatches};
+    use crate::source::SourcePosition;
+
+    /// `data/attempts/sample-300.json`, one JSON text per attempt.
+    pub fn sample_texts() -> Vec<String> {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/attempts/sample-300.json");
+        let documents: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+        documents.iter().map(|d| d.to_string()).collect()
+    }
+
+    /// `texts[range]` as batches from topic `exams`, partition 0, offsets = indexes.
+    pub fn batches_of(texts: &[String], range: std::ops::Range<usize>) -> AttemptBatches {
+        let mut builder = AttemptBatchBuilder::new();
+        for offset in range {
+            let attempt = Attempt::parse(texts[offset].as_bytes()).unwrap();
+            let source = SourcePosition {
+                topic: "exams",
+                partition: 0,
+                offset: offset as i64,
+                ingested_at_us: offset as i64,
+            };
+            builder.append(&attempt, &source);
+        }
+        builder.finish()
     }
 }
 
@@ -310,18 +362,8 @@ mod tests {
 
     /// Commits `texts[range]` (partition 0, offsets = indexes) to `attempt_questions`.
     async fn commit_attempts(lake: &Lake, texts: &[String], range: std::ops::Range<usize>) {
-        let mut builder = AttemptBatchBuilder::new();
-        for offset in range.clone() {
-            let attempt = Attempt::parse(texts[offset].as_bytes()).unwrap();
-            let source = SourcePosition {
-                topic: "exams",
-                partition: 0,
-                offset: offset as i64,
-                ingested_at_us: offset as i64,
-            };
-            builder.append(&attempt, &source);
-        }
-        lake.attempt_questions.push_tail(builder.finish().questions);
+        lake.attempt_questions
+            .push_tail(super::test_support::batches_of(texts, range.clone()).questions);
         let positions = BTreeMap::from([(("exams".to_string(), 0), range.end as i64 - 1)]);
         lake.attempt_questions
             .commit_tail("app", &positions, 1)
@@ -331,7 +373,7 @@ mod tests {
 
     async fn wait_for_snapshot(lake: &Lake, version: u64) {
         for _ in 0..200 {
-            if let Ok(bytes) = std::fs::read(lake.ability_snapshot_path())
+            if let Ok(bytes) = std::fs::read(lake.ability_snapshot_path().unwrap())
                 && AbilityTracker::decode(&bytes).is_ok_and(|t| t.version().0 == Some(version))
             {
                 return;
@@ -376,7 +418,7 @@ mod tests {
         );
         wait_for_snapshot(&second, 2).await;
         // The same estimates as a start that reads the whole table.
-        std::fs::remove_file(second.ability_snapshot_path()).unwrap();
+        std::fs::remove_file(second.ability_snapshot_path().unwrap()).unwrap();
         let whole = Lake::open(dir.path()).await.unwrap();
         whole.rebuild_abilities().await.unwrap();
         // Every user with the same answers and attempts. An estimate is made with the
@@ -407,9 +449,9 @@ mod tests {
         assert!(compared[0] > 0 && compared[1] > 0, "{compared:?}");
         // A snapshot newer than the table (the table rolled back) or damaged is not used.
         wait_for_snapshot(&whole, 2).await;
-        let mut bytes = std::fs::read(whole.ability_snapshot_path()).unwrap();
+        let mut bytes = std::fs::read(whole.ability_snapshot_path().unwrap()).unwrap();
         bytes[30] ^= 0xff;
-        std::fs::write(whole.ability_snapshot_path(), &bytes).unwrap();
+        std::fs::write(whole.ability_snapshot_path().unwrap(), &bytes).unwrap();
         let damaged = Lake::open(dir.path()).await.unwrap();
         damaged.rebuild_abilities().await.unwrap();
         assert_eq!(estimates(&damaged).len(), estimates(&whole).len());

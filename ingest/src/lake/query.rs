@@ -194,7 +194,7 @@ pub async fn register_lake_at_scan(ctx: &SessionContext, lake: &Lake) -> Result<
 /// The committed snapshot of a lake table.
 ///
 /// A snapshot that is plain Parquet — no partition columns, no deletion vectors, no column
-/// mapping, files on the local disk; examflow writes no other kind — is
+/// mapping; examflow writes no other kind — is
 /// scanned by DataFusion's own Parquet reader: a `ListingTable` over exactly the snapshot's
 /// live files, planned as `register_parquet` would. Why: the Delta provider's kernel scan
 /// wraps the same reader in per-file bookkeeping (a file-id column, the pushed predicate
@@ -240,10 +240,11 @@ impl SnapshotTable {
     }
 }
 
-/// The snapshot's live files if it is plain Parquet on the local disk, else `None`. Plain:
-/// no partition columns, no column mapping, no deletion vectors — the features that change
-/// how a file's rows become the table's (others, such as `timestampNtz`, concern types,
-/// which DataFusion's schema adapter handles).
+/// The snapshot's live files if it is plain Parquet, else `None`. Plain: no partition
+/// columns, no column mapping, no deletion vectors — the features that change how a file's
+/// rows become the table's (others, such as `timestampNtz`, concern types, which
+/// DataFusion's schema adapter handles). Local files by path; files in object storage by
+/// URL, read through the store the table registers with the session.
 fn plain_parquet_files(table: &deltalake::DeltaTable) -> Option<Vec<ListingTableUrl>> {
     let snapshot = table.snapshot().ok()?;
     let metadata = snapshot.metadata();
@@ -254,17 +255,19 @@ fn plain_parquet_files(table: &deltalake::DeltaTable) -> Option<Vec<ListingTable
     if column_mapping || !metadata.partition_columns().is_empty() {
         return None;
     }
-    if table.log_store().root_url().scheme() != "file" {
-        return None;
-    }
+    let local = table.log_store().root_url().scheme() == "file";
     let mut files = Vec::new();
     for file in snapshot.log_data() {
         if file.deletion_vector_descriptor().is_some() {
             return None;
         }
-        // A local store's URI is the file's absolute path; other stores are not for us.
-        let path = table.log_store().to_uri(&file.object_store_path());
-        let url = url::Url::from_file_path(&path).ok()?;
+        // A local store's URI is the file's absolute path; another store's, its URL.
+        let uri = table.log_store().to_uri(&file.object_store_path());
+        let url = if local {
+            url::Url::from_file_path(&uri).ok()?
+        } else {
+            url::Url::parse(&uri).ok()?
+        };
         files.push(ListingTableUrl::try_new(url, None).ok()?);
     }
     // An empty snapshot has no file to read the layout from; the Delta provider handles it.
@@ -305,6 +308,10 @@ impl TableProvider for SnapshotTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        // The table's store (an object store's bucket) must be known to this session.
+        self.table
+            .update_datafusion_session(state)
+            .map_err(external)?;
         if let Some(files) = &self.plain_files {
             let options = ParquetReadOptions::default()
                 .to_listing_options(state.config(), state.table_options().clone());
@@ -315,9 +322,6 @@ impl TableProvider for SnapshotTable {
                 .scan(state, projection, filters, limit)
                 .await;
         }
-        self.table
-            .update_datafusion_session(state)
-            .map_err(external)?;
         let provider = self.table.table_provider().await.map_err(external)?;
         let filters = usable_filters(provider.as_ref(), filters)?;
         provider.scan(state, projection, &filters, limit).await

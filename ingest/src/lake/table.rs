@@ -25,6 +25,7 @@ use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 
 use crate::error::{IngestError, Result};
 use crate::lake::durable::{self, Syncer};
+use crate::lake::location::TableLocation;
 use crate::source::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 
 /// A Kafka partition, as transaction actions and resume positions name it.
@@ -42,9 +43,14 @@ struct Shared {
 
 pub struct LakeTable {
     name: &'static str,
-    dir: PathBuf,
+    /// The table's directory when the lake is local: commits are fsynced there.
+    dir: Option<PathBuf>,
+    url: url::Url,
     schema: SchemaRef,
     shared: RwLock<Shared>,
+    /// Held by a commit from its write to its publish, and by a refresh: a refresh must not
+    /// publish a version holding rows the tail still has (queries would count them twice).
+    commit_lock: tokio::sync::Mutex<()>,
     /// fsync, replaceable in tests.
     sync: Syncer,
 }
@@ -67,13 +73,29 @@ fn delta_error(table: &str, source: DeltaTableError) -> IngestError {
     }
 }
 
-fn table_url(dir: &Path) -> Result<url::Url> {
-    url::Url::from_directory_path(dir).map_err(|()| {
+/// Prepares a local table directory: creates it, sets aside entries torn by an unclean
+/// stop, and says whether a log is there (loading a directory without one makes the
+/// kernel log an error).
+fn local_log_present(name: &str, dir: &Path) -> Result<bool> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| IngestError::LakeSetup(format!("cannot create {}: {e}", dir.display())))?;
+    let torn = durable::set_aside_torn_entries(dir).map_err(|e| {
         IngestError::LakeSetup(format!(
-            "{} is not an absolute directory path",
+            "{name}: checking the log in {}: {e}",
             dir.display()
         ))
-    })
+    })?;
+    if !torn.is_empty() {
+        tracing::error!(
+            table = name,
+            versions = ?torn,
+            "log entries torn by an unclean stop were set aside in {}; the table opens at the last whole version and ingest reads again from its offsets",
+            durable::TORN_DIR
+        );
+    }
+    Ok(std::fs::read_dir(dir.join("_delta_log"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false))
 }
 
 /// The application id of a transaction action: one per writer application, topic and
@@ -85,36 +107,38 @@ pub fn app_id(app: &str, topic: &str, partition: i32) -> String {
 }
 
 impl LakeTable {
-    /// Opens the table at `dir`, creating it with `schema` when absent. Safe when several
-    /// processes start at once: the loser of the creation race opens the winner's table.
-    pub async fn open_or_create(name: &'static str, dir: &Path, schema: SchemaRef) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| IngestError::LakeSetup(format!("cannot create {}: {e}", dir.display())))?;
-        let url = table_url(dir)?;
-        let torn = durable::set_aside_torn_entries(dir).map_err(|e| {
-            IngestError::LakeSetup(format!(
-                "{name}: checking the log in {}: {e}",
-                dir.display()
-            ))
-        })?;
-        if !torn.is_empty() {
-            tracing::error!(
-                table = name,
-                versions = ?torn,
-                "log entries torn by an unclean stop were set aside in {}; the table opens at the last whole version and ingest reads again from its offsets",
-                durable::TORN_DIR
-            );
-        }
-        // Loading a directory without a log makes the kernel log an error; skip it.
-        let has_log = std::fs::read_dir(dir.join("_delta_log"))
-            .map(|mut entries| entries.next().is_some())
-            .unwrap_or(false);
+    /// Opens the table at `location`, creating it with `schema` when absent. Safe when
+    /// several processes start at once: the loser of the creation race opens the winner's
+    /// table.
+    pub async fn open_or_create(
+        name: &'static str,
+        location: &TableLocation,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let url = location.url.clone();
+        let has_log = match &location.dir {
+            Some(dir) => local_log_present(name, dir)?,
+            None => true,
+        };
         let mut table = if has_log {
-            DeltaTable::try_from_url(url.clone()).await
+            let loaded = deltalake::DeltaTableBuilder::from_url(url.clone())
+                .map(|b| b.with_storage_options(location.options.clone()))
+                .and_then(|b| b.build());
+            match loaded {
+                Ok(mut table) => match table.load().await {
+                    Ok(()) => table,
+                    // Object storage: no log yet is found out by loading.
+                    Err(DeltaTableError::NotATable(_)) if location.dir.is_none() => table,
+                    Err(e) => return Err(delta_error(name, e)),
+                },
+                Err(e) => return Err(delta_error(name, e)),
+            }
         } else {
-            deltalake::DeltaTableBuilder::from_url(url.clone()).and_then(|b| b.build())
-        }
-        .map_err(|e| delta_error(name, e))?;
+            deltalake::DeltaTableBuilder::from_url(url.clone())
+                .map(|b| b.with_storage_options(location.options.clone()))
+                .and_then(|b| b.build())
+                .map_err(|e| delta_error(name, e))?
+        };
         if table.version().is_none() {
             let columns: StructType = schema
                 .as_ref()
@@ -129,15 +153,18 @@ impl LakeTable {
                 .await;
             table = match created {
                 Ok(table) => {
-                    durable::sync_log(dir, 0, &durable::fsync()).map_err(|e| {
-                        IngestError::LakeSetup(format!("{name}: fsync of the new table: {e}"))
-                    })?;
+                    if let Some(dir) = &location.dir {
+                        durable::sync_log(dir, 0, &durable::fsync()).map_err(|e| {
+                            IngestError::LakeSetup(format!("{name}: fsync of the new table: {e}"))
+                        })?;
+                    }
                     table
                 }
                 // Another process created it between our check and our commit.
                 Err(_) => {
-                    let mut table = DeltaTable::try_from_url(url.clone())
-                        .await
+                    let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
+                        .map(|b| b.with_storage_options(location.options.clone()))
+                        .and_then(|b| b.build())
                         .map_err(|e| delta_error(name, e))?;
                     table.load().await.map_err(|e| delta_error(name, e))?;
                     table
@@ -146,12 +173,14 @@ impl LakeTable {
         }
         Ok(LakeTable {
             name,
-            dir: dir.to_path_buf(),
+            dir: location.dir.clone(),
+            url,
             schema,
             shared: RwLock::new(Shared {
                 committed: table,
                 tail: Vec::new(),
             }),
+            commit_lock: tokio::sync::Mutex::new(()),
             sync: durable::fsync(),
         })
     }
@@ -170,8 +199,14 @@ impl LakeTable {
         self.schema.clone()
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The table's directory, when the lake is on the local disk.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The table's URL (`file:///…/attempts/` or `s3://bucket/prefix/attempts/`).
+    pub fn url(&self) -> &url::Url {
+        &self.url
     }
 
     /// The fsync its commits use (housekeeping's commits use it too).
@@ -215,6 +250,7 @@ impl LakeTable {
         app: &str,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>> {
+        let _commit = self.commit_lock.lock().await;
         let mut table = self.committed();
         table
             .update_incremental(None)
@@ -270,6 +306,7 @@ impl LakeTable {
         positions: &BTreeMap<TopicPartition, i64>,
         batches: usize,
     ) -> Result<CommitReport> {
+        let _commit = self.commit_lock.lock().await;
         let pending: Vec<RecordBatch> = {
             let shared = self.shared.read().expect("lake table lock");
             shared.tail.iter().take(batches).cloned().collect()
@@ -325,7 +362,11 @@ impl LakeTable {
                 // The data must be durable before a log entry names it; after a failed
                 // fsync its pages may be gone, so the rows are written again to new files.
                 let paths: Vec<&str> = adds.iter().map(|a| a.path.as_str()).collect();
-                if let Err(e) = durable::sync_data(&self.dir, &paths, &self.sync) {
+                if let Some(Err(e)) = self
+                    .dir
+                    .as_deref()
+                    .map(|dir| durable::sync_data(dir, &paths, &self.sync))
+                {
                     tracing::error!(table = self.name, error = %e, "fsync of new data files failed; writing them again");
                     last_error = Some(format!("fsync of data files: {e}"));
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -358,13 +399,15 @@ impl LakeTable {
                 Ok(done) => {
                     // Its offsets count only once the entry is durable: a failure here fails
                     // the commit (the ingest restarts and reads the table again).
-                    durable::sync_log(&self.dir, done.version(), &self.sync).map_err(|e| {
-                        IngestError::LakeSetup(format!(
-                            "{}: fsync of log entry {} failed: {e}",
-                            self.name,
-                            done.version()
-                        ))
-                    })?;
+                    if let Some(dir) = &self.dir {
+                        durable::sync_log(dir, done.version(), &self.sync).map_err(|e| {
+                            IngestError::LakeSetup(format!(
+                                "{}: fsync of log entry {} failed: {e}",
+                                self.name,
+                                done.version()
+                            ))
+                        })?;
+                    }
                     report.version = Some(done.version());
                     let mut table = table;
                     table
@@ -401,8 +444,10 @@ impl LakeTable {
         self.shared.read().expect("lake table lock").tail.len()
     }
 
-    /// Reloads the committed snapshot from storage (e.g. after housekeeping).
+    /// Reloads the committed snapshot from storage (after housekeeping; commits by other
+    /// processes). Waits for a commit of this process in flight.
     pub async fn refresh(&self) -> Result<()> {
+        let _commit = self.commit_lock.lock().await;
         let mut table = self.committed();
         table
             .update_incremental(None)
@@ -449,6 +494,10 @@ mod tests {
     use crate::lake::changes::DeadLetterBuilder;
     use crate::source::SourcePosition;
 
+    fn local(dir: &Path) -> TableLocation {
+        TableLocation::local(dir).unwrap()
+    }
+
     fn dead_letters(offsets: &[(i32, i64)]) -> RecordBatch {
         let mut b = DeadLetterBuilder::new();
         for (partition, offset) in offsets {
@@ -471,10 +520,13 @@ mod tests {
     async fn replayed_offsets_are_written_once() {
         let dir = tempfile::tempdir().unwrap();
         let schema = crate::lake::changes::dead_letters_schema();
-        let table =
-            LakeTable::open_or_create("dead_letters", &dir.path().join("dl"), schema.clone())
-                .await
-                .unwrap();
+        let table = LakeTable::open_or_create(
+            "dead_letters",
+            &local(&dir.path().join("dl")),
+            schema.clone(),
+        )
+        .await
+        .unwrap();
         table.push_tail(dead_letters(&[(0, 0), (0, 1), (1, 0)]));
         let positions = BTreeMap::from([(("t".to_string(), 0), 1), (("t".to_string(), 1), 0)]);
         let first = table.commit_tail("g", &positions, 1).await.unwrap();
@@ -489,9 +541,10 @@ mod tests {
         assert_eq!(second.rows_already_committed, 3);
 
         // A second process opening the same table sees the versions.
-        let other = LakeTable::open_or_create("dead_letters", &dir.path().join("dl"), schema)
-            .await
-            .unwrap();
+        let other =
+            LakeTable::open_or_create("dead_letters", &local(&dir.path().join("dl")), schema)
+                .await
+                .unwrap();
         let offsets = other
             .committed_offsets("g", &[("t".into(), 0), ("t".into(), 1), ("t".into(), 2)])
             .await
@@ -513,7 +566,7 @@ mod tests {
 
     async fn open(dir: &Path) -> LakeTable {
         let schema = crate::lake::changes::dead_letters_schema();
-        LakeTable::open_or_create("dead_letters", dir, schema)
+        LakeTable::open_or_create("dead_letters", &local(dir), schema)
             .await
             .unwrap()
     }
