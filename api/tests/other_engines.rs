@@ -295,6 +295,23 @@ fn deltalake_polars_and_duckdb_read_the_s3_lake_as_examflow_does() {
         "{examflow:?}"
     );
 
+    // `examflow report` offline, from the bucket: the two current results of exam "rust".
+    let report = Command::new(env!("CARGO_BIN_EXE_examflow"))
+        .arg("--config")
+        .arg(&config)
+        .args(["report", "--exam", "rust", "--format", "json", "-o", "-"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["summary"]["results"], 2, "{report}");
+
     // The same numbers from the other engines, reading the bucket themselves.
     let daft = std::env::var("EXAMFLOW_TEST_DAFT").is_ok_and(|v| v == "1");
     let engines = if daft {
