@@ -72,6 +72,9 @@ struct Args {
     /// `fetch.wait.max.ms` given to the ingest under test (`kafka.properties`); None: the
     /// librdkafka default.
     ingest_fetch_wait_ms: Option<u32>,
+    /// An S3-compatible endpoint (moto: `scripts/s3-server start DIR`): section 2 then also
+    /// runs `LakeIngest` into a lake in a new bucket there.
+    s3_endpoint: Option<String>,
 }
 
 impl Args {
@@ -85,6 +88,7 @@ fn parse_args() -> Result<Args> {
         quick: false,
         only: None,
         ingest_fetch_wait_ms: None,
+        s3_endpoint: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -104,9 +108,13 @@ fn parse_args() -> Result<Args> {
                 let ms = it.next().context("--ingest-fetch-wait-ms N")?;
                 a.ingest_fetch_wait_ms = Some(ms.parse().context("--ingest-fetch-wait-ms N")?);
             }
+            "--s3-endpoint" => {
+                a.s3_endpoint = Some(it.next().context("--s3-endpoint URL")?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "lake-bench [--quick] [--only decode|e2e|fresh] [--ingest-fetch-wait-ms N]"
+                    "lake-bench [--quick] [--only decode|e2e|fresh] [--ingest-fetch-wait-ms N] \
+                     [--s3-endpoint URL]"
                 );
                 std::process::exit(0);
             }
@@ -573,9 +581,13 @@ async fn lake_consume(
     expected: Rows,
     commit_interval: Duration,
     label: &str,
+    s3_endpoint: Option<&str>,
 ) -> Result<ReadRun> {
     let dir = tempfile::tempdir()?;
-    let lake = Arc::new(Lake::open(dir.path()).await?);
+    let lake = Arc::new(match s3_endpoint {
+        Some(endpoint) => Lake::open_at(s3_lake(endpoint)?).await?,
+        None => Lake::open(dir.path()).await?,
+    });
     let registry = Registry::new();
     let lake_metrics = LakeMetrics::new(&registry);
     let metrics = lake_metrics.clone();
@@ -698,9 +710,23 @@ async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String)
                 expected,
                 commit_interval,
                 &format!("examflow LakeIngest (run {round})"),
+                None,
             )
             .await?,
         );
+        if let Some(endpoint) = &args.s3_endpoint {
+            runs.push(
+                lake_consume(
+                    &settings,
+                    &topic,
+                    expected,
+                    commit_interval,
+                    &format!("S3: examflow LakeIngest, lake on moto S3 (run {round})"),
+                    Some(endpoint),
+                )
+                .await?,
+            );
+        }
     }
     runs.push(
         bare_consume(
@@ -714,7 +740,7 @@ async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String)
     );
     let best = |lake: bool| {
         runs.iter()
-            .filter(|r| !r.label.ends_with("short fetch wait"))
+            .filter(|r| !r.label.ends_with("short fetch wait") && !r.label.starts_with("S3:"))
             .filter(|r| r.label.starts_with("examflow") == lake)
             .min_by_key(|r| r.done)
             .expect("two runs each")
@@ -722,7 +748,7 @@ async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String)
     let (bare, ours) = (best(false), best(true));
     let best_steady = |lake: bool| {
         runs.iter()
-            .filter(|r| !r.label.ends_with("short fetch wait"))
+            .filter(|r| !r.label.ends_with("short fetch wait") && !r.label.starts_with("S3:"))
             .filter(|r| r.label.starts_with("examflow") == lake)
             .map(ReadRun::steady)
             .min()
@@ -791,7 +817,48 @@ async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String)
             "NOT met (from start)"
         }
     )?;
+    let on_s3: Vec<&ReadRun> = runs.iter().filter(|r| r.label.starts_with("S3:")).collect();
+    if let Some(s3) = on_s3.iter().min_by_key(|r| r.done) {
+        let s3_steady = on_s3.iter().map(|r| r.steady()).min().expect("a run");
+        writeln!(
+            out,
+            "Lake on moto S3 (a local S3 emulator: no network latency, no request pricing, \
+             in-memory objects) vs the local lake, best of 2 each in the same run: done \
+             {:.2} s vs {:.2} s ({:.2}×), steady {:.2} s vs {:.2} s ({:.2}×).\n",
+            secs(s3.done),
+            secs(ours.done),
+            secs(s3.done) / secs(ours.done),
+            secs(s3_steady),
+            secs(ours_steady),
+            secs(s3_steady) / secs(ours_steady),
+        )?;
+    }
     Ok(())
+}
+
+/// A lake in a new bucket of an S3-compatible server (moto takes unsigned bucket creation).
+fn s3_lake(endpoint: &str) -> Result<examflow_ingest::lake::LakeLocation> {
+    let bucket = unique("bench").to_ascii_lowercase();
+    let status = std::process::Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "-X", "PUT"])
+        .arg(format!("{endpoint}/{bucket}"))
+        .status()
+        .context("running curl")?;
+    ensure!(status.success(), "creating bucket {bucket} at {endpoint}");
+    let options: HashMap<String, String> = [
+        ("endpoint", endpoint),
+        ("allow_http", "true"),
+        ("region", "us-east-1"),
+        ("access_key_id", "test"),
+        ("secret_access_key", "test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Ok(examflow_ingest::lake::LakeLocation::parse(
+        &format!("s3://{bucket}/lake"),
+        &options,
+    )?)
 }
 
 // ---------------------------------------------------------------- 3. freshness
