@@ -99,6 +99,14 @@ async fn two_and_nine_mib_attempts_in_a_stream_of_good_ones() {
     .await
     .unwrap();
     assert_eq!(stored, 120, "log:\n{}", tail(&ingest.log_text(), 40));
+    // `dead_letters` commits after the attempt tables in each round: wait for it too.
+    let (d, wait) = (data_dir.clone(), Duration::from_secs(30));
+    let dead = tokio::task::spawn_blocking(move || {
+        wait_for_count(&d, "SELECT count(*) AS n FROM dead_letters", 1, wait)
+    })
+    .await
+    .unwrap();
+    assert_eq!(dead, 1, "log:\n{}", tail(&ingest.log_text(), 40));
     let rows = sql(
         &data_dir,
         "SELECT reason, payload_bytes, octet_length(CAST(payload AS VARCHAR)) AS kept FROM dead_letters",

@@ -1080,7 +1080,7 @@ fn sample_row(s: &Sample, secs: f64) -> String {
 
 /// Diagnosis of memory that grows with the lake's commits: `commits` commits of 20
 /// attempts each into the three attempt tables of a lake in a temp dir, in this process
-/// (the system allocator, not examflow's mimalloc), as the ingest does them (tail batches
+/// (the system allocator, not examflow's jemalloc), as the ingest does them (tail batches
 /// of `per_batch` attempts via `push_tail`, then `commit_tail` with the partition's last
 /// offset). Prints VmRSS every 25 commits.
 async fn commit_loop(commits: usize, per_batch: usize) -> Result<()> {
