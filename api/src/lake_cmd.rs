@@ -166,7 +166,7 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
         serve_metrics(addr, registry).await?;
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut signalled = stopped.clone();
+    let signalled = stopped.clone();
     tokio::spawn(async move {
         crate::shutdown_signal().await;
         let _ = stop.send(true);
@@ -174,21 +174,14 @@ pub async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<()> 
     // A task of its own, so that past the deadline it is left behind, not dropped here
     // (dropping a Kafka consumer waits for the broker).
     let mut running = tokio::spawn(pipeline.run(stopped));
-    let limit = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let deadline = async {
-        let _ = signalled.wait_for(|s| *s).await;
-        tracing::info!(
-            limit_secs = limit.as_secs(),
-            "shutting down: committing the lake's tails"
-        );
-        tokio::time::sleep(limit).await;
-    };
+    let limit_secs = config.server.shutdown_timeout_secs;
+    let deadline = crate::shutdown_deadline(signalled, limit_secs, "committing the lake's tails");
     tokio::select! {
         finished = &mut running => {
             finished.map_err(|e| anyhow::anyhow!("the ingest stopped: {e}"))??;
         }
         () = deadline => tracing::warn!(
-            limit_secs = limit.as_secs(),
+            limit_secs,
             "shutdown took longer than [server] shutdown_timeout_secs; stopping now (what \
              was not committed is read again from Kafka at the next start)"
         ),

@@ -233,6 +233,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Ends `limit_secs` after `signal` turns true (saying what the stop does meanwhile): the
+/// bound on a drain, `[server] shutdown_timeout_secs`.
+pub(crate) async fn shutdown_deadline(
+    mut signal: tokio::sync::watch::Receiver<bool>,
+    limit_secs: u64,
+    doing: &str,
+) {
+    let _ = signal.wait_for(|s| *s).await;
+    tracing::info!(limit_secs, "shutting down: {doing}");
+    tokio::time::sleep(std::time::Duration::from_secs(limit_secs)).await;
+}
+
 /// Runs a long-lived command, then stops the runtime without waiting on work that is stuck:
 /// a Kafka client blocked on an unreachable broker (a metadata request, closing a consumer)
 /// would otherwise hold the process for its own timeouts, far past `[server]
@@ -523,7 +535,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = server::router(state);
     // Best effort: a closed stdout must not stop the server.
     let _ = print_banner(addr, pgwire_addr, &banks);
-    let (signalled, mut signal) = tokio::sync::watch::channel(false);
+    let (signalled, signal) = tokio::sync::watch::channel(false);
     let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         let _ = signalled.send(true);
@@ -541,15 +553,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     };
-    let limit = std::time::Duration::from_secs(shutdown_timeout_secs);
-    let deadline = async {
-        let _ = signal.wait_for(|s| *s).await;
-        tracing::info!(
-            limit_secs = shutdown_timeout_secs,
-            "shutting down: draining requests and committing the lake"
-        );
-        tokio::time::sleep(limit).await;
-    };
+    let deadline = shutdown_deadline(
+        signal,
+        shutdown_timeout_secs,
+        "draining requests and committing the lake",
+    );
     tokio::select! {
         drained = drain => {
             drained?;

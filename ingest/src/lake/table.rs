@@ -73,6 +73,13 @@ fn delta_error(table: &str, source: DeltaTableError) -> IngestError {
     }
 }
 
+/// The table at `location`, with its storage options, not loaded yet.
+fn unloaded(location: &TableLocation) -> Result<DeltaTable, DeltaTableError> {
+    deltalake::DeltaTableBuilder::from_url(location.url.clone())?
+        .with_storage_options(location.options.clone())
+        .build()
+}
+
 /// Prepares a local table directory: creates it, sets aside entries torn by an unclean
 /// stop, and says whether a log is there (loading a directory without one makes the
 /// kernel log an error).
@@ -115,16 +122,12 @@ impl LakeTable {
         location: &TableLocation,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let url = location.url.clone();
         let has_log = match &location.dir {
             Some(dir) => local_log_present(name, dir)?,
             None => true,
         };
         let mut table = if has_log {
-            let loaded = deltalake::DeltaTableBuilder::from_url(url.clone())
-                .map(|b| b.with_storage_options(location.options.clone()))
-                .and_then(|b| b.build());
-            match loaded {
+            match unloaded(location) {
                 Ok(mut table) => match table.load().await {
                     Ok(()) => table,
                     // Object storage: no log yet is found out by loading.
@@ -134,10 +137,7 @@ impl LakeTable {
                 Err(e) => return Err(delta_error(name, e)),
             }
         } else {
-            deltalake::DeltaTableBuilder::from_url(url.clone())
-                .map(|b| b.with_storage_options(location.options.clone()))
-                .and_then(|b| b.build())
-                .map_err(|e| delta_error(name, e))?
+            unloaded(location).map_err(|e| delta_error(name, e))?
         };
         if table.version().is_none() {
             let columns: StructType = schema
@@ -162,10 +162,7 @@ impl LakeTable {
                 }
                 // Another process created it between our check and our commit.
                 Err(_) => {
-                    let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
-                        .map(|b| b.with_storage_options(location.options.clone()))
-                        .and_then(|b| b.build())
-                        .map_err(|e| delta_error(name, e))?;
+                    let mut table = unloaded(location).map_err(|e| delta_error(name, e))?;
                     table.load().await.map_err(|e| delta_error(name, e))?;
                     table
                 }
@@ -174,7 +171,7 @@ impl LakeTable {
         Ok(LakeTable {
             name,
             dir: location.dir.clone(),
-            url,
+            url: location.url.clone(),
             schema,
             shared: RwLock::new(Shared {
                 committed: table,
