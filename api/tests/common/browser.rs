@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 use super::Server;
@@ -29,18 +30,32 @@ pub fn start_chromedriver() -> Option<(Driver, u16)> {
             "chromedriver is not installed: run scripts/test-all (it installs chromium and chromium-driver)"
         );
     };
-    let port = super::kafka::free_port();
-    let child = Command::new(path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Driver(child), port));
+    // A free port can be taken by a parallel test between our probe and chromedriver's
+    // bind; then chromedriver exits and the port answers for someone else. Try again on
+    // a new port until the listener is our own, still running, process.
+    for _ in 0..5 {
+        let port = super::kafka::free_port();
+        let mut child = Command::new(&path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..100 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+                if matches!(child.try_wait(), Ok(None)) {
+                    return Some((Driver(child), port));
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let _ = child.kill();
+        let _ = child.wait();
     }
     None
 }
@@ -63,6 +78,23 @@ pub fn screenshots() -> PathBuf {
 /// Headless Chromium driven through a chromedriver of its own, with a fresh profile (a
 /// second call is a second browser: no storage shared); both end on drop/quit.
 pub async fn launch() -> WebDriverResult<(WebDriver, Driver, tempfile::TempDir)> {
+    // A busy machine sometimes drops the first session request (the driver was up but
+    // the connection failed); a new driver and profile is the honest retry.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match launch_once().await {
+            Err(error)
+                if attempt < 3 && matches!(error.as_inner(), WebDriverErrorInner::HttpError(_)) =>
+            {
+                eprintln!("chromedriver session request failed ({error}); starting another");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn launch_once() -> WebDriverResult<(WebDriver, Driver, tempfile::TempDir)> {
     let (driver_process, port) = start_chromedriver().expect("chromedriver did not start");
     let profile = tempfile::tempdir().unwrap();
     let mut caps = DesiredCapabilities::chrome();
