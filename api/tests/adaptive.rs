@@ -662,14 +662,42 @@ async fn imported_parameters_become_a_version_and_survive_recalibration_without_
 /// calibrate every item.
 #[tokio::test]
 async fn calibration_uses_ingested_attempts_whose_questions_are_bank_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    calibrate_from_ingested_attempts(
+        dir.path(),
+        examflow_ingest::lake::LakeLocation::in_data_dir(&data),
+        "",
+    )
+    .await;
+}
+
+/// The same with the lake on S3 (`scripts/test-all` starts moto).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibration_reads_ingested_attempts_from_a_lake_on_s3() {
+    let Some(lake) =
+        common::s3::S3Lake::new("calibration_reads_ingested_attempts_from_a_lake_on_s3")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    calibrate_from_ingested_attempts(dir.path(), lake.location(), &lake.config()).await;
+}
+
+/// Writes 300 attempts answering a 6-item bank to the lake at `location`, starts a server
+/// on it (`config`: more TOML) and checks the calibration they give.
+async fn calibrate_from_ingested_attempts(
+    root: &Path,
+    location: examflow_ingest::lake::LakeLocation,
+    config: &str,
+) {
     use std::collections::BTreeMap;
 
     use examflow_ingest::attempts::{Attempt, AttemptBatchBuilder};
     use examflow_ingest::lake::Lake;
     use examflow_ingest::source::SourcePosition;
 
-    let dir = tempfile::tempdir().unwrap();
-    let banks: PathBuf = dir.path().join("banks");
+    let banks: PathBuf = root.join("banks");
     std::fs::create_dir_all(&banks).unwrap();
     let n = 6;
     let ids: Vec<String> = (0..n)
@@ -697,9 +725,9 @@ async fn calibration_uses_ingested_attempts_whose_questions_are_bank_items() {
         stream ^= stream << 17;
         (stream >> 11) as f64 / (1u64 << 53) as f64
     };
-    let data = dir.path().join("data");
+    let data = root.join("data");
     {
-        let lake = Lake::open(&data).await.unwrap();
+        let lake = Lake::open_at(location).await.unwrap();
         let mut builder = AttemptBatchBuilder::new();
         for s in 0..300usize {
             let theta =
@@ -741,7 +769,11 @@ async fn calibration_uses_ingested_attempts_whose_questions_are_bank_items() {
             .await
             .unwrap();
     }
-    let server = start(&data, &banks, Some("[adaptive]\nmin_item_responses = 20\n"));
+    let server = start(
+        &data,
+        &banks,
+        Some(&format!("{config}[adaptive]\nmin_item_responses = 20\n")),
+    );
     let educator = server.token("ed@example.com", "educator");
     let (status, calibration) = server
         .post("/api/exams/algebra/calibrate", Some(&educator), &json!({}))

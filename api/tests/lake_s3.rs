@@ -1,7 +1,8 @@
 //! The lake on S3-compatible object storage (moto, started by `scripts/test-all`): two
 //! ingest processes committing to the same tables at once, one of them killed with SIGKILL
-//! mid-stream; and two servers that do not ingest, answering SQL over HTTP and psql from
-//! what two ingest processes wrote.
+//! mid-stream; and two servers on one MongoDB that do not ingest, answering SQL over HTTP
+//! and psql from what two ingest processes wrote (attempts from Kafka, results captured
+//! from MongoDB).
 
 mod common;
 
@@ -13,9 +14,10 @@ use common::lake::{
     IngestProcess, expected_counts, expected_invariants, generate_attempts, produce_lines,
     read_attempts, read_keyed_lines, sql_with, tail, wait_for_invariants_with, wait_for_split,
 };
+use common::mongo::{MongoServe, client, database_name, drop_database, test_uri};
 use common::psql::{pgwire_port, psql_available, query};
 use common::s3::S3Lake;
-use common::{Server, ServerOptions, eventually, unique};
+use common::{answer_key, eventually, sample_banks, unique};
 use serde_json::json;
 
 /// Commit period of the ingests here: short, so the kill lands around commits.
@@ -149,18 +151,25 @@ fn two_ingests_share_an_s3_lake_exactly_once_through_a_kill9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_and_two_ingests_count_the_same_from_s3() {
-    let Some(lake) = S3Lake::new("two_servers_and_two_ingests_count_the_same_from_s3") else {
+    let test = "two_servers_and_two_ingests_count_the_same_from_s3";
+    let (Some(lake), Some(uri)) = (S3Lake::new(test), test_uri(test)) else {
         return;
     };
     let started = Instant::now();
     let (brokers, _own) = test_brokers();
     let dir = tempfile::tempdir().unwrap();
-    let topic = unique("exams-replicas");
+    let prefix = unique("replicas");
+    let topic = format!("{prefix}-attempts");
+    // examflow's capture writes `<topic_prefix>.exams.score`, as Debezium would.
+    let changes = format!("{prefix}.exams.score");
     {
-        let (b, t) = (brokers.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || create_topic(&b, &t, 4))
-            .await
-            .unwrap();
+        let (b, t, c) = (brokers.clone(), topic.clone(), changes.clone());
+        tokio::task::spawn_blocking(move || {
+            create_topic(&b, &t, 4);
+            create_topic(&b, &c, 2);
+        })
+        .await
+        .unwrap();
     }
     let ingest_config = dir.path().join("ingest.toml");
     std::fs::write(
@@ -168,21 +177,26 @@ async fn two_servers_and_two_ingests_count_the_same_from_s3() {
         format!("{}[kafka]\nsession_timeout_ms = 6000\n", lake.config()),
     )
     .unwrap();
-    // The servers do not ingest (no Kafka here): they re-read the lake every 300 ms.
-    let server_config = dir.path().join("serve.toml");
-    std::fs::write(
-        &server_config,
+    // The servers share one MongoDB database and token secret, capture its results to
+    // Kafka (one at a time, by lease) and do not ingest: they re-read the lake every
+    // 300 ms. Only the two `examflow ingest` processes write it.
+    let db = database_name("replicas_s3");
+    let server_config = format!(
+        "{}[pgwire]\nlisten = \"127.0.0.1:0\"\n\
+         [kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{prefix}\"\n\
+         email_topic = \"{prefix}-email\"\nscore_card_group = \"{prefix}-cards\"\n\
+         session_timeout_ms = 6000\n[ingest]\nenabled = false\n\
+         [cdc]\nenabled = true\nlease_secs = 2\n[limits]\nsubmissions_per_minute = 0\n",
         lake.config()
-            .replace("[storage]\n", "[storage]\nlake_refresh_ms = 300\n")
-            + "[pgwire]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+            .replacen("[storage]\n", "lake_refresh_ms = 300\n", 1)
+    );
     let ingest_dir = dir.path().join("ingest");
     let group = unique("replicas");
+    let topics = [topic.as_str(), changes.as_str()];
     let a = IngestProcess::start_in_group(
         &ingest_dir,
         &brokers,
-        &[&topic],
+        &topics,
         &group,
         "a.log",
         &ingest_config,
@@ -191,25 +205,47 @@ async fn two_servers_and_two_ingests_count_the_same_from_s3() {
     let b = IngestProcess::start_in_group(
         &ingest_dir,
         &brokers,
-        &[&topic],
+        &topics,
         &group,
         "b.log",
         &ingest_config,
         COMMIT_INTERVAL_MS,
     );
-    let servers: Vec<Server> = ["one", "two"]
-        .iter()
-        .map(|name| {
-            let mut options = ServerOptions::new(&dir.path().join(name));
-            options.config_file = Some(server_config.clone());
-            Server::start(options)
-        })
-        .collect();
+    let serve = |name: &str| {
+        let mut serve = MongoServe::new(&uri, &db, &dir.path().join(name));
+        serve.config = server_config.clone();
+        serve
+    };
+    let one = serve("one").start();
+    std::fs::create_dir_all(dir.path().join("two")).unwrap();
+    std::fs::copy(
+        dir.path().join("one/jwt-secret"),
+        dir.path().join("two/jwt-secret"),
+    )
+    .unwrap();
+    let servers = [one, serve("two").start()];
     for server in &servers {
         let (status, ready) = server.get("/readyz", None).await;
         assert_eq!(status, 200, "{ready}");
         assert_eq!(ready["lake"]["status"], "ok", "{ready}");
         assert_eq!(ready["lake"]["uri"], format!("{}/", lake.uri), "{ready}");
+    }
+
+    // Any replica answers any request: a token from one is good on the other, and
+    // results submitted to either reach the lake through MongoDB, capture and the ingests.
+    let student = servers[0].token("stu@example.com", "student");
+    let key = answer_key(&sample_banks(), "world-geography");
+    let mut submitted = 0;
+    for server in servers.iter().cycle().take(4) {
+        let (status, result) = server
+            .post(
+                "/api/exams/world-geography/submissions",
+                Some(&student),
+                &json!({ "answers": key }),
+            )
+            .await;
+        assert_eq!(status, 201, "{} said {result}", server.base);
+        submitted += 1;
     }
 
     let file = dir.path().join("attempts.jsonl");
@@ -232,8 +268,9 @@ async fn two_servers_and_two_ingests_count_the_same_from_s3() {
         .unwrap();
     }
     let counts = json!({"sql": "SELECT (SELECT count(*) FROM attempts) AS attempts, \
-        (SELECT count(*) FROM attempt_questions) AS questions"});
-    let want = json!([{"attempts": attempts, "questions": questions}]);
+        (SELECT count(*) FROM attempt_questions) AS questions, \
+        (SELECT count(*) FROM scores WHERE NOT deleted) AS scores"});
+    let want = json!([{"attempts": attempts, "questions": questions, "scores": submitted}]);
     for server in &servers {
         let analyst = server.token("ana@example.com", "analyst");
         let seen = eventually(Duration::from_secs(90), || async {
@@ -268,6 +305,8 @@ async fn two_servers_and_two_ingests_count_the_same_from_s3() {
             assert_eq!(out, attempts.to_string());
         }
     }
+    let mongo = client(&uri).await;
+    drop_database(&mongo, &db).await;
     let offline = sql_with(
         Some(&ingest_config),
         &ingest_dir,
@@ -275,8 +314,8 @@ async fn two_servers_and_two_ingests_count_the_same_from_s3() {
     );
     assert_eq!(offline[0]["n"], questions);
     eprintln!(
-        "replicas: {attempts} attempts, {questions} questions alike through 2 servers (HTTP \
-         and psql) from 2 ingests on S3; {:.1} s",
+        "replicas: {attempts} attempts, {questions} questions, {submitted} results alike \
+         through 2 servers on one MongoDB (HTTP and psql) from 2 ingests on S3; {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -41,14 +41,39 @@ impl S3Lake {
         })
     }
 
+    /// `[storage.lake_options]` for the emulator (it ignores keys and region, object_store
+    /// wants some).
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("endpoint", self.endpoint.clone()),
+            ("allow_http", "true".into()),
+            ("region", "us-east-1".into()),
+            ("access_key_id", "test".into()),
+            ("secret_access_key", "test".into()),
+        ]
+    }
+
     /// `[storage]` lines of an `examflow.toml` that put the lake in this bucket.
     pub fn config(&self) -> String {
+        let options: String = self
+            .options()
+            .iter()
+            .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+            .collect();
         format!(
-            "[storage]\nlake_uri = \"{}\"\n\n[storage.lake_options]\nendpoint = \"{}\"\n\
-             allow_http = \"true\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\n\
-             secret_access_key = \"test\"\n\n",
-            self.uri, self.endpoint
+            "[storage]\nlake_uri = \"{}\"\n\n[storage.lake_options]\n{options}\n",
+            self.uri
         )
+    }
+
+    /// The same lake for opening it in the test process.
+    pub fn location(&self) -> examflow_ingest::lake::LakeLocation {
+        let options = self
+            .options()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        examflow_ingest::lake::LakeLocation::parse(&self.uri, &options).unwrap()
     }
 
     /// Keys of the objects below `prefix` in the bucket (first 1000).

@@ -9,7 +9,12 @@
 //!    a bare rdkafka `StreamConsumer` reading the same topic (touching every payload byte).
 //! 3. Freshness: produce at a steady rate while `LakeIngest` runs (commit 2 s, flush 100 ms)
 //!    and time, for every k-th message, the producer's send → first live SQL query
-//!    (`register_lake(live = true)`) that returns its row.
+//!    (`register_lake(live = true)`) that returns its row, and → first query of a second
+//!    `Lake` on the same location that sees it committed (what a replica that does not
+//!    ingest gets, before its `lake_refresh_ms`).
+//!
+//! `--s3-endpoint URL` (moto: `scripts/s3-server start DIR`) runs sections 2 and 3 a second
+//! time with the lake in a new bucket there.
 //!
 //! ```text
 //! cargo build --release -p examflow-benches --bin lake-bench
@@ -72,8 +77,8 @@ struct Args {
     /// `fetch.wait.max.ms` given to the ingest under test (`kafka.properties`); None: the
     /// librdkafka default.
     ingest_fetch_wait_ms: Option<u32>,
-    /// An S3-compatible endpoint (moto: `scripts/s3-server start DIR`): section 2 then also
-    /// runs `LakeIngest` into a lake in a new bucket there.
+    /// An S3-compatible endpoint (moto: `scripts/s3-server start DIR`): sections 2 and 3
+    /// then also run `LakeIngest` into a lake in a new bucket there.
     s3_endpoint: Option<String>,
 }
 
@@ -837,28 +842,9 @@ async fn section_e2e(args: &Args, broker: &Broker, tmp: &Path, out: &mut String)
 }
 
 /// A lake in a new bucket of an S3-compatible server (moto takes unsigned bucket creation).
+/// A lake in a new bucket of the emulator at `endpoint`.
 fn s3_lake(endpoint: &str) -> Result<examflow_ingest::lake::LakeLocation> {
-    let bucket = unique("bench").to_ascii_lowercase();
-    let status = std::process::Command::new("curl")
-        .args(["-fsS", "-o", "/dev/null", "-X", "PUT"])
-        .arg(format!("{endpoint}/{bucket}"))
-        .status()
-        .context("running curl")?;
-    ensure!(status.success(), "creating bucket {bucket} at {endpoint}");
-    let options: HashMap<String, String> = [
-        ("endpoint", endpoint),
-        ("allow_http", "true"),
-        ("region", "us-east-1"),
-        ("access_key_id", "test"),
-        ("secret_access_key", "test"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Ok(examflow_ingest::lake::LakeLocation::parse(
-        &format!("s3://{bucket}/lake"),
-        &options,
-    )?)
+    examflow_benches::s3::Bucket::create(endpoint, "bench")?.lake("lake")
 }
 
 // ---------------------------------------------------------------- 3. freshness
@@ -876,14 +862,20 @@ struct Fresh {
     polls: Vec<Duration>,
     warm_up: Duration,
     missing: usize,
+    /// Send → first committed-only query of the second `Lake` (refreshed before each query)
+    /// that returns the sample.
+    replica: Vec<Duration>,
+    replica_missing: usize,
+    replica_polls: Vec<Duration>,
     produce_wall: Duration,
     delivery_failures: usize,
 }
 
-/// Live-query poll: which of `keys` does `SELECT … FROM attempts` (committed + tail) return?
-async fn visible(lake: &Lake, keys: &[String]) -> Result<Vec<String>> {
+/// Which of `keys` does `SELECT … FROM attempts` return? `live`: committed + this process's
+/// tail; otherwise committed only.
+async fn visible(lake: &Lake, keys: &[String], live: bool) -> Result<Vec<String>> {
     let ctx = new_session();
-    register_lake(&ctx, lake, true).await?;
+    register_lake(&ctx, lake, live).await?;
     let list = keys
         .iter()
         .map(|k| format!("'{}'", k.replace('\'', "''")))
@@ -936,9 +928,48 @@ async fn bare_latency(
     Ok(latencies)
 }
 
+/// The replica's view: a second `Lake` on the same location, refreshed from storage before
+/// each committed-only query, until every sample was seen or `stop` is set.
+async fn replica_latency(
+    replica: Arc<Lake>,
+    samples: Samples,
+    stop: Arc<AtomicBool>,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut latencies = Vec::new();
+    let mut polls = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let pending: Vec<String> = samples
+            .lock()
+            .expect("replica samples lock")
+            .keys()
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let started = Instant::now();
+        replica.attempts.refresh().await?;
+        let seen = visible(&replica, &pending, false).await?;
+        let answered = Instant::now();
+        polls.push(answered - started);
+        {
+            let mut samples = samples.lock().expect("replica samples lock");
+            for key in seen {
+                if let Some(sent) = samples.remove(&key) {
+                    latencies.push(answered - sent);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok((latencies, polls))
+}
+
 async fn freshness_driver(
     settings: KafkaSettings,
     lake: Arc<Lake>,
+    replica: Arc<Lake>,
     topic: String,
     docs: Vec<(String, String)>,
     rate: usize,
@@ -946,6 +977,7 @@ async fn freshness_driver(
 ) -> Result<Fresh> {
     let producer = settings.producer()?;
     let samples: Samples = Arc::default();
+    let replica_samples: Samples = Arc::default();
     let sent: Samples = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (warm_key, warm_doc) = &docs[0];
@@ -979,7 +1011,7 @@ async fn freshness_driver(
         .map_err(|(e, _)| anyhow!("producing the warm-up message: {e}"))?;
     loop {
         if warm_seen.iter().all(|seen| seen.load(Ordering::Relaxed))
-            && !visible(&lake, std::slice::from_ref(warm_key))
+            && !visible(&lake, std::slice::from_ref(warm_key), true)
                 .await?
                 .is_empty()
         {
@@ -992,10 +1024,17 @@ async fn freshness_driver(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let warm_up = t.elapsed();
+    let replica_stop = Arc::new(AtomicBool::new(false));
+    let replica_task = tokio::spawn(replica_latency(
+        replica,
+        replica_samples.clone(),
+        replica_stop.clone(),
+    ));
 
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let producing = {
         let samples = samples.clone();
+        let replica_samples = replica_samples.clone();
         let sent = sent.clone();
         let producer = producer.clone();
         let topic = topic.clone();
@@ -1011,6 +1050,10 @@ async fn freshness_driver(
                     samples
                         .lock()
                         .expect("samples lock")
+                        .insert(key.clone(), now);
+                    replica_samples
+                        .lock()
+                        .expect("replica samples lock")
                         .insert(key.clone(), now);
                     sent.lock().expect("sent lock").insert(key.clone(), now);
                 }
@@ -1064,6 +1107,21 @@ async fn freshness_driver(
     }
     let (produce_wall, delivery_failures) = produced.unwrap_or_default();
     let missing = samples.lock().expect("samples lock").len();
+    // The replica sees a sample only after the commit that holds it (up to a commit
+    // interval after the live query): wait for its last samples, 30 s at most.
+    let waited = Instant::now();
+    while !replica_samples
+        .lock()
+        .expect("replica samples lock")
+        .is_empty()
+        && waited.elapsed() < Duration::from_secs(30)
+        && !replica_task.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replica_stop.store(true, Ordering::Relaxed);
+    let (replica_latencies, replica_polls) = replica_task.await??;
+    let replica_missing = replica_samples.lock().expect("replica samples lock").len();
     // The bare consumer is faster than the lake; give it a moment for its last samples.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -1083,6 +1141,9 @@ async fn freshness_driver(
         polls,
         warm_up,
         missing,
+        replica: replica_latencies,
+        replica_missing,
+        replica_polls,
         produce_wall,
         delivery_failures,
     })
@@ -1097,7 +1158,7 @@ async fn poll_once(
     polls: &mut Vec<Duration>,
 ) -> Result<()> {
     let started = Instant::now();
-    let seen = visible(lake, pending).await?;
+    let seen = visible(lake, pending, true).await?;
     let answered = Instant::now();
     polls.push(answered - started);
     let mut samples = samples.lock().expect("samples lock");
@@ -1128,7 +1189,13 @@ impl CommitWatch {
     }
 }
 
-async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut String) -> Result<()> {
+async fn section_fresh(
+    args: &Args,
+    broker: &Broker,
+    tmp: &Path,
+    s3_endpoint: Option<&str>,
+    out: &mut String,
+) -> Result<()> {
     let (rate, seconds, every) = if args.quick {
         (200, 5, 10)
     } else {
@@ -1159,7 +1226,12 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
         .create_topics(std::slice::from_ref(&topic), PARTITIONS)
         .await?;
     let dir = tempfile::tempdir()?;
-    let lake = Arc::new(Lake::open(dir.path()).await?);
+    let location = match s3_endpoint {
+        Some(endpoint) => s3_lake(endpoint)?,
+        None => examflow_ingest::lake::LakeLocation::in_data_dir(dir.path()),
+    };
+    let lake = Arc::new(Lake::open_at(location.clone()).await?);
+    let replica = Arc::new(Lake::open_at(location).await?);
     let registry = Registry::new();
     let lake_metrics = LakeMetrics::new(&registry);
     let ingest_settings = lake_settings(&topic, commit_interval);
@@ -1206,7 +1278,7 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
         let lake = lake.clone();
         let topic = topic.clone();
         async move {
-            let result = freshness_driver(settings, lake, topic, docs, rate, every).await;
+            let result = freshness_driver(settings, lake, replica, topic, docs, rate, every).await;
             let _ = shutdown.send(true);
             result
         }
@@ -1225,10 +1297,23 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
     lat.sort();
     let mut polls = fresh.polls.clone();
     polls.sort();
-    writeln!(out, "### 3. Freshness: produce → visible in a live query\n")?;
+    let mut replica = fresh.replica.clone();
+    replica.sort();
+    let mut replica_polls = fresh.replica_polls.clone();
+    replica_polls.sort();
     writeln!(
         out,
-        "`LakeIngest` in-process (commit interval {} s, flush interval {} ms, {}, housekeeping \
+        "### 3{}. Freshness: produce → visible in a live query{}\n",
+        if s3_endpoint.is_some() { "b" } else { "" },
+        if s3_endpoint.is_some() {
+            ", the lake on S3"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        out,
+        "Lake: {}. `LakeIngest` in-process (commit interval {} s, flush interval {} ms, {}, housekeeping \
          off; commits run in a background task beside the receive loop) on a fresh topic ({PARTITIONS} partitions) and lake. After one warm-up attempt \
          became visible ({:.2} s after its send: group join + assignment), {n} attempts \
          (`--seed 13`) were produced at {rate}/s ({:.2} s actual, examflow's producer: \
@@ -1240,8 +1325,15 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
          upper bound: it includes up to one poll period). Baselines, in the same run: bare \
          rdkafka `StreamConsumer`s (own groups, joined before the steady phase) reading the \
          topic at the same time, latency = receive − send instant of the same samples; one \
-         with the ingest's consumer settings, one with a short `fetch.wait.max.ms`. After \
+         with the ingest's consumer settings, one with a short `fetch.wait.max.ms`. Replica: \
+         a second `Lake` opened on the same location polls the same way, each poll \
+         `attempts.refresh()` (re-read the Delta log) then the query over committed rows \
+         only; a server that does not ingest gets this plus up to `lake_refresh_ms`. After \
          the run the committed `attempts` hold {} rows (expected {}).\n",
+        match s3_endpoint {
+            Some(endpoint) => format!("S3 at {endpoint} (a new bucket)"),
+            None => "a local temp directory".to_string(),
+        },
         commit_interval.as_secs(),
         flush_interval.as_millis(),
         match args.ingest_fetch_wait_ms {
@@ -1268,6 +1360,16 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
         ms(percentile(&lat, 0.9)),
         ms(percentile(&lat, 0.99)),
         ms(lat.last().copied().unwrap_or_default())
+    )?;
+    writeln!(
+        out,
+        "| replica: send → first committed-only query of a second `Lake` that returns it | {} (missing: {}) | {} | {} | {} | {} |",
+        replica.len(),
+        fresh.replica_missing,
+        ms(percentile(&replica, 0.5)),
+        ms(percentile(&replica, 0.9)),
+        ms(percentile(&replica, 0.99)),
+        ms(replica.last().copied().unwrap_or_default())
     )?;
     for (label, latencies) in [
         (
@@ -1301,6 +1403,15 @@ async fn section_fresh(args: &Args, broker: &Broker, tmp: &Path, out: &mut Strin
         ms(percentile(&polls, 0.9)),
         ms(percentile(&polls, 0.99)),
         ms(polls.last().copied().unwrap_or_default())
+    )?;
+    writeln!(
+        out,
+        "| duration of one replica poll (refresh + session + register_lake + SELECT) | {} | {} | {} | {} | {} |",
+        replica_polls.len(),
+        ms(percentile(&replica_polls, 0.5)),
+        ms(percentile(&replica_polls, 0.9)),
+        ms(percentile(&replica_polls, 0.99)),
+        ms(replica_polls.last().copied().unwrap_or_default())
     )?;
     writeln!(
         out,
@@ -1373,7 +1484,11 @@ async fn main() -> Result<()> {
             progress(&out);
         }
         if args.runs(Section::Fresh) {
-            section_fresh(&args, &broker, tmp.path(), &mut out).await?;
+            section_fresh(&args, &broker, tmp.path(), None, &mut out).await?;
+            progress(&out);
+            if let Some(endpoint) = &args.s3_endpoint {
+                section_fresh(&args, &broker, tmp.path(), Some(endpoint), &mut out).await?;
+            }
         }
     }
     writeln!(out, "(load average at the end: {})", loadavg())?;

@@ -22,7 +22,13 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/sql-bench [--quick] [--rows N] [--reps R] [--transfer-rows N] [--data-dir DIR]
+//!     [--s3-endpoint URL]
 //! ```
+//!
+//! 5. (Before 4.) With `--s3-endpoint URL` (moto: `scripts/s3-server start DIR`): the lake directory is
+//!    copied to a new bucket there and a second `examflow serve --lake-uri s3://…` (its own
+//!    data directory) answers the same aggregates; timed alternating with the local server,
+//!    ratio S3 / local.
 //!
 //! `--quick` = `--rows 1000000 --reps 3`. `--data-dir DIR` keeps the data (and reuses it
 //! when it already holds exactly `--rows` rows); by default a temp dir is used and removed.
@@ -57,6 +63,7 @@ struct Args {
     transfer_rows: usize,
     data_dir: Option<PathBuf>,
     quick: bool,
+    s3_endpoint: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -66,6 +73,7 @@ fn parse_args() -> Result<Args> {
         transfer_rows: 1_000_000,
         data_dir: None,
         quick: false,
+        s3_endpoint: None,
     };
     let mut rows = None;
     let mut reps = None;
@@ -86,9 +94,13 @@ fn parse_args() -> Result<Args> {
             "--data-dir" => {
                 a.data_dir = Some(PathBuf::from(it.next().context("--data-dir DIR")?));
             }
+            "--s3-endpoint" => {
+                a.s3_endpoint = Some(it.next().context("--s3-endpoint URL")?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "sql-bench [--quick] [--rows N] [--reps R] [--transfer-rows N] [--data-dir DIR]"
+                    "sql-bench [--quick] [--rows N] [--reps R] [--transfer-rows N] [--data-dir DIR] \
+                     [--s3-endpoint URL]"
                 );
                 std::process::exit(0);
             }
@@ -227,7 +239,14 @@ struct Received {
 }
 
 impl Server {
-    fn start(data_dir: &Path, work: &Path) -> Result<Server> {
+    /// `examflow serve` on `data_dir`; with `lake` (a URI and the process's `AWS_*`
+    /// environment) its lake is there instead of `<data_dir>/lake`.
+    fn start(
+        data_dir: &Path,
+        work: &Path,
+        lake: Option<(&str, &[(String, String)])>,
+    ) -> Result<Server> {
+        std::fs::create_dir_all(work)?;
         let banks = work.join("banks");
         std::fs::create_dir_all(&banks)?;
         let config = work.join("examflow.toml");
@@ -239,13 +258,18 @@ impl Server {
         )?;
         let log = work.join("examflow-serve.log");
         let started = Instant::now();
-        let mut child = Command::new(examflow_binary()?)
+        let mut command = Command::new(examflow_binary()?);
+        command
             .arg("--config")
             .arg(&config)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--banks")
-            .arg(&banks)
+            .arg(&banks);
+        if let Some((uri, env)) = lake {
+            command.args(["--lake-uri", uri]).envs(env.iter().cloned());
+        }
+        let mut child = command
             .env("EXAMFLOW_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -749,6 +773,106 @@ async fn section_transfer(args: &Args, server: &Server, out: &mut String) -> Res
     Ok(())
 }
 
+// ---------------------------------------------------------------- part 3: the lake on S3
+
+/// The aggregates through a server whose lake is a copy of the local one in a bucket of the
+/// emulator at `endpoint`, alternating with the local server; ratio S3 / local.
+async fn section_s3(
+    args: &Args,
+    local: &Server,
+    data_dir: &Path,
+    work: &Path,
+    endpoint: &str,
+    out: &mut String,
+) -> Result<()> {
+    let bucket = examflow_benches::s3::Bucket::create(endpoint, "sql-bench")?;
+    let t = Instant::now();
+    let sent = bucket.upload_dir(&Lake::dir(data_dir), "lake")?;
+    let upload = t.elapsed();
+    let s3_data = work.join("s3-data");
+    std::fs::create_dir_all(&s3_data)?;
+    let server = Server::start(
+        &s3_data,
+        &work.join("s3"),
+        Some((&bucket.uri("lake"), &bucket.env())),
+    )?;
+    writeln!(out, "### Aggregates, the lake on S3 vs the local lake\n")?;
+    writeln!(
+        out,
+        "The local lake ({:.1} MB, every table) copied as it is to `{}` on the emulator at \
+         {endpoint} in {:.1} s. A second `examflow serve --lake-uri {}` (a data directory of \
+         its own, the emulator's `AWS_*` environment) was ready in {:.1} s. Each query: one \
+         warm-up on each server (results compared), then {} runs alternating local / S3, \
+         timed as above (request → Arrow IPC decoded).\n",
+        sent as f64 / 1e6,
+        bucket.uri("lake"),
+        upload.as_secs_f64(),
+        bucket.uri("lake"),
+        server.startup.as_secs_f64(),
+        args.reps
+    )?;
+    writeln!(
+        out,
+        "| query | result rows | local best s | local median s | S3 best s | S3 median s | S3 / local (median) | results |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---|")?;
+    let (mut sum_local, mut sum_s3) = (Duration::ZERO, Duration::ZERO);
+    let floor = Query {
+        name: "per-request floor (no scan)",
+        sql: FLOOR_SQL,
+    };
+    for q in std::iter::once(&floor).chain(&QUERIES) {
+        eprintln!("  S3 query: {}", q.name);
+        let (_, ours) = examflow_query(local, q.sql).await?;
+        let (_, theirs) = examflow_query(&server, q.sql).await?;
+        let same = if pretty_format_batches(&ours)?.to_string()
+            == pretty_format_batches(&theirs)?.to_string()
+        {
+            "identical".to_string()
+        } else {
+            format!(
+                "DIFFERENT ({} vs {} rows)",
+                rows_of(&ours),
+                rows_of(&theirs)
+            )
+        };
+        let (mut on_local, mut on_s3) = (Vec::new(), Vec::new());
+        for _ in 0..args.reps {
+            on_local.push(examflow_query(local, q.sql).await?.0);
+            on_s3.push(examflow_query(&server, q.sql).await?.0);
+        }
+        on_local.sort();
+        on_s3.sort();
+        let (lm, sm) = (percentile(&on_local, 0.5), percentile(&on_s3, 0.5));
+        if q.sql != FLOOR_SQL {
+            sum_local += lm;
+            sum_s3 += sm;
+        }
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.2}× | {same} |",
+            q.name,
+            rows_of(&ours),
+            secs(on_local[0]),
+            secs(lm),
+            secs(on_s3[0]),
+            secs(sm),
+            sm.as_secs_f64() / lm.as_secs_f64()
+        )?;
+    }
+    let (rss, peak) = rss_mb(server.child.id());
+    writeln!(
+        out,
+        "\nSum of medians over the {} queries: local {} s, S3 {} s ({:.2}×). The S3 server at \
+         the end: RSS {rss:.0} MB, peak {peak:.0} MB.\n",
+        QUERIES.len(),
+        secs(sum_local),
+        secs(sum_s3),
+        sum_s3.as_secs_f64() / sum_local.as_secs_f64()
+    )?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- main
 
 #[tokio::main]
@@ -837,7 +961,7 @@ async fn main() -> Result<()> {
     drop(lake);
 
     // 2. The server.
-    let server = Server::start(&data_dir, work.path())?;
+    let server = Server::start(&data_dir, work.path(), None)?;
     let (rss, peak) = rss_mb(server.child.id());
     writeln!(
         out,
@@ -856,7 +980,13 @@ async fn main() -> Result<()> {
     section_aggregates(&args, &server, &files, &mut out).await?;
     progress(&out);
 
-    // 4. Transfer.
+    // 4. The same lake on S3 (before the transfers, whose memory peak would linger).
+    if let Some(endpoint) = &args.s3_endpoint {
+        section_s3(&args, &server, &data_dir, work.path(), endpoint, &mut out).await?;
+        progress(&out);
+    }
+
+    // 5. Transfer.
     section_transfer(&args, &server, &mut out).await?;
     let (rss, peak) = rss_mb(server.child.id());
     writeln!(
