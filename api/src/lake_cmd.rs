@@ -320,6 +320,9 @@ pub async fn produce_attempts(config: Config, args: ProduceArgs) -> anyhow::Resu
     })?;
     let mut kafka = config.kafka;
     kafka.brokers = args.kafka_brokers;
+    // Fail in seconds, saying why (refused, TLS, SASL), rather than after the admin
+    // client's long timeout with only "timed out".
+    kafka.check_broker(Duration::from_secs(10)).await?;
     kafka
         .create_topics(std::slice::from_ref(&args.topic), args.partitions)
         .await?;

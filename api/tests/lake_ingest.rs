@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::kafka::{KeyValue, create_topic, produce, test_brokers};
+use common::kafka::{KeyValue, OwnBroker, create_topic, produce, test_brokers};
 use common::lake::{
     IngestOptions, IngestProcess, count, expected_counts, generate_attempts, produce_attempts,
     read_attempts, sql, wait_for_count,
@@ -488,4 +488,130 @@ async fn a_server_without_the_ingest_leaves_scores_to_the_change_topic() {
     })
     .await;
     assert!(refreshed.is_some(), "{}", server.log());
+}
+
+/// Producers choose their compression (confluent-kafka, the Java client, Debezium's
+/// Kafka Connect: zstd, lz4, snappy or gzip): attempts in every codec land.
+#[test]
+fn attempts_compressed_with_every_codec_land() {
+    let (brokers, _own) = test_brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let topic = unique("codecs");
+    create_topic(&brokers, &topic, 2);
+    let mut expected = 0;
+    for (seed, codec) in ["zstd", "lz4", "snappy", "gzip"].into_iter().enumerate() {
+        let file = dir.path().join(format!("{codec}.jsonl"));
+        generate_attempts(&file, 30, 100 + seed as u64, 0.0, "lines");
+        expected += expected_counts(&read_attempts(&file)).0;
+        let config = dir.path().join(format!("{codec}.toml"));
+        std::fs::write(
+            &config,
+            format!("[kafka.properties]\n\"compression.type\" = \"{codec}\"\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_examflow"))
+            .arg("--config")
+            .arg(&config)
+            .arg("produce-attempts")
+            .arg(&file)
+            .args(["--kafka-brokers", &brokers, "--topic", &topic])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{codec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut ingest = IngestProcess::start(&IngestOptions {
+        data_dir: &data_dir,
+        brokers: &brokers,
+        topics: &[&topic],
+        group: &unique("codecs"),
+        commit_interval_ms: 300,
+        log_name: "ingest.log",
+    });
+    let query = "SELECT count(*) AS n FROM attempts";
+    let seen = wait_for_count(&data_dir, query, expected as i64, Duration::from_secs(60));
+    ingest.stop();
+    assert_eq!(seen, expected as i64, "{}", ingest.log_text());
+    assert_eq!(
+        count(&data_dir, "SELECT count(*) AS n FROM dead_letters"),
+        0
+    );
+}
+
+/// A broker that only speaks TLS, as managed Kafka does: with its CA in
+/// `[kafka.properties]`, attempts are produced and ingested; without it, the command fails
+/// within seconds and names the certificate problem.
+#[test]
+fn a_tls_only_broker_works_with_its_ca_and_is_refused_clearly_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, ca) = OwnBroker::start_tls(&dir.path().join("broker"));
+    let file = dir.path().join("attempts.jsonl");
+    generate_attempts(&file, 25, 31, 0.0, "lines");
+    let expected = expected_counts(&read_attempts(&file)).0;
+    let topic = unique("tls");
+    let produce_with = |name: &str, properties: &str| {
+        let config = dir.path().join(name);
+        std::fs::write(&config, format!("[kafka.properties]\n{properties}")).unwrap();
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_examflow"))
+            .arg("--config")
+            .arg(&config)
+            .arg("produce-attempts")
+            .arg(&file)
+            .args(["--kafka-brokers", &broker.brokers, "--topic", &topic])
+            .output()
+            .unwrap();
+        (config, out, started.elapsed())
+    };
+
+    let (_, refused, took) = produce_with("no-ca.toml", "\"security.protocol\" = \"SSL\"\n");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    // The command's own error line (not librdkafka's log) names the broker and the cause.
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        error.contains("certificate verify failed") && error.contains(&broker.brokers),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}: {stderr}");
+
+    let (config, produced, _) = produce_with(
+        "tls.toml",
+        &format!(
+            "\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{}\"\n",
+            ca.display()
+        ),
+    );
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let data_dir = dir.path().join("data");
+    let mut ingest = IngestProcess::start_with_config(
+        &IngestOptions {
+            data_dir: &data_dir,
+            brokers: &broker.brokers,
+            topics: &[&topic],
+            group: &unique("tls"),
+            commit_interval_ms: 300,
+            log_name: "ingest.log",
+        },
+        &config,
+    );
+    let seen = wait_for_count(
+        &data_dir,
+        "SELECT count(*) AS n FROM attempts",
+        expected as i64,
+        Duration::from_secs(60),
+    );
+    ingest.stop();
+    assert_eq!(seen, expected as i64, "{}", ingest.log_text());
 }

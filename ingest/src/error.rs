@@ -20,6 +20,14 @@ pub enum IngestError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// No broker answered a metadata request in time; `reason` is librdkafka's last
+    /// connection error when it had one.
+    #[error("Kafka: no broker of {brokers} answered within {millis} ms: {reason}")]
+    BrokerUnreachable {
+        brokers: String,
+        millis: u64,
+        reason: String,
+    },
     #[error("stored document {id} is not valid: {message}")]
     CorruptDocument { id: String, message: String },
     /// A stored adaptive session or calibration that cannot be read back.

@@ -109,19 +109,40 @@ impl KafkaSettings {
     }
 
     /// Whether a broker answers a metadata request within `timeout`: the number of
-    /// brokers it names (readiness checks).
+    /// brokers it names (readiness checks, and one-shot commands before they start). When
+    /// none answers, the error carries librdkafka's last connection error (refused, TLS
+    /// handshake, SASL), which its timeout alone does not say.
     pub async fn check_broker(&self, timeout: Duration) -> Result<usize> {
         let config = self.client_config();
+        let brokers = self.brokers.clone();
         tokio::task::spawn_blocking(move || {
-            let producer: rdkafka::producer::BaseProducer = config
-                .create()
+            let producer: rdkafka::producer::BaseProducer<LastClientError> = config
+                .create_with_context(LastClientError::default())
                 .map_err(|e| IngestError::kafka("creating a client", e))?;
             use rdkafka::producer::Producer;
-            let metadata = producer
-                .client()
-                .fetch_metadata(None, timeout)
-                .map_err(|e| IngestError::kafka("asking the broker for metadata", e))?;
-            Ok(metadata.brokers().len())
+            // Short tries, serving the client's events between them: librdkafka reports
+            // connection errors as events, which only a poll hands to the context.
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match producer
+                    .client()
+                    .fetch_metadata(None, left.min(Duration::from_millis(500)))
+                {
+                    Ok(metadata) => return Ok(metadata.brokers().len()),
+                    Err(e) if left.is_zero() || left <= Duration::from_millis(500) => {
+                        producer.poll(Duration::ZERO);
+                        return Err(IngestError::BrokerUnreachable {
+                            brokers,
+                            millis: timeout.as_millis() as u64,
+                            reason: producer.context().take().unwrap_or_else(|| e.to_string()),
+                        });
+                    }
+                    Err(_) => {
+                        producer.poll(Duration::ZERO);
+                    }
+                }
+            }
         })
         .await
         .map_err(|e| IngestError::Task(e.to_string()))?
@@ -320,6 +341,48 @@ fn count(metrics: &IngestMetrics, outcome: &CardOutcome, source: &str) {
     }
 }
 
+/// Keeps librdkafka's last client error (a refused connection, a failed TLS handshake or
+/// SASL authentication), so that a timeout can say why.
+/// A connection failure (librdkafka's `FAIL` log line: refused, TLS handshake, SASL) says
+/// more than the error events that follow it ("1/1 brokers are down"), so it wins.
+#[derive(Default)]
+struct LastClientError {
+    failure: std::sync::Mutex<Option<String>>,
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl LastClientError {
+    fn take(&self) -> Option<String> {
+        let take = |slot: &std::sync::Mutex<Option<String>>| {
+            slot.lock().map(|mut last| last.take()).unwrap_or(None)
+        };
+        take(&self.failure).or_else(|| take(&self.error))
+    }
+}
+
+impl ClientContext for LastClientError {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "FAIL"
+            && let Ok(mut last) = self.failure.lock()
+        {
+            *last = Some(log_message.to_string());
+        }
+        DefaultClientContext.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "Kafka client error");
+        if let Ok(mut last) = self.error.lock() {
+            *last = Some(reason.to_string());
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LastClientError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 /// Consumer context that turns librdkafka statistics into the lag gauge.
 struct LagContext {
     metrics: IngestMetrics,
@@ -417,5 +480,44 @@ pub async fn run_score_card_consumer(
         if let Err(e) = consumer.commit_message(&message, CommitMode::Async) {
             warn!(error = %e, "offset commit failed (the message may be seen again)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Managed Kafka (MSK, Confluent Cloud, Strimzi's TLS listeners) wants TLS and SASL, and
+    /// other producers compress with zstd: librdkafka refuses such settings at creation when
+    /// it was built without OpenSSL or libzstd.
+    #[tokio::test]
+    async fn clients_accept_tls_sasl_and_every_compression_codec() {
+        let mut settings = KafkaSettings {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaSettings::default()
+        };
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "examflow"),
+            ("sasl.password", "secret"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ] {
+            settings.properties.insert(key.into(), value.into());
+        }
+        for codec in ["zstd", "lz4", "snappy", "gzip"] {
+            let mut compressed = settings.clone();
+            compressed
+                .properties
+                .insert("compression.type".into(), codec.into());
+            if let Err(e) = compressed.producer() {
+                panic!("compression {codec} over SASL_SSL: {e}");
+            }
+        }
+        let consumer: std::result::Result<StreamConsumer, _> = settings
+            .client_config()
+            .set("group.id", "tls-test")
+            .create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
     }
 }
