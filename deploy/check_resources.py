@@ -57,6 +57,7 @@ DEFAULTS = {
     "kafka.topic_prefix": "mongo-trigger-topic",
     "kafka.email_topic": "email-topic",
     "kafka.partitions": 2,
+    "kafka.replication_factor": 1,
     "kafka.max_message_bytes": 8388608,
     "ingest.enabled": True,
     "ingest.attempts_topic": "exams",
@@ -68,7 +69,8 @@ DEFAULTS = {
 RECORD_OVERHEAD_BYTES = 64 * 1024
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1048588
 # Keys of overlays/seed's examflow.toml that may differ from the base's.
-SEED_MAY_CHANGE = {"cdc.enabled"}
+# (the seed's own Kafka cluster fixes its replication; the base takes the cluster's default)
+SEED_MAY_CHANGE = {"cdc.enabled", "kafka.replication_factor"}
 # Config keys that hold secrets: never in a ConfigMap or a committed file.
 SECRET_KEYS = {"auth.jwt_secret", "auth.pseudonym_secret"}
 SECRET_OPTION = re.compile(r"secret|password|token|access_key", re.I)
@@ -521,6 +523,17 @@ class Overlay:
             },
             broker_max=broker_config.get("message.max.bytes", KAFKA_DEFAULT_MAX_MESSAGE_BYTES),
         )
+        # A topic examflow would create itself gets [kafka] replication_factor replicas;
+        # declared here it must get the same, or the two disagree about its durability.
+        factor = setting(config, "kafka.replication_factor")
+        for topic, (partitions, _) in topic_plan(config).items():
+            if factor != -1 and partitions is not None and topic in declared:
+                got = declared[topic]["spec"].get("replicas", 1)
+                if got != factor:
+                    self.f.fail(
+                        f"{self.name}: KafkaTopic/{topic}",
+                        f"{got} replicas; [kafka] replication_factor = {factor}",
+                    )
 
         attempts = setting(config, "ingest.attempts_topic")
         attempts_partitions = declared.get(attempts, {}).get("spec", {}).get("partitions")
@@ -690,7 +703,9 @@ def check_config_text(findings, where, config):
             key.rsplit(".", 1)[-1]
         ):
             findings.fail(
-                where, f"{key} holds a credential: pass it from a Secret (AWS_* environment)"
+                where,
+                f"{key} holds a credential: pass it from a Secret "
+                "(AWS_* or EXAMFLOW_KAFKA_PROPERTY_* environment)",
             )
     uri = setting(config, "storage.mongodb_uri")
     if uri and "@" in uri:

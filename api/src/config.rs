@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 
+/// Prefix of environment variables that set librdkafka properties.
+const KAFKA_PROPERTY_ENV: &str = "EXAMFLOW_KAFKA_PROPERTY_";
 /// Default file name looked up in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "examflow.toml";
 
@@ -745,6 +747,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.sql.check()?;
         self.storage.check()?;
+        self.kafka.check()?;
         self.exam_defaults.check("exam_defaults")?;
         for name in self.exams.keys() {
             self.exam_policy(name).check(&format!("exams.{name:?}"))?;
@@ -752,18 +755,39 @@ impl Config {
         Ok(())
     }
 
-    /// Reads `path`, or `examflow.toml` in the working directory when it exists, or defaults.
+    /// Reads `path`, or `examflow.toml` in the working directory when it exists, or
+    /// defaults; then the `EXAMFLOW_KAFKA_PROPERTY_*` environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ApiError> {
         let path = match path {
             Some(p) => p.to_path_buf(),
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
-            None => return Ok(Config::default()),
+            None => {
+                let mut config = Config::default();
+                config.apply_kafka_property_env(std::env::vars());
+                return Ok(config);
+            }
         };
         let text = std::fs::read_to_string(&path).map_err(|source| ApiError::Io {
             path: path.clone(),
             source,
         })?;
-        Config::parse(&path, &text)
+        let mut config = Config::parse(&path, &text)?;
+        config.apply_kafka_property_env(std::env::vars());
+        Ok(config)
+    }
+
+    /// `EXAMFLOW_KAFKA_PROPERTY_SASL_PASSWORD=…` sets the librdkafka property
+    /// `sasl.password` (lower case, `_` → `.`), over `[kafka.properties]`: credentials come
+    /// from a Secret in the environment, not from the configuration file.
+    pub fn apply_kafka_property_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (name, value) in vars {
+            if let Some(key) = name.strip_prefix(KAFKA_PROPERTY_ENV)
+                && !key.is_empty()
+            {
+                let key = key.to_ascii_lowercase().replace('_', ".");
+                self.kafka.properties.insert(key, value);
+            }
+        }
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ApiError> {
@@ -783,9 +807,9 @@ impl Config {
             config.kafka.max_message_bytes = limit;
         }
         config.validate().map_err(|message| {
-            // Point at the exam's table when the message names one, or at `[sql]` or
-            // `[storage]`.
-            let sql_table = ["sql", "storage"]
+            // Point at the exam's table when the message names one, or at `[sql]`,
+            // `[storage]` or `[kafka]`.
+            let sql_table = ["sql", "storage", "kafka"]
                 .into_iter()
                 .find(|table| message.starts_with(&format!("{table}.")))
                 .and_then(|table| text.find(&format!("[{table}]")));
@@ -847,6 +871,54 @@ mod tests {
         );
         assert_eq!(c.kafka.email_topic, "email-topic");
         assert!(c.pgwire.listen.is_none());
+    }
+
+    #[test]
+    fn kafka_properties_come_from_the_environment_over_the_file() {
+        let mut c = Config::parse(
+            Path::new("x.toml"),
+            "[kafka.properties]\n\"sasl.username\" = \"file\"\n\"sasl.password\" = \"file\"\n",
+        )
+        .unwrap();
+        c.apply_kafka_property_env([
+            (
+                "EXAMFLOW_KAFKA_PROPERTY_SASL_PASSWORD".to_string(),
+                "s3cr=t".to_string(),
+            ),
+            (
+                "EXAMFLOW_KAFKA_PROPERTY_SSL_CA_LOCATION".to_string(),
+                "/ca.pem".to_string(),
+            ),
+            (
+                "EXAMFLOW_KAFKA_PROPERTY_".to_string(),
+                "ignored".to_string(),
+            ),
+            (
+                "EXAMFLOW_KAFKA_BROKERS".to_string(),
+                "not a property".to_string(),
+            ),
+        ]);
+        let properties = &c.kafka.properties;
+        assert_eq!(properties["sasl.password"], "s3cr=t");
+        assert_eq!(properties["sasl.username"], "file");
+        assert_eq!(properties["ssl.ca.location"], "/ca.pem");
+        assert_eq!(properties.len(), 3, "{properties:?}");
+    }
+
+    #[test]
+    fn a_replication_factor_of_zero_is_refused_at_its_table() {
+        let e = Config::parse(
+            Path::new("x.toml"),
+            "[server]\n\n[kafka]\nreplication_factor = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("x.toml:3:1") && e.contains("kafka.replication_factor"),
+            "{e}"
+        );
+        let c = Config::parse(Path::new("x.toml"), "[kafka]\nreplication_factor = -1\n").unwrap();
+        assert_eq!(c.kafka.replication_factor, -1);
     }
 
     #[test]

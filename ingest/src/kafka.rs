@@ -38,6 +38,10 @@ pub struct KafkaSettings {
     pub score_card_group: String,
     /// Partitions for topics examflow creates.
     pub partitions: i32,
+    /// Replicas of each partition of the topics examflow creates; -1 takes the broker's
+    /// `default.replication.factor` (Kafka 2.4 and later). Topics that exist are left as
+    /// they are. Default 1 (one broker); 3 on a production cluster.
+    pub replication_factor: i32,
     /// Kafka session timeout (ms) of examflow's consumers.
     pub session_timeout_ms: u32,
     /// Largest message examflow produces or ingests, in bytes (key and payload). Drives the
@@ -61,6 +65,7 @@ impl Default for KafkaSettings {
             email_topic: "email-topic".into(),
             score_card_group: "examflow-score-cards".into(),
             partitions: 2,
+            replication_factor: 1,
             session_timeout_ms: 10_000,
             max_message_bytes: 8 << 20,
             properties: std::collections::BTreeMap::new(),
@@ -81,6 +86,24 @@ impl KafkaSettings {
     /// Dead letters of a topic go to `<topic>.dlq`.
     pub fn dead_letter_topic(topic: &str) -> String {
         format!("{topic}.dlq")
+    }
+
+    /// Settings that cannot work, said before any client is made.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.partitions < 1 {
+            return Err(format!(
+                "kafka.partitions must be at least 1, not {}",
+                self.partitions
+            ));
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return Err(format!(
+                "kafka.replication_factor must be at least 1, or -1 for the broker's default, \
+                 not {}",
+                self.replication_factor
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn client_config(&self) -> ClientConfig {
@@ -171,8 +194,12 @@ impl KafkaSettings {
         let topics: Vec<NewTopic> = names
             .iter()
             .map(|n| {
-                NewTopic::new(n, partitions, TopicReplication::Fixed(1))
-                    .set("max.message.bytes", &max_bytes)
+                NewTopic::new(
+                    n,
+                    partitions,
+                    TopicReplication::Fixed(self.replication_factor),
+                )
+                .set("max.message.bytes", &max_bytes)
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
