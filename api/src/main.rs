@@ -12,6 +12,7 @@ mod error;
 mod item_stats;
 mod lake_cmd;
 mod limits;
+mod link_cmd;
 mod memory;
 mod metrics;
 mod pgwire;
@@ -66,6 +67,9 @@ enum Command {
     Calibrate(calibrate_cmd::CalibrateArgs),
     /// Simulate computerized adaptive tests on a bank of item parameters.
     SimulateCat(simulate_cmd::SimulateArgs),
+    /// Put a new calibration on an old one's scale through their common items (A, B,
+    /// anchors, drift).
+    Link(link_cmd::LinkArgs),
     /// Consume attempts and change events from Kafka into the lake's Delta tables.
     Ingest(lake_cmd::IngestArgs),
     /// Query the lake's tables with SQL (committed data; safe while ingest runs).
@@ -211,6 +215,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::SimulateCat(args) => {
             let output = simulate_cmd::run(&args)?;
+            std::io::stdout().write_all(output.as_bytes())?;
+            Ok(())
+        }
+        Command::Link(args) => {
+            let output = link_cmd::run(&args)?;
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }

@@ -307,3 +307,115 @@ fn simulate_cat_reads_calibrate_csv_and_rejects_bad_settings() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.csv:2:3"), "{err}");
 }
+
+/// Two groups of different ability answer the same 20 items; each `examflow calibrate`
+/// puts its group on N(0, 1), and `examflow link` recovers how the second scale sits on
+/// the first (true A = 1.2, B = 0.5: θ of group two ~ N(0.5, 1.2²) on group one's scale).
+#[test]
+fn link_recovers_the_scale_between_two_calibrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let items: Vec<(f64, f64)> = (0..20)
+        .map(|i| (0.7 + 1.2 * uniform(), -2.0 + 4.0 * i as f64 / 19.0))
+        .collect();
+    let mut calibrate = |name: &str, mean: f64, sd: f64| {
+        let mut csv = (0..20)
+            .map(|i| format!("q{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        csv.push('\n');
+        for _ in 0..3000 {
+            let normal =
+                (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+            let theta = mean + sd * normal;
+            let row: Vec<&str> = items
+                .iter()
+                .map(|(a, b)| {
+                    if uniform() < 1.0 / (1.0 + (-a * (theta - b)).exp()) {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                })
+                .collect();
+            csv.push_str(&row.join(","));
+            csv.push('\n');
+        }
+        let responses = dir.path().join(format!("{name}-responses.csv"));
+        std::fs::write(&responses, csv).unwrap();
+        let out = examflow(&[
+            "calibrate",
+            responses.to_str().unwrap(),
+            "--model",
+            "2pl",
+            "--format",
+            "csv",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let params = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&params, &out.stdout).unwrap();
+        params.to_str().unwrap().to_string()
+    };
+    let old = calibrate("old", 0.0, 1.0);
+    let new = calibrate("new", 0.5, 1.2);
+    for method in ["stocking-lord", "haebara", "mean-sigma", "mean-mean"] {
+        let out = examflow(&[
+            "link", "--from", &old, "--to", &new, "--method", method, "--format", "json",
+        ]);
+        let linking = json_of(&out);
+        let (a, b) = (
+            linking["A"].as_f64().unwrap(),
+            linking["B"].as_f64().unwrap(),
+        );
+        let tolerance = if method.starts_with("mean") {
+            0.15
+        } else {
+            0.1
+        };
+        assert!(
+            (a - 1.2).abs() < tolerance && (b - 0.5).abs() < tolerance,
+            "{method}: A {a}, B {b}\n{linking:#}"
+        );
+        assert_eq!(
+            linking["anchors"].as_array().unwrap().len(),
+            20,
+            "{linking:#}"
+        );
+    }
+    let table = examflow(&["link", "--from", &old, "--to", &new]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success() && text.contains("A = 1.") && text.contains("q19"),
+        "{text}"
+    );
+    let bad = examflow(&[
+        "link",
+        "--from",
+        &old,
+        "--to",
+        &new,
+        "--method",
+        "equipercentile",
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("mean-sigma"),
+        "{stderr}"
+    );
+    let missing = examflow(&["link", "--from", "no-such.csv", "--to", &new]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && stderr.contains("no-such.csv"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Item response theory: dichotomous Rasch, 1PL, 2PL and 3PL models calibrated by marginal
 //! maximum likelihood (EM over a fixed quadrature grid), ability scoring (EAP, MAP, MLE),
-//! information functions and a deterministic simulator.
+//! information functions, linking of two calibrations onto one scale, and a deterministic
+//! simulator.
 //!
 //! Entry points: [`calibrate`] with [`CalibrationOptions`], [`eap`], [`map`], [`mle`],
 //! [`eap_batch`], [`item_information`], [`test_information`], [`simulate_2pl`].
@@ -8,6 +9,7 @@
 pub mod calibrate;
 pub mod data;
 mod estep;
+pub mod linking;
 pub mod model;
 pub mod scoring;
 pub mod simulate;
@@ -16,6 +18,7 @@ use thiserror::Error;
 
 pub use calibrate::{Calibration, CalibrationOptions, SeMethod, calibrate};
 pub use data::{MISSING, ResponseMatrix};
+pub use linking::{ItemDrift, Linking, LinkingMethod, LinkingOptions, link};
 pub use model::{
     ItemParams, MIN_QUADRATURE_POINTS, Model, Quadrature, item_information, logistic, probability,
     test_information,
