@@ -81,17 +81,22 @@ async fn the_server_runs_without_huge_pages_and_sql_on_threads_of_its_own() {
             .filter_map(|task| {
                 let task = task.ok()?.path();
                 let name = std::fs::read_to_string(task.join("comm")).ok()?;
-                (name.trim() == comm).then(|| {
-                    // Field 19 of stat is the nice value; the name (field 2) may hold spaces.
-                    let stat = std::fs::read_to_string(task.join("stat")).unwrap();
-                    let after_name = stat.rsplit_once(')').unwrap().1;
+                if name.trim() != comm {
+                    return None;
+                }
+                // A thread may end between the two reads (an idle blocking-pool thread);
+                // it is then skipped. Field 19 of stat is the nice value; the name (field
+                // 2) may hold spaces.
+                let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+                let after_name = stat.rsplit_once(')')?.1;
+                Some(
                     after_name
                         .split_whitespace()
                         .nth(16)
-                        .unwrap()
+                        .expect("a stat line has 52 fields")
                         .parse()
-                        .unwrap()
-                })
+                        .expect("the nice value is a number"),
+                )
             })
             .collect()
     };
