@@ -5,6 +5,7 @@
 pub mod bank;
 pub mod cat;
 pub mod ctt;
+pub mod dif;
 pub mod error;
 pub mod irt;
 pub mod score_card;
