@@ -8,6 +8,7 @@ mod calibrate_cmd;
 mod calibration;
 mod cdc_cmd;
 mod config;
+mod dif_cmd;
 mod error;
 mod item_stats;
 mod lake_cmd;
@@ -70,6 +71,8 @@ enum Command {
     /// Put a new calibration on an old one's scale through their common items (A, B,
     /// anchors, drift).
     Link(link_cmd::LinkArgs),
+    /// Mantel-Haenszel DIF of every item between a focal and a reference group.
+    Dif(dif_cmd::DifArgs),
     /// Consume attempts and change events from Kafka into the lake's Delta tables.
     Ingest(lake_cmd::IngestArgs),
     /// Query the lake's tables with SQL (committed data; safe while ingest runs).
@@ -220,6 +223,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Link(args) => {
             let output = link_cmd::run(&args)?;
+            std::io::stdout().write_all(output.as_bytes())?;
+            Ok(())
+        }
+        Command::Dif(args) => {
+            let output = dif_cmd::run(&args)?;
             std::io::stdout().write_all(output.as_bytes())?;
             Ok(())
         }

@@ -419,3 +419,106 @@ fn link_recovers_the_scale_between_two_calibrations() {
         "{stderr}"
     );
 }
+
+/// `examflow dif`: 1500 + 1500 students of equal ability; q0 is one logit harder for the
+/// focal group. It is category C; the others are not; bad groups are clear errors.
+#[test]
+fn dif_flags_the_planted_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut responses = String::from("person");
+    for i in 0..15 {
+        responses.push_str(&format!(",q{i}"));
+    }
+    responses.push('\n');
+    let mut groups = String::from("person,campus\n");
+    for p in 0..3000 {
+        let focal = p % 2 == 1;
+        let theta =
+            (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+        responses.push_str(&format!("s{p}"));
+        for i in 0..15 {
+            let b = -1.5 + 3.0 * i as f64 / 14.0 + if i == 0 && focal { 1.0 } else { 0.0 };
+            let right = uniform() < 1.0 / (1.0 + (b - theta).exp());
+            responses.push_str(if right { ",1" } else { ",0" });
+        }
+        responses.push('\n');
+        groups.push_str(&format!("s{p},{}\n", if focal { "north" } else { "south" }));
+    }
+    let (r, g) = (dir.path().join("r.csv"), dir.path().join("g.csv"));
+    std::fs::write(&r, responses).unwrap();
+    std::fs::write(&g, groups).unwrap();
+    let (r, g) = (r.to_str().unwrap(), g.to_str().unwrap());
+    let out = examflow(&[
+        "dif",
+        r,
+        "--groups",
+        g,
+        "--focal",
+        "north",
+        "--reference",
+        "south",
+        "--format",
+        "json",
+    ]);
+    let dif = json_of(&out);
+    assert_eq!(dif["focal"]["persons"], 1500);
+    let items = dif["items"].as_array().unwrap();
+    assert_eq!(items[0]["item"], "q0");
+    assert_eq!(items[0]["category"], "C", "{:#}", items[0]);
+    assert!(items[0]["d_dif"].as_f64().unwrap() < -1.5);
+    assert!(items[1..].iter().all(|i| i["category"] != "C"), "{dif:#}");
+    let table = examflow(&[
+        "dif",
+        r,
+        "--groups",
+        g,
+        "--focal",
+        "north",
+        "--reference",
+        "south",
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("C: review") && text.contains("q14"), "{text}");
+    let unknown = examflow(&[
+        "dif",
+        r,
+        "--groups",
+        g,
+        "--focal",
+        "east",
+        "--reference",
+        "south",
+    ]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        !unknown.status.success() && stderr.contains("\"east\": 0 persons"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("twice.csv"),
+        "person,campus\ns1,north\ns1,south\n",
+    )
+    .unwrap();
+    let twice = examflow(&[
+        "dif",
+        r,
+        "--groups",
+        dir.path().join("twice.csv").to_str().unwrap(),
+        "--focal",
+        "north",
+        "--reference",
+        "south",
+    ]);
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        !twice.status.success() && stderr.contains("twice.csv:3") && stderr.contains("twice"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,159 @@
+//! `examflow dif RESPONSES.csv --groups GROUPS.csv --focal F --reference R`: Mantel–Haenszel
+//! DIF of every item between two groups of students, with the ETS A/B/C category.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use examflow_engine::dif::{EtsCategory, Group, mantel_haenszel};
+use serde_json::json;
+
+use crate::calibrate_cmd::parse_responses;
+use crate::error::ApiError;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DifFormat {
+    Json,
+    Table,
+}
+
+#[derive(clap::Args)]
+pub struct DifArgs {
+    /// Response CSV as for `examflow calibrate`, with a first column `person` (or `id`).
+    pub responses: PathBuf,
+    /// A CSV with a header: the person id in the first column (matching the responses'
+    /// `person` column), the group in the second.
+    #[arg(long)]
+    pub groups: PathBuf,
+    /// The focal group's label (the group the check protects).
+    #[arg(long)]
+    pub focal: String,
+    /// The reference group's label.
+    #[arg(long)]
+    pub reference: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: DifFormat,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(path).map_err(|source| ApiError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// person id → group label, from the groups CSV.
+fn read_groups(path: &Path) -> Result<HashMap<String, String>, ApiError> {
+    let bytes = read(path)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(bytes.as_slice());
+    let mut groups = HashMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| ApiError::Input {
+            path: path.to_path_buf(),
+            line: e.position().map_or(0, |p| p.line()),
+            column: 1,
+            message: e.to_string(),
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let (Some(person), Some(group)) = (record.get(0), record.get(1)) else {
+            return Err(ApiError::Input {
+                path: path.to_path_buf(),
+                line,
+                column: 1,
+                message: "a row needs a person id and a group".into(),
+            });
+        };
+        if groups
+            .insert(person.to_string(), group.to_string())
+            .is_some()
+        {
+            return Err(ApiError::Input {
+                path: path.to_path_buf(),
+                line,
+                column: 1,
+                message: format!("person {person:?} is listed twice"),
+            });
+        }
+    }
+    Ok(groups)
+}
+
+pub fn run(args: &DifArgs) -> Result<String, ApiError> {
+    if args.focal == args.reference {
+        return Err(ApiError::Invalid(
+            "--focal and --reference must name two different groups".into(),
+        ));
+    }
+    let responses = parse_responses(&args.responses, &read(&args.responses)?)?;
+    let labels = read_groups(&args.groups)?;
+    let groups: Vec<Group> = responses
+        .person_ids
+        .iter()
+        .map(|person| match labels.get(person) {
+            Some(g) if *g == args.focal => Group::Focal,
+            Some(g) if *g == args.reference => Group::Reference,
+            _ => Group::Other,
+        })
+        .collect();
+    let count = |which: Group| groups.iter().filter(|g| **g == which).count();
+    let (focal, reference) = (count(Group::Focal), count(Group::Reference));
+    let items = mantel_haenszel(&responses, &groups).map_err(|e| {
+        ApiError::Invalid(format!(
+            "{e} (focal {:?}: {focal} persons, reference {:?}: {reference} persons matched in {})",
+            args.focal,
+            args.reference,
+            args.groups.display()
+        ))
+    })?;
+    Ok(match args.format {
+        DifFormat::Json => {
+            let value = json!({
+                "method": "mantel_haenszel",
+                "focal": {"group": args.focal, "persons": focal},
+                "reference": {"group": args.reference, "persons": reference},
+                "items": items,
+            });
+            format!("{value:#}\n")
+        }
+        DifFormat::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "Mantel-Haenszel DIF, focal {:?} ({focal} persons) vs reference {:?} \
+                 ({reference} persons), matched on total score\n",
+                args.focal, args.reference
+            );
+            let width = items
+                .iter()
+                .map(|d| d.item.chars().count())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>8}  {:>8}  {:>6}  {:>8}  {:>8}  ETS",
+                "item", "alpha", "D-DIF", "SE", "chi2", "p"
+            );
+            for d in &items {
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:>8.3}  {:>8.3}  {:>6.3}  {:>8.3}  {:>8.4}  {}",
+                    d.item,
+                    d.alpha,
+                    d.d_dif,
+                    d.se,
+                    d.chi_square,
+                    d.p_value,
+                    match d.category {
+                        EtsCategory::A => "A",
+                        EtsCategory::B => "B",
+                        EtsCategory::C => "C: review",
+                    }
+                );
+            }
+            out
+        }
+    })
+}
