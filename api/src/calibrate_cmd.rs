@@ -85,7 +85,7 @@ fn at(path: &Path, line: u64, column: usize, message: impl Into<String>) -> ApiE
 }
 
 /// Parses the response CSV with the rules in the module docs.
-pub fn parse_responses(path: &Path, bytes: &[u8]) -> Result<ResponseMatrix, ApiError> {
+fn parse_responses(path: &Path, bytes: &[u8]) -> Result<ResponseMatrix, ApiError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -261,12 +261,21 @@ pub fn score_persons(
 }
 
 /// Runs the command and returns what to print.
-pub fn run(args: &CalibrateArgs) -> Result<String, ApiError> {
-    let bytes = std::fs::read(&args.responses).map_err(|source| ApiError::Io {
-        path: args.responses.clone(),
+/// The bytes of a command's input file; a read error names the file.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(path).map_err(|source| ApiError::Io {
+        path: path.to_path_buf(),
         source,
-    })?;
-    let data = parse_responses(&args.responses, &bytes)?;
+    })
+}
+
+/// Reads and parses a response CSV (the rules in the module docs).
+pub fn read_responses(path: &Path) -> Result<ResponseMatrix, ApiError> {
+    parse_responses(path, &read_input(path)?)
+}
+
+pub fn run(args: &CalibrateArgs) -> Result<String, ApiError> {
+    let data = read_responses(&args.responses)?;
     let mut options = CalibrationOptions::new(args.model.into());
     options.quadrature_points = args.quadrature_points;
     options.max_iterations = args.max_iterations;

@@ -8,14 +8,9 @@ use std::path::{Path, PathBuf};
 use examflow_engine::dif::{EtsCategory, Group, mantel_haenszel};
 use serde_json::json;
 
-use crate::calibrate_cmd::parse_responses;
+use crate::calibrate_cmd::{read_input, read_responses};
 use crate::error::ApiError;
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum DifFormat {
-    Json,
-    Table,
-}
+use crate::link_cmd::ReportFormat;
 
 #[derive(clap::Args)]
 pub struct DifArgs {
@@ -32,19 +27,12 @@ pub struct DifArgs {
     #[arg(long)]
     pub reference: String,
     #[arg(long, value_enum, default_value = "table")]
-    pub format: DifFormat,
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(path).map_err(|source| ApiError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    pub format: ReportFormat,
 }
 
 /// person id → group label, from the groups CSV.
 fn read_groups(path: &Path) -> Result<HashMap<String, String>, ApiError> {
-    let bytes = read(path)?;
+    let bytes = read_input(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(bytes.as_slice());
@@ -86,7 +74,7 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
             "--focal and --reference must name two different groups".into(),
         ));
     }
-    let responses = parse_responses(&args.responses, &read(&args.responses)?)?;
+    let responses = read_responses(&args.responses)?;
     let labels = read_groups(&args.groups)?;
     let groups: Vec<Group> = responses
         .person_ids
@@ -108,7 +96,7 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
         ))
     })?;
     Ok(match args.format {
-        DifFormat::Json => {
+        ReportFormat::Json => {
             let value = json!({
                 "method": "mantel_haenszel",
                 "focal": {"group": args.focal, "persons": focal},
@@ -117,7 +105,7 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
             });
             format!("{value:#}\n")
         }
-        DifFormat::Table => {
+        ReportFormat::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,

@@ -10,8 +10,9 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::simulate_cmd::read_bank;
 
+/// Output of the commands that print one report: `json` or a `table` for people.
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub enum LinkFormat {
+pub enum ReportFormat {
     Json,
     Table,
 }
@@ -34,7 +35,7 @@ pub struct LinkArgs {
     #[arg(long, default_value_t = 0.05)]
     pub drift_threshold: f64,
     #[arg(long, value_enum, default_value = "table")]
-    pub format: LinkFormat,
+    pub format: ReportFormat,
 }
 
 fn items(path: &std::path::Path) -> Result<Vec<ItemParams>, ApiError> {
@@ -60,7 +61,7 @@ pub fn run(args: &LinkArgs) -> Result<String, ApiError> {
     };
     let linking = link(&old, &new, &options).map_err(|e| ApiError::Invalid(e.to_string()))?;
     Ok(match args.format {
-        LinkFormat::Json => {
+        ReportFormat::Json => {
             let mut value = serde_json::to_value(&linking)
                 .map_err(|e| ApiError::Invalid(format!("encoding the linking: {e}")))?;
             value["from"] = json!(args.old.display().to_string());
@@ -68,7 +69,7 @@ pub fn run(args: &LinkArgs) -> Result<String, ApiError> {
             value["drift_threshold"] = json!(args.drift_threshold);
             format!("{value:#}\n")
         }
-        LinkFormat::Table => {
+        ReportFormat::Table => {
             let mut out = String::new();
             let _ = writeln!(
                 out,

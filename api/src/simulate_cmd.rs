@@ -10,7 +10,7 @@ use examflow_engine::cat::{
 use examflow_engine::irt::ItemParams;
 use serde_json::{Value, json};
 
-use crate::calibrate_cmd::OutputFormat;
+use crate::calibrate_cmd::{OutputFormat, read_input};
 use crate::error::ApiError;
 
 #[derive(clap::Args)]
@@ -53,10 +53,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// Reads a bank of item parameters (CSV or JSON, by content).
 pub fn read_bank(path: &Path) -> Result<CatBank, ApiError> {
-    let bytes = std::fs::read(path).map_err(|source| ApiError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_input(path)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| invalid(format!("{}: not UTF-8", path.display())))?;
     let items = if text.trim_start().starts_with('[') {

@@ -314,15 +314,9 @@ fn simulate_cat_reads_calibrate_csv_and_rejects_bad_settings() {
 #[test]
 fn link_recovers_the_scale_between_two_calibrations() {
     let dir = tempfile::tempdir().unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = examflow_engine::irt::SplitMix64::new(0x2545_f491_4f6c_dd1du64);
     let items: Vec<(f64, f64)> = (0..20)
-        .map(|i| (0.7 + 1.2 * uniform(), -2.0 + 4.0 * i as f64 / 19.0))
+        .map(|i| (0.7 + 1.2 * rng.uniform(), -2.0 + 4.0 * i as f64 / 19.0))
         .collect();
     let mut calibrate = |name: &str, mean: f64, sd: f64| {
         let mut csv = (0..20)
@@ -331,13 +325,11 @@ fn link_recovers_the_scale_between_two_calibrations() {
             .join(",");
         csv.push('\n');
         for _ in 0..3000 {
-            let normal =
-                (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
-            let theta = mean + sd * normal;
+            let theta = mean + sd * rng.normal();
             let row: Vec<&str> = items
                 .iter()
                 .map(|(a, b)| {
-                    if uniform() < 1.0 / (1.0 + (-a * (theta - b)).exp()) {
+                    if rng.uniform() < 1.0 / (1.0 + (-a * (theta - b)).exp()) {
                         "1"
                     } else {
                         "0"
@@ -425,13 +417,7 @@ fn link_recovers_the_scale_between_two_calibrations() {
 #[test]
 fn dif_flags_the_planted_item() {
     let dir = tempfile::tempdir().unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = examflow_engine::irt::SplitMix64::new(0x9e37_79b9_7f4a_7c15u64);
     let mut responses = String::from("person");
     for i in 0..15 {
         responses.push_str(&format!(",q{i}"));
@@ -440,12 +426,11 @@ fn dif_flags_the_planted_item() {
     let mut groups = String::from("person,campus\n");
     for p in 0..3000 {
         let focal = p % 2 == 1;
-        let theta =
-            (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+        let theta = rng.normal();
         responses.push_str(&format!("s{p}"));
         for i in 0..15 {
             let b = -1.5 + 3.0 * i as f64 / 14.0 + if i == 0 && focal { 1.0 } else { 0.0 };
-            let right = uniform() < 1.0 / (1.0 + (b - theta).exp());
+            let right = rng.uniform() < 1.0 / (1.0 + (b - theta).exp());
             responses.push_str(if right { ",1" } else { ",0" });
         }
         responses.push('\n');

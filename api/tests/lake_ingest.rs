@@ -453,17 +453,7 @@ async fn a_server_without_the_ingest_leaves_scores_to_the_change_topic() {
         &config,
     );
     let student = server.token("once@example.com", "student");
-    let key = common::answer_key(&common::sample_banks(), "world-geography");
-    for _ in 0..2 {
-        let (status, body) = server
-            .post(
-                "/api/exams/world-geography/submissions",
-                Some(&student),
-                &serde_json::json!({ "answers": key }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    server.submit_answer_key(&student, 2).await;
     let query = "SELECT count(*) AS n FROM score_changes";
     let seen = wait_for_count(&data_dir, query, 2, Duration::from_secs(60));
     assert_eq!(seen, 2, "{}\n{}", server.log(), ingest.log_text());

@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::Server;
 use common::mongo::{self, MongoServe, OwnMongo, int, write_bank};
-use common::{Server, answer_key, sample_banks};
 use mongodb::bson::{doc, oid::ObjectId};
 use serde_json::{Value, json};
 
@@ -233,24 +233,6 @@ async fn two_servers_continue_one_session_and_number_calibrations_once() {
     mongo::drop_database(&client, &db).await;
 }
 
-/// Submits `count` results; returns the accepted documents.
-async fn submit(server: &Server, token: &str, count: usize) -> Vec<Value> {
-    let key = answer_key(&sample_banks(), "world-geography");
-    let mut accepted = Vec::new();
-    for _ in 0..count {
-        let (status, doc) = server
-            .post(
-                "/api/exams/world-geography/submissions",
-                Some(token),
-                &json!({"answers": key}),
-            )
-            .await;
-        assert_eq!(status, 201, "{doc}");
-        accepted.push(doc);
-    }
-    accepted
-}
-
 /// Every accepted document is in `<db>.score` with its fields.
 async fn assert_stored(client: &mongodb::Client, db: &str, accepted: &[Value]) {
     let stored = mongo::find_all(client, db, "score", doc! {}).await;
@@ -282,7 +264,7 @@ async fn results_survive_kill_9_of_the_server_right_after_201() {
     for round in 0..3 {
         let mut server = serve.start();
         let token = server.token(&format!("k{round}@example.com"), "student");
-        accepted.extend(submit(&server, &token, 5).await);
+        accepted.extend(server.submit_answer_key(&token, 5).await);
         // SIGKILL immediately after the last 201: no shutdown, no flush.
         server.kill9();
     }
@@ -315,7 +297,7 @@ async fn results_survive_kill_9_of_mongodb_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = MongoServe::new(&own.uri, &db, &dir.path().join("data")).start();
     let token = server.token("dur@example.com", "student");
-    let accepted = submit(&server, &token, 10).await;
+    let accepted = server.submit_answer_key(&token, 10).await;
     own.kill9();
     server.kill9();
     own.restart();

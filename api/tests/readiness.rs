@@ -143,17 +143,7 @@ async fn sigterm_drains_requests_and_commits_the_lake_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(ServerOptions::new(dir.path()));
     let student = server.token("drain@example.com", "student");
-    let key = common::answer_key(&common::sample_banks(), "world-geography");
-    for _ in 0..3 {
-        let (status, body) = server
-            .post(
-                "/api/exams/world-geography/submissions",
-                Some(&student),
-                &serde_json::json!({ "answers": key }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    server.submit_answer_key(&student, 3).await;
     // At once, before the feed's periodic commit: the stop must commit the tail itself.
     let started = Instant::now();
     let status = std::process::Command::new("kill")

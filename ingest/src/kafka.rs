@@ -145,25 +145,22 @@ impl KafkaSettings {
             use rdkafka::producer::Producer;
             // Short tries, serving the client's events between them: librdkafka reports
             // connection errors as events, which only a poll hands to the context.
+            const TRY: Duration = Duration::from_millis(500);
             let deadline = std::time::Instant::now() + timeout;
             loop {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                match producer
-                    .client()
-                    .fetch_metadata(None, left.min(Duration::from_millis(500)))
-                {
+                let result = producer.client().fetch_metadata(None, left.min(TRY));
+                producer.poll(Duration::ZERO);
+                match result {
                     Ok(metadata) => return Ok(metadata.brokers().len()),
-                    Err(e) if left.is_zero() || left <= Duration::from_millis(500) => {
-                        producer.poll(Duration::ZERO);
+                    Err(e) if left <= TRY => {
                         return Err(IngestError::BrokerUnreachable {
                             brokers,
                             millis: timeout.as_millis() as u64,
                             reason: producer.context().take().unwrap_or_else(|| e.to_string()),
                         });
                     }
-                    Err(_) => {
-                        producer.poll(Duration::ZERO);
-                    }
+                    Err(_) => {}
                 }
             }
         })

@@ -156,6 +156,25 @@ impl Server {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Submits the sample `world-geography` exam's answer key `count` times as `token`,
+    /// asserting each is accepted (201); returns the accepted documents.
+    pub async fn submit_answer_key(&self, token: &str, count: usize) -> Vec<Value> {
+        let key = answer_key(&sample_banks(), "world-geography");
+        let mut accepted = Vec::new();
+        for _ in 0..count {
+            let (status, doc) = self
+                .post(
+                    "/api/exams/world-geography/submissions",
+                    Some(token),
+                    &serde_json::json!({ "answers": key }),
+                )
+                .await;
+            assert_eq!(status, 201, "{} said {doc}", self.base);
+            accepted.push(doc);
+        }
+        accepted
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL on Unix
         let _ = self.child.wait();

@@ -929,7 +929,7 @@ async fn bare_latency(
 }
 
 /// The replica's view: a second `Lake` on the same location, refreshed from storage before
-/// each committed-only query, until every sample was seen or `stop` is set.
+/// each committed-only query, until `stop` is set.
 async fn replica_latency(
     replica: Arc<Lake>,
     samples: Samples,
@@ -948,19 +948,15 @@ async fn replica_latency(
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        let started = Instant::now();
-        replica.attempts.refresh().await?;
-        let seen = visible(&replica, &pending, false).await?;
-        let answered = Instant::now();
-        polls.push(answered - started);
-        {
-            let mut samples = samples.lock().expect("replica samples lock");
-            for key in seen {
-                if let Some(sent) = samples.remove(&key) {
-                    latencies.push(answered - sent);
-                }
-            }
-        }
+        poll_once(
+            &replica,
+            &samples,
+            &pending,
+            false,
+            &mut latencies,
+            &mut polls,
+        )
+        .await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok((latencies, polls))
@@ -1102,7 +1098,7 @@ async fn freshness_driver(
         if producer_done_at.is_some_and(|at| at.elapsed() > Duration::from_secs(30)) {
             break;
         }
-        poll_once(&lake, &samples, &pending, &mut latencies, &mut polls).await?;
+        poll_once(&lake, &samples, &pending, true, &mut latencies, &mut polls).await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (produce_wall, delivery_failures) = produced.unwrap_or_default();
@@ -1149,16 +1145,22 @@ async fn freshness_driver(
     })
 }
 
-/// One live query for the pending samples; records the latency of each one it returns.
+/// One query for the pending samples (`live`: committed + tail; otherwise a refresh and the
+/// committed rows, as a replica sees them); records the latency of each one it returns.
 async fn poll_once(
     lake: &Lake,
     samples: &Samples,
     pending: &[String],
+    live: bool,
     latencies: &mut Vec<Duration>,
     polls: &mut Vec<Duration>,
 ) -> Result<()> {
     let started = Instant::now();
-    let seen = visible(lake, pending, true).await?;
+    if !live {
+        // A replica sees only what it re-read from storage.
+        lake.attempts.refresh().await?;
+    }
+    let seen = visible(lake, pending, live).await?;
     let answered = Instant::now();
     polls.push(answered - started);
     let mut samples = samples.lock().expect("samples lock");
@@ -1168,6 +1170,24 @@ async fn poll_once(
         }
     }
     Ok(())
+}
+
+/// One row of the freshness table: `| label | samples | p50 | p90 | p99 | max |` in ms of
+/// `sorted` (ascending).
+fn latency_row(
+    out: &mut String,
+    label: &str,
+    samples: String,
+    sorted: &[Duration],
+) -> std::fmt::Result {
+    writeln!(
+        out,
+        "| {label} | {samples} | {} | {} | {} | {} |",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.9)),
+        ms(percentile(sorted, 0.99)),
+        ms(sorted.last().copied().unwrap_or_default())
+    )
 }
 
 /// Polls the commit counters while the freshness run goes on.
@@ -1351,25 +1371,17 @@ async fn section_fresh(
         "| measure | samples | p50 ms | p90 ms | p99 ms | max ms |"
     )?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
-    writeln!(
+    latency_row(
         out,
-        "| send → first live query that returns it | {} (missing: {}) | {} | {} | {} | {} |",
-        lat.len(),
-        fresh.missing,
-        ms(percentile(&lat, 0.5)),
-        ms(percentile(&lat, 0.9)),
-        ms(percentile(&lat, 0.99)),
-        ms(lat.last().copied().unwrap_or_default())
+        "send → first live query that returns it",
+        format!("{} (missing: {})", lat.len(), fresh.missing),
+        &lat,
     )?;
-    writeln!(
+    latency_row(
         out,
-        "| replica: send → first committed-only query of a second `Lake` that returns it | {} (missing: {}) | {} | {} | {} | {} |",
-        replica.len(),
-        fresh.replica_missing,
-        ms(percentile(&replica, 0.5)),
-        ms(percentile(&replica, 0.9)),
-        ms(percentile(&replica, 0.99)),
-        ms(replica.last().copied().unwrap_or_default())
+        "replica: send → first committed-only query of a second `Lake` that returns it",
+        format!("{} (missing: {})", replica.len(), fresh.replica_missing),
+        &replica,
     )?;
     for (label, latencies) in [
         (
@@ -1384,43 +1396,26 @@ async fn section_fresh(
     ] {
         let mut sorted = latencies.clone();
         sorted.sort();
-        writeln!(
-            out,
-            "| {label} | {} of {} | {} | {} | {} | {} |",
-            sorted.len(),
-            fresh.sampled,
-            ms(percentile(&sorted, 0.5)),
-            ms(percentile(&sorted, 0.9)),
-            ms(percentile(&sorted, 0.99)),
-            ms(sorted.last().copied().unwrap_or_default())
-        )?;
+        let samples = format!("{} of {}", sorted.len(), fresh.sampled);
+        latency_row(out, &label, samples, &sorted)?;
     }
-    writeln!(
+    latency_row(
         out,
-        "| duration of one live query (session + register_lake + SELECT) | {} | {} | {} | {} | {} |",
-        polls.len(),
-        ms(percentile(&polls, 0.5)),
-        ms(percentile(&polls, 0.9)),
-        ms(percentile(&polls, 0.99)),
-        ms(polls.last().copied().unwrap_or_default())
+        "duration of one live query (session + register_lake + SELECT)",
+        polls.len().to_string(),
+        &polls,
     )?;
-    writeln!(
+    latency_row(
         out,
-        "| duration of one replica poll (refresh + session + register_lake + SELECT) | {} | {} | {} | {} | {} |",
-        replica_polls.len(),
-        ms(percentile(&replica_polls, 0.5)),
-        ms(percentile(&replica_polls, 0.9)),
-        ms(percentile(&replica_polls, 0.99)),
-        ms(replica_polls.last().copied().unwrap_or_default())
+        "duration of one replica poll (refresh + session + register_lake + SELECT)",
+        replica_polls.len().to_string(),
+        &replica_polls,
     )?;
-    writeln!(
+    latency_row(
         out,
-        "| commit round, `attempts` committed → `dead_letters` committed (in the background; the receive loop goes on) | {} rounds | {} | {} | {} | {} |",
-        commit_phases.len(),
-        ms(percentile(&commit_phases, 0.5)),
-        ms(percentile(&commit_phases, 0.9)),
-        ms(percentile(&commit_phases, 0.99)),
-        ms(commit_phases.last().copied().unwrap_or_default())
+        "commit round, `attempts` committed → `dead_letters` committed (in the background; the receive loop goes on)",
+        format!("{} rounds", commit_phases.len()),
+        &commit_phases,
     )?;
     let count = pipeline.get_sample_count();
     writeln!(

@@ -352,6 +352,17 @@ fn rows_of(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
+/// "identical" when both results print the same, else how many rows each had.
+fn compare_results(ours: &[RecordBatch], theirs: &[RecordBatch]) -> Result<String> {
+    Ok(
+        if pretty_format_batches(ours)?.to_string() == pretty_format_batches(theirs)?.to_string() {
+            "identical".to_string()
+        } else {
+            format!("DIFFERENT ({} vs {} rows)", rows_of(ours), rows_of(theirs))
+        },
+    )
+}
+
 /// examflow over HTTP as Arrow IPC: request → body received → decoded.
 async fn examflow_query(server: &Server, sql: &str) -> Result<(Duration, Vec<RecordBatch>)> {
     let t = Instant::now();
@@ -416,17 +427,7 @@ async fn time_query(server: &Server, files: &[String], sql: &str, reps: usize) -
     // Warm-up (page cache, allocator, the server's first-query paths), results compared.
     let (_, ours) = examflow_query(server, sql).await?;
     let (_, theirs) = datafusion_query(files, sql).await?;
-    let same = if pretty_format_batches(&ours)?.to_string()
-        == pretty_format_batches(&theirs)?.to_string()
-    {
-        "identical".to_string()
-    } else {
-        format!(
-            "DIFFERENT ({} vs {} rows)",
-            rows_of(&ours),
-            rows_of(&theirs)
-        )
-    };
+    let same = compare_results(&ours, &theirs)?;
     let mut t = Timings {
         examflow: Vec::new(),
         datafusion: Vec::new(),
@@ -825,17 +826,7 @@ async fn section_s3(
         eprintln!("  S3 query: {}", q.name);
         let (_, ours) = examflow_query(local, q.sql).await?;
         let (_, theirs) = examflow_query(&server, q.sql).await?;
-        let same = if pretty_format_batches(&ours)?.to_string()
-            == pretty_format_batches(&theirs)?.to_string()
-        {
-            "identical".to_string()
-        } else {
-            format!(
-                "DIFFERENT ({} vs {} rows)",
-                rows_of(&ours),
-                rows_of(&theirs)
-            )
-        };
+        let same = compare_results(&ours, &theirs)?;
         let (mut on_local, mut on_s3) = (Vec::new(), Vec::new());
         for _ in 0..args.reps {
             on_local.push(examflow_query(local, q.sql).await?.0);
