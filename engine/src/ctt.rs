@@ -69,6 +69,20 @@ fn var(x: &[f64]) -> f64 {
     x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() as f64 - 1.0)
 }
 
+/// Sample covariance (n − 1 denominator); NaN if n < 2 or the lengths differ.
+pub fn covariance(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len();
+    if n < 2 || n != y.len() {
+        return f64::NAN;
+    }
+    let (mx, my) = (mean(x), mean(y));
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - mx) * (b - my))
+        .sum::<f64>()
+        / (n as f64 - 1.0)
+}
+
 /// Pearson correlation (NaN if either side is constant or n < 2).
 pub fn correlation(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len();

@@ -8,6 +8,7 @@ pub mod ctt;
 pub mod dif;
 pub mod error;
 pub mod irt;
+pub mod quiz_statistics;
 pub mod score_card;
 pub mod scoring;
 
