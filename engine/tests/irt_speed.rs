@@ -148,3 +148,22 @@ fn time_2pl_iterations() {
         );
     }
 }
+
+/// Item and person fit of a 100,000 × 100 2PL data set at the true parameters, with the
+/// S-X2 part alone and the whole report (S-X2, EAP item infit/outfit, ML person fit).
+#[test]
+#[ignore]
+fn time_fit_report_100k_by_100() {
+    use examflow_engine::irt::{FitOptions, fit_report_for, s_x2};
+    let (data, truth, _) = simulate_2pl(100_000, 100, 7, 0.0);
+    let quad = Quadrature::default();
+    let (min, med, _) = timed(|| s_x2(&truth, Model::TwoPl, &data, &quad, 1.0).unwrap());
+    println!("S-X2 100000x100: min {min:.3} s, median {med:.3} s");
+    let opts = FitOptions::default();
+    let (min, med, report) = timed(|| fit_report_for(&truth, Model::TwoPl, &data, &opts).unwrap());
+    println!(
+        "fit report 100000x100: min {min:.3} s, median {med:.3} s; {} items flagged at 0.01, {} persons below −1.645",
+        report.misfitting_items(0.01).len(),
+        report.aberrant_persons(-1.645).len()
+    );
+}

@@ -1,14 +1,16 @@
 //! Item response theory: dichotomous Rasch, 1PL, 2PL and 3PL models calibrated by marginal
 //! maximum likelihood (EM over a fixed quadrature grid), ability scoring (EAP, MAP, MLE),
-//! information functions, linking of two calibrations onto one scale, and a deterministic
-//! simulator.
+//! information functions, linking of two calibrations onto one scale, item and person fit
+//! (S-X2, infit/outfit, lz and lz*), and a deterministic simulator.
 //!
 //! Entry points: [`calibrate`] with [`CalibrationOptions`], [`eap`], [`map`], [`mle`],
-//! [`eap_batch`], [`item_information`], [`test_information`], [`simulate_2pl`].
+//! [`eap_batch`], [`item_information`], [`test_information`], [`fit_report`],
+//! [`simulate_2pl`].
 
 pub mod calibrate;
 pub mod data;
 mod estep;
+pub mod fit;
 pub mod linking;
 pub mod model;
 pub mod scoring;
@@ -18,6 +20,10 @@ use thiserror::Error;
 
 pub use calibrate::{Calibration, CalibrationOptions, SeMethod, calibrate};
 pub use data::{MISSING, ResponseMatrix};
+pub use fit::{
+    FitOptions, FitReport, InfitOutfit, ItemFit, PersonFit, PersonStats, SX2, ThetaMethod,
+    chi_square_upper, fit_report, fit_report_for, infit_outfit, person_fit, s_x2,
+};
 pub use linking::{ItemDrift, Linking, LinkingMethod, LinkingOptions, link};
 pub use model::{
     ItemParams, MIN_QUADRATURE_POINTS, Model, Quadrature, item_information, logistic, probability,
