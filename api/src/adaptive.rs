@@ -174,7 +174,7 @@ pub async fn start_session(
         .gate
         .admit(&app, &identity, &exam.name, &exam_policy)
         .await?;
-    let (version, bank) = app.calibrations.latest(&app, &exam).await?;
+    let (version, bank) = app.calibrations.active(&app, &exam).await?;
     let id = new_document_id();
     let seed = seed_from(&id);
     let (cat, first) = CatSession::start(&bank, &config, seed)

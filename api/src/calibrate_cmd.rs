@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use examflow_engine::irt::{
-    Calibration, CalibrationOptions, MISSING, Model, ResponseMatrix, Theta, calibrate, eap_batch,
-    map, mle,
+    Calibration, CalibrationOptions, FitOptions, MISSING, Model, ResponseMatrix, Theta, calibrate,
+    eap_batch, fit_report, map, mle,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -72,6 +72,9 @@ pub struct CalibrateArgs {
     /// EM iteration cap.
     #[arg(long, default_value_t = 500)]
     pub max_iterations: usize,
+    /// Also check item fit (S-X2; infit and outfit) and person fit (lz*) of the result.
+    #[arg(long)]
+    pub fit: bool,
 }
 
 /// A CSV problem at a place in the file.
@@ -284,13 +287,24 @@ pub fn run(args: &CalibrateArgs) -> Result<String, ApiError> {
         Some(method) => Some(score_persons(&calibration, &data, method)?),
         None => None,
     };
-    Ok(match args.format {
+    let fit = if args.fit {
+        Some(
+            fit_report(&calibration, &data, &FitOptions::default())
+                .map_err(|e| ApiError::Invalid(format!("fit statistics: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let mut out = match args.format {
         OutputFormat::Json => {
             let mut out = calibration_json(&calibration);
             if let Some(a) = &abilities {
                 out["abilities"] = serde_json::to_value(a).unwrap_or_default();
             }
-            out.to_string() + "\n"
+            if let Some(fit) = &fit {
+                out["fit"] = serde_json::to_value(fit).unwrap_or_default();
+            }
+            return Ok(out.to_string() + "\n");
         }
         OutputFormat::Csv => {
             let mut out = items_csv(&calibration);
@@ -309,7 +323,14 @@ pub fn run(args: &CalibrateArgs) -> Result<String, ApiError> {
             out
         }
         OutputFormat::Table => table(&calibration, abilities.as_deref()),
-    })
+    };
+    if let Some(fit) = &fit {
+        out.push_str(&match args.format {
+            OutputFormat::Table => crate::fit_output::fit_table(fit),
+            _ => crate::fit_output::fit_csv(fit),
+        });
+    }
+    Ok(out)
 }
 
 /// The calibration as the documented JSON object (without abilities).

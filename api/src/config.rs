@@ -205,6 +205,13 @@ pub struct AdaptiveConfig {
     /// Most adaptive sessions kept in memory (the rest are read from disk when answered).
     /// Default 100000.
     pub max_cached_sessions: usize,
+    /// How each recalibration after the first is put on the scale of the version it
+    /// replaces: `stocking_lord` (default), `haebara`, `mean_mean`, `mean_sigma` (through
+    /// the items both versions calibrated) or `fixed_anchors` (the anchor items keep their
+    /// parameters; the others and the students' distribution are estimated around them).
+    pub linking: LinkingChoice,
+    /// When a new version goes live by itself, and when it waits as a candidate.
+    pub activation: ActivationConfig,
     /// The policy of every exam, unless `exams.NAME` overrides some of it.
     pub policy: AdaptivePolicy,
     /// Per-exam overrides, e.g. `[adaptive.exams.intro-statistics] cut_score = 0.5`.
@@ -220,6 +227,8 @@ impl Default for AdaptiveConfig {
             scale_mean: 500.0,
             scale_sd: 100.0,
             max_cached_sessions: 100_000,
+            linking: LinkingChoice::StockingLord,
+            activation: ActivationConfig::default(),
             policy: AdaptivePolicy::default(),
             exams: Default::default(),
         }
@@ -251,6 +260,128 @@ impl AdaptiveConfig {
             }
         }
         policy
+    }
+}
+
+/// `adaptive.linking`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkingChoice {
+    StockingLord,
+    Haebara,
+    MeanMean,
+    MeanSigma,
+    FixedAnchors,
+}
+
+impl LinkingChoice {
+    /// The engine's characteristic-curve or moment method; `None` for `fixed_anchors`.
+    pub fn method(self) -> Option<examflow_engine::irt::LinkingMethod> {
+        use examflow_engine::irt::LinkingMethod as M;
+        match self {
+            LinkingChoice::StockingLord => Some(M::StockingLord),
+            LinkingChoice::Haebara => Some(M::Haebara),
+            LinkingChoice::MeanMean => Some(M::MeanMean),
+            LinkingChoice::MeanSigma => Some(M::MeanSigma),
+            LinkingChoice::FixedAnchors => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkingChoice::StockingLord => "stocking_lord",
+            LinkingChoice::Haebara => "haebara",
+            LinkingChoice::MeanMean => "mean_mean",
+            LinkingChoice::MeanSigma => "mean_sigma",
+            LinkingChoice::FixedAnchors => "fixed_anchors",
+        }
+    }
+}
+
+/// `[adaptive.activation]`: the checks a recalibration must pass to become the active
+/// version by itself (the first version of an exam always does). One that fails is stored
+/// as a `candidate` with its reasons, for an educator to activate or not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivationConfig {
+    /// `false`: every version after the first waits as a candidate. Default `true`.
+    pub auto: bool,
+    /// Fewest anchor items (calibrated in both versions and not drifting) a linking needs.
+    /// Default 5.
+    pub min_anchor_items: usize,
+    /// An anchor whose characteristic curves in the two versions (after linking) differ by
+    /// more than this area (N(0, 1)-weighted, in probability units) is drifting: left out of
+    /// the anchors and flagged. Default 0.05.
+    pub drift_threshold: f64,
+    /// Most drifting items, as a share of the common items. Default 0.2.
+    pub max_drifting_share: f64,
+    /// Most the scale may stretch or shrink between versions: the slope A of the linking
+    /// must lie in [1 / this, this]. Default 2.
+    pub max_scale_change: f64,
+    /// An item misfits when its S-X2 p-value (Rasch: when its infit or outfit mean square
+    /// lies outside [0.5, 1.5]) is below this. Default 0.01.
+    pub fit_alpha: f64,
+    /// Most misfitting items, as a share of the fitted ones. Default 0.1.
+    pub max_misfitting_items: f64,
+    /// Most students whose response patterns misfit (lz* < −1.645), as a share. Default
+    /// 0.1 (about twice the 5 % expected by chance).
+    pub max_misfitting_persons: f64,
+}
+
+impl Default for ActivationConfig {
+    fn default() -> Self {
+        ActivationConfig {
+            auto: true,
+            min_anchor_items: 5,
+            drift_threshold: 0.05,
+            max_drifting_share: 0.2,
+            max_scale_change: 2.0,
+            fit_alpha: 0.01,
+            max_misfitting_items: 0.1,
+            max_misfitting_persons: 0.1,
+        }
+    }
+}
+
+impl ActivationConfig {
+    fn check(&self) -> Result<(), String> {
+        let share = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "adaptive.activation.{name} must lie in [0, 1], not {v}"
+                ))
+            }
+        };
+        share("max_drifting_share", self.max_drifting_share)?;
+        share("max_misfitting_items", self.max_misfitting_items)?;
+        share("max_misfitting_persons", self.max_misfitting_persons)?;
+        if !(self.fit_alpha > 0.0 && self.fit_alpha < 1.0) {
+            return Err(format!(
+                "adaptive.activation.fit_alpha must lie in (0, 1), not {}",
+                self.fit_alpha
+            ));
+        }
+        if !(self.drift_threshold > 0.0 && self.drift_threshold.is_finite()) {
+            return Err(format!(
+                "adaptive.activation.drift_threshold must be above 0, not {}",
+                self.drift_threshold
+            ));
+        }
+        if !(self.max_scale_change >= 1.0 && self.max_scale_change.is_finite()) {
+            return Err(format!(
+                "adaptive.activation.max_scale_change must be at least 1, not {}",
+                self.max_scale_change
+            ));
+        }
+        if self.min_anchor_items < 2 {
+            return Err(format!(
+                "adaptive.activation.min_anchor_items must be at least 2, not {}",
+                self.min_anchor_items
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -748,6 +879,7 @@ impl Config {
         self.sql.check()?;
         self.storage.check()?;
         self.kafka.check()?;
+        self.adaptive.activation.check()?;
         self.exam_defaults.check("exam_defaults")?;
         for name in self.exams.keys() {
             self.exam_policy(name).check(&format!("exams.{name:?}"))?;

@@ -10,6 +10,7 @@ mod cdc_cmd;
 mod config;
 mod dif_cmd;
 mod error;
+mod fit_output;
 mod item_stats;
 mod lake_cmd;
 mod limits;

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{JoinType, SessionContext, cast, col, lit};
 use examflow_engine::Bank;
-use examflow_ingest::store::{MongoStore, SessionStore, SqliteStore, StoredCalibration};
+use examflow_ingest::store::{MongoStore, SqliteStore, StoredCalibration};
 use examflow_reports::{CalibrationRef, ExamReport, ItemInfo, ReportInput, render};
 use serde::Deserialize;
 use serde_json::json;
@@ -420,7 +420,8 @@ async fn report_response(
     table: Option<String>,
 ) -> Result<Response, ApiError> {
     let bank = state.banks.get(&exam).cloned();
-    let calibration = state.session_store.get_calibration(&exam, None).await?;
+    let calibration =
+        crate::calibration::active_version(state.session_store.as_ref(), &exam).await?;
     let ctx = crate::sql::session(&state).await?;
     let timeout = Duration::from_secs(state.config.sql.timeout_secs.max(1));
     let report = tokio::time::timeout(timeout, compute(&ctx, &exam, bank, calibration))
@@ -599,16 +600,14 @@ pub async fn report_command(
     // Calibrations live where the server keeps them: MongoDB when configured, else the
     // embedded store of the data dir.
     let calibration = if let Some(uri) = &config.storage.mongodb_uri {
-        MongoStore::connect(uri, Some(&config.storage.mongodb_database))
+        let store = MongoStore::connect(uri, Some(&config.storage.mongodb_database))
             .await
-            .context("connecting to MongoDB")?
-            .get_calibration(&args.exam, None)
+            .context("connecting to MongoDB")?;
+        crate::calibration::active_version(&store, &args.exam)
             .await
-            .context("reading the latest calibration from MongoDB")?
+            .context("reading the active calibration from MongoDB")?
     } else if data_dir.join("examflow.db").exists() {
-        SqliteStore::open(&data_dir)?
-            .get_calibration(&args.exam, None)
-            .await?
+        crate::calibration::active_version(&SqliteStore::open(&data_dir)?, &args.exam).await?
     } else {
         None
     };

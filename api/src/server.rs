@@ -217,6 +217,10 @@ pub fn router(state: AppState) -> Router {
             get(crate::calibration::get_calibration),
         )
         .route(
+            "/api/exams/{name}/calibrations/{version}/activate",
+            post(crate::calibration::activate_calibration),
+        )
+        .route(
             "/api/adaptive/{exam}/sessions",
             post(crate::adaptive::start_session),
         )

@@ -95,6 +95,13 @@ pub trait SessionStore: Send + Sync {
         exam: &str,
         version: Option<i64>,
     ) -> Result<Option<StoredCalibration>>;
+    /// The exam's active version: the highest activation (see
+    /// [`StoredCalibration::activation`]), `None` when no version was ever activated.
+    async fn get_active_calibration(&self, exam: &str) -> Result<Option<StoredCalibration>>;
+    /// Makes `version` of `exam` the active one (numbering its activation above every
+    /// earlier one, unless it is already the active version) and returns its activation;
+    /// `None` when there is no such version.
+    async fn activate_calibration(&self, exam: &str, version: i64) -> Result<Option<i64>>;
     /// Every version, optionally of one exam, ordered by exam, then version descending.
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>>;
     /// One chunk of a scan over every session: up to `limit` sessions after the position
@@ -306,4 +313,10 @@ pub struct StoredCalibration {
     pub responses: i64,
     pub params: String,
     pub summary: String,
+    /// Order of activation: the exam's active version (the one new sessions, reports and
+    /// recalibrations start from) is the one with the highest. `None`: a candidate, never
+    /// activated. On [`SessionStore::add_calibration`], `Some(_)` activates the new version
+    /// (the store numbers it above every earlier activation) and `None` stores a candidate.
+    /// Versions stored before activation existed read as activated in version order.
+    pub activation: Option<i64>,
 }

@@ -6,8 +6,8 @@ use chrono::Utc;
 use examflow_engine::{Outcome, ScoredSubmission};
 use examflow_ingest::ResultDocument;
 use examflow_ingest::store::conformance::{
-    check_attempt_store, check_calibration_after, check_concurrent_calibrations, check_finish,
-    check_session_store,
+    check_activation, check_attempt_store, check_calibration_after, check_concurrent_calibrations,
+    check_finish, check_session_store,
 };
 use examflow_ingest::store::{MongoStore, ResultFilter, ResultStore, SessionStore, StoredSession};
 
@@ -76,6 +76,7 @@ async fn mongodb_store_keeps_sessions_and_calibrations() {
     let store = empty_session_store(&uri, &db).await;
     check_session_store(&store).await;
     check_calibration_after(&store).await;
+    check_activation(&store).await;
     check_finish(&store).await;
     store.drop_session_collections().await.unwrap();
     store.drop_collection().await.unwrap();

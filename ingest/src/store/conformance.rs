@@ -100,6 +100,7 @@ fn calibration(exam: &str, source: &str, responses: i64) -> StoredCalibration {
         responses,
         params: format!(r#"[{{"item":"{exam}-1","a":1.2,"b":-0.4,"c":0.25}}]"#),
         summary: format!(r#"{{"results":{responses}}}"#),
+        activation: Some(0),
     }
 }
 
@@ -183,8 +184,10 @@ pub async fn check_session_store(store: &dyn SessionStore) {
     assert_eq!(store.add_calibration(geo1.clone()).await.unwrap(), 1);
     assert_eq!(store.add_calibration(geo2.clone()).await.unwrap(), 2);
     assert_eq!(store.add_calibration(math1.clone()).await.unwrap(), 1);
+    // Each was activated when added, in version order.
     let stored = |mut c: StoredCalibration, version: i64| {
         c.version = version;
+        c.activation = Some(version);
         Some(c)
     };
     assert_eq!(
@@ -234,6 +237,68 @@ pub async fn check_calibration_after(store: &dyn SessionStore) {
             .map(|c| (c.version, c.responses))
             .collect::<Vec<_>>(),
         [(3, 5), (2, 3), (1, 1)]
+    );
+}
+
+/// Candidates are stored without becoming active; activation makes any version (a
+/// candidate, or an older one to roll back to) the active one until another is activated.
+pub async fn check_activation(store: &dyn SessionStore) {
+    let exam = "activation";
+    let active = |version| async move {
+        store
+            .get_active_calibration(exam)
+            .await
+            .unwrap()
+            .map(|c| c.version)
+            == version
+    };
+    let candidate = StoredCalibration {
+        activation: None,
+        ..calibration(exam, "calibration", 1)
+    };
+    assert_eq!(store.activate_calibration(exam, 1).await.unwrap(), None);
+    assert_eq!(store.add_calibration(candidate.clone()).await.unwrap(), 1);
+    assert!(active(None).await, "a candidate alone is not active");
+    assert_eq!(
+        store
+            .add_calibration(calibration(exam, "calibration", 2))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(active(Some(2)).await);
+    assert_eq!(store.add_calibration(candidate.clone()).await.unwrap(), 3);
+    assert!(
+        active(Some(2)).await,
+        "a newer candidate leaves the active version"
+    );
+    let got = store.get_calibration(exam, Some(3)).await.unwrap().unwrap();
+    assert_eq!(got.activation, None);
+    // Activating the candidate, then rolling back to version 1 (never active before).
+    let third = store.activate_calibration(exam, 3).await.unwrap().unwrap();
+    assert!(active(Some(3)).await);
+    assert_eq!(
+        store.activate_calibration(exam, 3).await.unwrap(),
+        Some(third),
+        "idempotent"
+    );
+    let first = store.activate_calibration(exam, 1).await.unwrap().unwrap();
+    assert!(first > third);
+    assert!(active(Some(1)).await);
+    // A new active version is numbered above the rollback.
+    assert_eq!(
+        store
+            .add_calibration(calibration(exam, "calibration", 4))
+            .await
+            .unwrap(),
+        4
+    );
+    assert!(active(Some(4)).await);
+    assert_eq!(store.activate_calibration(exam, 9).await.unwrap(), None);
+    assert!(active(Some(4)).await);
+    assert_eq!(
+        store.get_active_calibration("no-such-exam").await.unwrap(),
+        None
     );
 }
 

@@ -134,10 +134,63 @@ impl MongoStore {
                     )
                     .await?;
                 self.ensure_attempt_indexes().await?;
+                self.activate_legacy_calibrations().await?;
                 Ok::<_, IngestError>(())
             })
             .await?;
         Ok(())
+    }
+
+    /// Versions stored before activation existed have no `activation` field: the latest
+    /// was the one in use, so they read as activated in version order.
+    async fn activate_legacy_calibrations(&self) -> Result<()> {
+        let legacy: Vec<Document> = self
+            .calibrations
+            .find(doc! {"activation": {"$exists": false}})
+            .projection(doc! {"_id": 1, "version": 1})
+            .await?
+            .try_collect()
+            .await?;
+        for d in legacy {
+            let version = Fields::new(CALIBRATIONS_COLLECTION, &d).int("version")?;
+            self.calibrations
+                .update_one(
+                    doc! {"_id": d.get("_id").cloned().unwrap_or(Bson::Null), "activation": {"$exists": false}},
+                    doc! {"$set": {"activation": version}},
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The highest activation of `exam`'s versions, 0 when none was activated.
+    async fn max_activation(&self, exam: &str) -> Result<i64> {
+        let latest = self
+            .calibrations
+            .find_one(doc! {"exam": exam, "activation": {"$ne": null}})
+            .sort(doc! {"activation": -1})
+            .projection(doc! {"activation": 1})
+            .await?;
+        match latest {
+            Some(d) => Fields::new(CALIBRATIONS_COLLECTION, &d).int("activation"),
+            None => Ok(0),
+        }
+    }
+
+    /// The document to insert for `c` as `version`, its activation numbered above the
+    /// exam's others when it is to be active.
+    async fn calibration_document(&self, c: &StoredCalibration, version: i64) -> Result<Document> {
+        let activation = match c.activation {
+            Some(_) => Some(self.max_activation(&c.exam).await? + 1),
+            None => None,
+        };
+        Ok(calibration_to_bson(
+            &StoredCalibration {
+                activation,
+                ..c.clone()
+            },
+            version,
+        ))
     }
 
     /// The highest version of `exam`, 0 when it has none.
@@ -315,6 +368,7 @@ fn calibration_to_bson(c: &StoredCalibration, version: i64) -> Document {
         "responses": c.responses,
         "params": &c.params,
         "summary": &c.summary,
+        "activation": c.activation.map_or(Bson::Null, Bson::Int64),
     }
 }
 
@@ -328,6 +382,12 @@ fn calibration_from_bson(doc: &Document) -> Result<StoredCalibration> {
         responses: f.int("responses")?,
         params: f.string("params")?,
         summary: f.string("summary")?,
+        // Missing: stored before activation existed (see `activate_legacy_calibrations`).
+        activation: match doc.get("activation") {
+            None => Some(f.int("version")?),
+            Some(Bson::Null) => None,
+            Some(_) => Some(f.int("activation")?),
+        },
     })
 }
 
@@ -460,7 +520,7 @@ impl SessionStore for MongoStore {
                 (self.max_calibration_version(&calibration.exam).await? + 1).max(tried + 1);
             match self
                 .calibrations
-                .insert_one(calibration_to_bson(&calibration, version))
+                .insert_one(self.calibration_document(&calibration, version).await?)
                 .await
             {
                 Ok(_) => return Ok(version),
@@ -485,7 +545,7 @@ impl SessionStore for MongoStore {
         // (exam, version) index turns "someone was first" into a duplicate key.
         match self
             .calibrations
-            .insert_one(calibration_to_bson(&calibration, after + 1))
+            .insert_one(self.calibration_document(&calibration, after + 1).await?)
             .await
         {
             Ok(_) => Ok(Some(after + 1)),
@@ -509,6 +569,45 @@ impl SessionStore for MongoStore {
             .sort(doc! {"version": -1})
             .await?;
         found.as_ref().map(calibration_from_bson).transpose()
+    }
+
+    async fn get_active_calibration(&self, exam: &str) -> Result<Option<StoredCalibration>> {
+        self.ensure_indexes().await?;
+        let found = self
+            .calibrations
+            .find_one(doc! {"exam": exam, "activation": {"$ne": null}})
+            .sort(doc! {"activation": -1, "version": -1})
+            .await?;
+        found.as_ref().map(calibration_from_bson).transpose()
+    }
+
+    /// Two activations at once may get the same number; the higher version then wins.
+    async fn activate_calibration(&self, exam: &str, version: i64) -> Result<Option<i64>> {
+        self.ensure_indexes().await?;
+        let Some(found) = self
+            .calibrations
+            .find_one(doc! {"exam": exam, "version": version})
+            .projection(doc! {"activation": 1, "version": 1})
+            .await?
+        else {
+            return Ok(None);
+        };
+        let highest = self.max_activation(exam).await?;
+        let current = match found.get("activation") {
+            None | Some(Bson::Null) => None,
+            Some(_) => Some(Fields::new(CALIBRATIONS_COLLECTION, &found).int("activation")?),
+        };
+        if current == Some(highest) {
+            return Ok(Some(highest));
+        }
+        let activation = highest + 1;
+        self.calibrations
+            .update_one(
+                doc! {"exam": exam, "version": version},
+                doc! {"$set": {"activation": activation}},
+            )
+            .await?;
+        Ok(Some(activation))
     }
 
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
@@ -629,6 +728,7 @@ mod tests {
             responses: 120,
             params: "[]".into(),
             summary: "{}".into(),
+            activation: None,
         };
         let back = calibration_from_bson(&calibration_to_bson(&calibration, 3)).unwrap();
         assert_eq!(

@@ -82,6 +82,8 @@ CREATE TABLE IF NOT EXISTS calibrations (
     responses INTEGER NOT NULL,
     params TEXT NOT NULL,
     summary TEXT NOT NULL,
+    -- Order of activation; the highest is the exam's active version; NULL: a candidate.
+    activation INTEGER,
     PRIMARY KEY (exam, version)
 );
 -- Fixed-form attempts kept on the server (answers and flags as JSON arrays, one entry per
@@ -737,6 +739,59 @@ impl SqliteStore {
         .await
     }
 
+    /// The exam's active calibration (highest activation).
+    pub async fn get_active_calibration(&self, exam: &str) -> Result<Option<StoredCalibration>> {
+        let exam = exam.to_string();
+        self.with(false, move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {CALIBRATION_COLUMNS} FROM calibrations
+                     WHERE exam = ?1 AND activation IS NOT NULL
+                     ORDER BY activation DESC, version DESC LIMIT 1"
+                ),
+                params![exam],
+                calibration_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Makes `version` the exam's active calibration (see
+    /// [`SessionStore::activate_calibration`]).
+    pub async fn activate_calibration(&self, exam: &str, version: i64) -> Result<Option<i64>> {
+        let exam = exam.to_string();
+        self.with(true, move |c| {
+            let tx = c.transaction()?;
+            let Some(current): Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT activation FROM calibrations WHERE exam = ?1 AND version = ?2",
+                    params![exam, version],
+                    |r| r.get(0),
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let highest: Option<i64> = tx.query_row(
+                "SELECT max(activation) FROM calibrations WHERE exam = ?1",
+                [&exam],
+                |r| r.get(0),
+            )?;
+            if let Some(current) = current.filter(|&a| Some(a) == highest) {
+                return Ok(Some(current));
+            }
+            let activation = next_activation(&tx, &exam)?;
+            tx.execute(
+                "UPDATE calibrations SET activation = ?3 WHERE exam = ?1 AND version = ?2",
+                params![exam, version, activation],
+            )?;
+            tx.commit()?;
+            Ok(Some(activation))
+        })
+        .await
+    }
+
     /// Every calibration, newest first, optionally of one exam.
     pub async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
         self.with(false, move |c| {
@@ -949,6 +1004,19 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
     if !has_closes_at {
         c.execute_batch("ALTER TABLE adaptive_sessions ADD COLUMN closes_at TEXT;")?;
     }
+    let has_activation: bool = c.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('calibrations') WHERE name = 'activation'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_activation {
+        // Before activation existed the latest version was the one in use: versions read as
+        // activated in version order.
+        c.execute_batch(
+            "ALTER TABLE calibrations ADD COLUMN activation INTEGER;
+             UPDATE calibrations SET activation = version;",
+        )?;
+    }
     c.execute_batch(
         "CREATE INDEX IF NOT EXISTS adaptive_sessions_due ON adaptive_sessions (closes_at)
          WHERE status = 'active';",
@@ -973,7 +1041,8 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSession> {
     })
 }
 
-const CALIBRATION_COLUMNS: &str = "exam, version, created_at, source, responses, params, summary";
+const CALIBRATION_COLUMNS: &str =
+    "exam, version, created_at, source, responses, params, summary, activation";
 
 fn calibration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCalibration> {
     Ok(StoredCalibration {
@@ -984,6 +1053,7 @@ fn calibration_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCalibration>
         responses: r.get(4)?,
         params: r.get(5)?,
         summary: r.get(6)?,
+        activation: r.get(7)?,
     })
 }
 
@@ -1076,9 +1146,13 @@ fn insert_calibration(
     calibration: &StoredCalibration,
     version: i64,
 ) -> rusqlite::Result<()> {
+    let activation = match calibration.activation {
+        Some(_) => Some(next_activation(tx, &calibration.exam)?),
+        None => None,
+    };
     tx.execute(
-        "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO calibrations (exam, version, created_at, source, responses, params, summary, activation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             calibration.exam,
             version,
@@ -1086,10 +1160,20 @@ fn insert_calibration(
             calibration.source,
             calibration.responses,
             calibration.params,
-            calibration.summary
+            calibration.summary,
+            activation
         ],
     )?;
     Ok(())
+}
+
+/// One above the exam's highest activation (1 when none).
+fn next_activation(tx: &rusqlite::Transaction, exam: &str) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT coalesce(max(activation), 0) + 1 FROM calibrations WHERE exam = ?1",
+        [exam],
+        |r| r.get(0),
+    )
 }
 
 #[async_trait]
@@ -1149,6 +1233,14 @@ impl SessionStore for SqliteStore {
         version: Option<i64>,
     ) -> Result<Option<StoredCalibration>> {
         SqliteStore::get_calibration(self, exam, version).await
+    }
+
+    async fn get_active_calibration(&self, exam: &str) -> Result<Option<StoredCalibration>> {
+        SqliteStore::get_active_calibration(self, exam).await
+    }
+
+    async fn activate_calibration(&self, exam: &str, version: i64) -> Result<Option<i64>> {
+        SqliteStore::activate_calibration(self, exam, version).await
     }
 
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {

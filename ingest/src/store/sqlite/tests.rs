@@ -177,13 +177,29 @@ async fn a_database_of_an_earlier_version_gets_the_new_columns() {
                answered INTEGER NOT NULL, result_id TEXT, created_at TEXT NOT NULL,
                updated_at TEXT NOT NULL, state TEXT NOT NULL);
              INSERT INTO adaptive_sessions VALUES ('old', 'geo', 'a@b.c', 1, 'active', 2, NULL,
-               '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', '{}');",
+               '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', '{}');
+             CREATE TABLE calibrations (exam TEXT NOT NULL, version INTEGER NOT NULL,
+               created_at TEXT NOT NULL, source TEXT NOT NULL, responses INTEGER NOT NULL,
+               params TEXT NOT NULL, summary TEXT NOT NULL, PRIMARY KEY (exam, version));
+             INSERT INTO calibrations VALUES ('geo', 1, '2024-01-01T00:00:00.000Z',
+               'provisional', 0, '[]', '{}');
+             INSERT INTO calibrations VALUES ('geo', 2, '2024-01-02T00:00:00.000Z',
+               'calibration', 40, '[]', '{}');",
         )
         .unwrap();
     }
     let store = SqliteStore::open(dir.path()).unwrap();
     let old = store.get_session("old").await.unwrap().unwrap();
     assert_eq!((old.answered, old.closes_at), (2, None));
+    // The latest version was the one in use: it stays the active one.
+    let active = store.get_active_calibration("geo").await.unwrap().unwrap();
+    assert_eq!((active.version, active.activation), (2, Some(2)));
+    let first = store
+        .get_calibration("geo", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.activation, Some(1));
     assert!(
         store
             .due_sessions("2099-01-01T00:00:00.000Z", 10)
@@ -202,6 +218,7 @@ async fn sessions_and_calibrations_meet_the_session_store_contract() {
     let store = SqliteStore::open(dir.path()).unwrap();
     crate::store::conformance::check_session_store(&store).await;
     crate::store::conformance::check_calibration_after(&store).await;
+    crate::store::conformance::check_activation(&store).await;
     crate::store::conformance::check_finish(&store).await;
     crate::store::conformance::check_attempt_store(&store).await;
 }

@@ -11,6 +11,9 @@
 //! all items from the responses stored by then, so provisional items become calibrated
 //! ones as responses arrive.
 
+mod activation;
+mod compute;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use examflow_engine::Bank;
 use examflow_engine::cat::{CatBank, CatItem, provisional_params};
-use examflow_engine::irt::{CalibrationOptions, ItemParams, ResponseMatrix, SeMethod, calibrate};
+use examflow_engine::irt::ItemParams;
 use examflow_ingest::ResultDocument;
 use examflow_ingest::store::{ResultFilter, SessionStore, StoredCalibration};
 use serde::{Deserialize, Serialize};
@@ -30,6 +33,8 @@ use serde_json::{Value, json};
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::server::{ApiPath, AppState};
+
+pub use compute::{Computed, compute};
 
 /// p-value assumed for an item nobody has answered yet.
 const UNANSWERED_P_VALUE: f64 = 0.5;
@@ -48,6 +53,13 @@ pub struct CalibratedItem {
     pub responses: usize,
     /// True when the parameters come from the p-value, not an IRT fit.
     pub provisional: bool,
+    /// Area between the item's curves in the active version and this one (after linking),
+    /// when both calibrated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
+    /// Why an educator should look at the item (drift, misfit, DIF), in plain words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// The CAT banks of every (exam, version) in use, built once from the stored versions.
@@ -62,27 +74,19 @@ pub struct CalibrationCache {
 }
 
 impl CalibrationCache {
-    /// The CAT bank of `exam` at its latest version, creating the first (provisional or
-    /// calibrated) version when the exam has none.
-    pub async fn latest(
+    /// The CAT bank of `exam` at its active version (where new sessions start), creating
+    /// the first (provisional or calibrated) version when the exam has none.
+    pub async fn active(
         &self,
         state: &AppState,
         exam: &Bank,
     ) -> Result<(i64, Arc<CatBank>), ApiError> {
-        if let Some(stored) = state
-            .session_store
-            .get_calibration(&exam.name, None)
-            .await?
-        {
+        if let Some(stored) = active_version(state.session_store.as_ref(), &exam.name).await? {
             return Ok((stored.version, self.bank_of(exam, &stored)?));
         }
         let _one = self.running.lock().await;
         // Another request may have created it while this one waited.
-        if let Some(stored) = state
-            .session_store
-            .get_calibration(&exam.name, None)
-            .await?
-        {
+        if let Some(stored) = active_version(state.session_store.as_ref(), &exam.name).await? {
             return Ok((stored.version, self.bank_of(exam, &stored)?));
         }
         let stored = compute_and_store(state, exam).await?;
@@ -173,6 +177,18 @@ impl CalibrationCache {
         banks.insert((exam.name.clone(), stored.version), bank.clone());
         Ok(bank)
     }
+}
+
+/// The exam's active version; when none was ever activated (every version a candidate,
+/// which only an older server's data can hold), its latest.
+pub async fn active_version(
+    sessions: &dyn SessionStore,
+    exam: &str,
+) -> Result<Option<StoredCalibration>, ApiError> {
+    if let Some(active) = sessions.get_active_calibration(exam).await? {
+        return Ok(Some(active));
+    }
+    Ok(sessions.get_calibration(exam, None).await?)
 }
 
 /// The exam's items with the version's parameters (items added to the bank after the
@@ -311,29 +327,53 @@ async fn store_calibration(
     attempts: Vec<AttemptResponses>,
     after: Option<i64>,
 ) -> Result<Option<StoredCalibration>, ApiError> {
-    let previous: Vec<CalibratedItem> = match state
-        .session_store
-        .get_calibration(&exam.name, None)
-        .await?
-    {
-        Some(latest) => serde_json::from_str(&latest.params).unwrap_or_default(),
+    let active = active_version(state.session_store.as_ref(), &exam.name).await?;
+    let first = active.is_none();
+    let previous: Vec<CalibratedItem> = match &active {
+        Some(active) => serde_json::from_str(&active.params).unwrap_or_default(),
         None => Vec::new(),
     };
     let exam_owned = exam.clone();
     let adaptive = state.config.adaptive.clone();
-    let (items, summary) = tokio::task::spawn_blocking(move || {
-        let (mut items, summary) = compute(
+    let (items, summary, reasons) = tokio::task::spawn_blocking(move || {
+        let Computed {
+            mut items,
+            mut summary,
+            fitted,
+        } = compute(
             &exam_owned,
             &results,
             &attempts,
             adaptive.calibration_model,
             adaptive.min_item_responses,
         )?;
-        keep_known_parameters(&mut items, &previous);
-        Ok::<_, ApiError>((items, summary))
+        let mut reasons = Vec::new();
+        if let Some((data, calibration)) = &fitted {
+            let (fit, misfit) =
+                activation::check_fit(&mut items, data, calibration, &adaptive.activation);
+            summary["fit"] = fit;
+            reasons.extend(misfit);
+        }
+        let placement = activation::place_on_scale(
+            &mut items,
+            &previous,
+            adaptive.linking,
+            &adaptive.activation,
+        );
+        summary["linking"] = placement.linking;
+        reasons.extend(placement.reasons);
+        Ok::<_, ApiError>((items, summary, reasons))
     })
     .await
     .map_err(|e| ApiError::Invalid(format!("calibration failed: {e}")))??;
+    let mut summary = summary;
+    let goes_live = first || (state.config.adaptive.activation.auto && reasons.is_empty());
+    summary["activation"] = json!({
+        "replaces": active.as_ref().map(|a| a.version),
+        "auto": state.config.adaptive.activation.auto,
+        "checks_passed": reasons.is_empty(),
+        "reasons": reasons,
+    });
     let source = if items.iter().any(|i| !i.provisional) {
         "calibration"
     } else {
@@ -347,6 +387,7 @@ async fn store_calibration(
         responses: summary["results"].as_i64().unwrap_or_default(),
         params: serde_json::to_string(&items).unwrap_or_default(),
         summary: summary.to_string(),
+        activation: goes_live.then_some(0),
     };
     let version = match after {
         None => Some(state.session_store.add_calibration(stored.clone()).await?),
@@ -362,167 +403,39 @@ async fn store_calibration(
         return Ok(None);
     };
     stored.version = version;
-    tracing::info!(exam = %exam.name, version = stored.version, source, responses = stored.responses, "stored a calibration");
-    Ok(Some(stored))
+    if goes_live {
+        tracing::info!(exam = %exam.name, version, source, responses = stored.responses, "stored a calibration: active");
+    } else {
+        tracing::warn!(exam = %exam.name, version, source, responses = stored.responses, "stored a calibration as a candidate: it waits for an educator to activate it");
+    }
+    // The activation number the store gave it, for the response.
+    Ok(Some(
+        state
+            .session_store
+            .get_calibration(&exam.name, Some(version))
+            .await?
+            .unwrap_or(stored),
+    ))
 }
 
-/// Items the new fit could not calibrate keep the calibrated (or imported) parameters of
-/// the previous version rather than falling back to provisional ones.
-fn keep_known_parameters(items: &mut [CalibratedItem], previous: &[CalibratedItem]) {
-    let known: HashMap<&str, &CalibratedItem> = previous
-        .iter()
-        .filter(|p| !p.provisional)
-        .map(|p| (p.item.as_str(), p))
-        .collect();
-    for item in items.iter_mut().filter(|i| i.provisional) {
-        if let Some(p) = known.get(item.item.as_str()) {
-            item.a = p.a;
-            item.b = p.b;
-            item.c = p.c;
-            item.provisional = false;
-        }
-    }
-}
-
-/// Item parameters for `exam` from `results` (fixed-form and adaptive alike: every
-/// answered item of every result is one response; unanswered items are missing) and from
-/// ingested `attempts` (one response set each).
-pub fn compute(
-    exam: &Bank,
-    results: &[ResultDocument],
-    attempts: &[AttemptResponses],
-    model: examflow_engine::irt::Model,
-    min_item_responses: usize,
-) -> Result<(Vec<CalibratedItem>, Value), ApiError> {
-    let index: HashMap<&str, usize> = exam
-        .items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.id.as_str(), i))
-        .collect();
-    let mut rows: Vec<Vec<Option<u8>>> = Vec::with_capacity(results.len());
-    let mut person_ids = Vec::with_capacity(results.len());
-    for doc in results {
-        let mut row = vec![None; exam.items.len()];
-        let mut any = false;
-        for mark in &doc.details {
-            if let Some(&i) = index.get(mark.item.as_str()) {
-                row[i] = Some(u8::from(mark.is_correct));
-                any = true;
-            }
-        }
-        if any {
-            rows.push(row);
-            person_ids.push(doc.id.clone());
-        }
-    }
-    let from_results = rows.len();
-    for attempt in attempts {
-        let mut row = vec![None; exam.items.len()];
-        for &(i, right) in &attempt.answers {
-            if i < row.len() {
-                row[i] = Some(u8::from(right));
-            }
-        }
-        if row.iter().any(Option::is_some) {
-            rows.push(row);
-            person_ids.push(format!("attempt:{}", attempt.attempt));
-        }
-    }
-    let n = exam.items.len();
-    let mut responses = vec![0usize; n];
-    let mut correct = vec![0usize; n];
-    for row in &rows {
-        for (i, v) in row.iter().enumerate() {
-            if let Some(v) = v {
-                responses[i] += 1;
-                correct[i] += usize::from(*v);
-            }
-        }
-    }
-    // Fit only when some item has enough responses to be worth it.
-    let fit_worthwhile =
-        responses.iter().any(|&r| r >= min_item_responses.max(2)) && rows.len() >= 2;
-    let mut fitted: Option<examflow_engine::irt::Calibration> = None;
-    let mut fit_error: Option<String> = None;
-    if fit_worthwhile {
-        let ids: Vec<String> = exam.items.iter().map(|i| i.id.clone()).collect();
-        match ResponseMatrix::from_rows_with_ids(ids, person_ids, rows.clone()) {
-            Ok(data) => {
-                let mut options = CalibrationOptions::new(model);
-                options.se_method = SeMethod::None;
-                options.max_iterations = 300;
-                match calibrate(&data, &options) {
-                    Ok(c) => fitted = Some(c),
-                    Err(e) => fit_error = Some(e.to_string()),
-                }
-            }
-            Err(e) => fit_error = Some(e.to_string()),
-        }
-    }
-    let mut items = Vec::with_capacity(n);
-    for (i, item) in exam.items.iter().enumerate() {
-        let p_value = (responses[i] > 0).then(|| correct[i] as f64 / responses[i] as f64);
-        let fit = fitted.as_ref().map(|c| &c.items[i]).filter(|p| {
-            responses[i] >= min_item_responses
-                && p.estimable
-                && p.a.is_finite()
-                && p.b.is_finite()
-                && (0.05..=6.0).contains(&p.a)
-                && p.b.abs() <= 6.0
-        });
-        let entry = match fit {
-            Some(p) => CalibratedItem {
-                item: item.id.clone(),
-                a: p.a,
-                b: p.b,
-                c: if p.c.is_finite() { p.c } else { 0.0 },
-                p_value,
-                responses: responses[i],
-                provisional: false,
-            },
-            None => {
-                let p = provisional_params(
-                    item.id.clone(),
-                    p_value.unwrap_or(UNANSWERED_P_VALUE),
-                    item.options.len() as u32,
-                )
-                .map_err(|e| ApiError::Invalid(e.to_string()))?;
-                CalibratedItem {
-                    item: item.id.clone(),
-                    a: p.a,
-                    b: p.b,
-                    c: p.c,
-                    p_value,
-                    responses: responses[i],
-                    provisional: true,
-                }
-            }
-        };
-        items.push(entry);
-    }
-    let summary = json!({
-        "results": rows.len(),
-        "stored_results": from_results,
-        "ingested_attempts": rows.len() - from_results,
-        "model": model.as_str(),
-        "min_item_responses": min_item_responses,
-        "items_calibrated": items.iter().filter(|i| !i.provisional).count(),
-        "items_provisional": items.iter().filter(|i| i.provisional).count(),
-        "converged": fitted.as_ref().map(|c| c.converged),
-        "iterations": fitted.as_ref().map(|c| c.iterations),
-        "log_likelihood": fitted.as_ref().map(|c| c.log_likelihood).filter(|x| x.is_finite()),
-        "fit_error": fit_error,
-    });
-    Ok((items, summary))
-}
-
-/// A stored version as the API shows it.
-pub fn calibration_json(stored: &StoredCalibration, with_items: bool) -> Value {
+/// A stored version as the API shows it; `active` is the exam's active version.
+pub fn calibration_json(
+    stored: &StoredCalibration,
+    active: Option<i64>,
+    with_items: bool,
+) -> Value {
     let summary: Value = serde_json::from_str(&stored.summary).unwrap_or(Value::Null);
+    let status = if Some(stored.version) == active {
+        "active"
+    } else if stored.activation.is_some() {
+        "retired"
+    } else {
+        "candidate"
+    };
     let mut v = json!({
         "exam": stored.exam,
         "version": stored.version,
+        "status": status,
         "created_at": stored.created_at,
         "source": stored.source,
         "responses": stored.responses,
@@ -553,7 +466,12 @@ pub async fn post_calibrate(
     identity.require_staff()?;
     let exam = exam_of(&state, &name)?;
     let stored = state.calibrations.recalibrate(&state, &exam).await?;
-    Ok((StatusCode::CREATED, Json(calibration_json(&stored, true))).into_response())
+    let active = active_number(&state, &name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(calibration_json(&stored, active, true)),
+    )
+        .into_response())
 }
 
 /// Item parameters calibrated elsewhere (e.g. `examflow calibrate --format json`, mirt,
@@ -615,13 +533,14 @@ pub async fn import_calibration(
     let _one = state.calibrations.running.lock().await;
     let results = stored_results(&state, &exam).await?;
     // p-values and provisional parameters for the items not imported.
-    let (mut items, _) = compute(
+    let mut items = compute(
         &exam,
         &results,
         &[],
         state.config.adaptive.calibration_model,
         usize::MAX,
-    )?;
+    )?
+    .items;
     for entry in &mut items {
         if let Some(given) = imported.get(&entry.item) {
             entry.a = given.a;
@@ -643,9 +562,15 @@ pub async fn import_calibration(
         responses: results.len() as i64,
         params: serde_json::to_string(&items).unwrap_or_default(),
         summary: summary.to_string(),
+        // An educator's own parameters go live at once.
+        activation: Some(0),
     };
     stored.version = state.session_store.add_calibration(stored.clone()).await?;
-    Ok((StatusCode::CREATED, Json(calibration_json(&stored, true))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(calibration_json(&stored, Some(stored.version), true)),
+    )
+        .into_response())
 }
 
 /// `GET /api/exams/{name}/calibrations` (educator, admin): every version, newest first.
@@ -656,11 +581,12 @@ pub async fn list_calibrations(
 ) -> Result<Json<Value>, ApiError> {
     identity.require_staff()?;
     exam_of(&state, &name)?;
+    let active = active_number(&state, &name).await?;
     let versions = state.session_store.list_calibrations(Some(name)).await?;
     Ok(Json(Value::Array(
         versions
             .iter()
-            .map(|v| calibration_json(v, false))
+            .map(|v| calibration_json(v, active, false))
             .collect(),
     )))
 }
@@ -678,7 +604,40 @@ pub async fn get_calibration(
         .get_calibration(&name, Some(version))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("calibration {version} of exam {name:?}")))?;
-    Ok(Json(calibration_json(&stored, true)))
+    let active = active_number(&state, &name).await?;
+    Ok(Json(calibration_json(&stored, active, true)))
+}
+
+/// `POST /api/exams/{name}/calibrations/{version}/activate` (educator, admin): makes the
+/// version the one new sessions and reports use: a candidate that failed the checks, or
+/// an earlier version to roll back to. Running sessions keep theirs.
+pub async fn activate_calibration(
+    State(state): State<AppState>,
+    identity: Identity,
+    ApiPath((name, version)): ApiPath<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    identity.require_staff()?;
+    exam_of(&state, &name)?;
+    state
+        .session_store
+        .activate_calibration(&name, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("calibration {version} of exam {name:?}")))?;
+    tracing::info!(exam = %name, version, by = %identity.email, "activated a calibration");
+    let stored = state
+        .session_store
+        .get_calibration(&name, Some(version))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("calibration {version} of exam {name:?}")))?;
+    let active = active_number(&state, &name).await?;
+    Ok(Json(calibration_json(&stored, active, true)))
+}
+
+/// The version number of the exam's active calibration.
+async fn active_number(state: &AppState, exam: &str) -> Result<Option<i64>, ApiError> {
+    Ok(active_version(state.session_store.as_ref(), exam)
+        .await?
+        .map(|c| c.version))
 }
 
 /// The schedule: every `calibrate_interval_secs`, recalibrate each exam that has a
@@ -702,78 +661,5 @@ pub async fn run_schedule(state: AppState) {
                 tracing::warn!(exam = %exam.name, error = %e, "scheduled calibration failed");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use examflow_engine::scoring::score_submission;
-    use examflow_engine::{AnswerChoice, irt::Model};
-
-    fn bank(n: usize) -> Bank {
-        let questions: Vec<Value> = (0..n)
-            .map(|i| json!({"question": format!("q{i}"), "options": ["right", "wrong", "other"], "correct_answer": "right"}))
-            .collect();
-        Bank::parse(
-            "demo",
-            "demo.json",
-            Value::Array(questions).to_string().as_bytes(),
-        )
-        .unwrap()
-    }
-
-    fn result(bank: &Bank, right: &[bool]) -> ResultDocument {
-        let answers: Vec<AnswerChoice> = right
-            .iter()
-            .map(|&r| serde_json::from_value(json!(if r { "right" } else { "wrong" })).unwrap())
-            .collect();
-        ResultDocument::new("s@x", score_submission(bank, &answers).unwrap(), Utc::now())
-    }
-
-    #[test]
-    fn no_responses_give_provisional_parameters_from_p_half() {
-        let b = bank(3);
-        let (items, summary) = compute(&b, &[], &[], Model::TwoPl, 30).unwrap();
-        assert!(
-            items
-                .iter()
-                .all(|i| i.provisional && i.responses == 0 && i.p_value.is_none())
-        );
-        let expected = provisional_params("x", 0.5, 3).unwrap();
-        assert!((items[0].b - expected.b).abs() < 1e-12);
-        assert_eq!(summary["items_calibrated"], 0);
-    }
-
-    #[test]
-    fn enough_responses_calibrate_and_easier_items_get_lower_b() {
-        let b = bank(4);
-        // Item i is answered right by persons whose "ability" index exceeds a threshold
-        // growing with i: item 0 easiest, item 3 hardest, with noise from the pattern.
-        let mut results = Vec::new();
-        let mut state = 17u64;
-        for p in 0..400 {
-            let ability = (p as f64 / 400.0) * 6.0 - 3.0;
-            let row: Vec<bool> = (0..4)
-                .map(|i| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let u = (state >> 11) as f64 / (1u64 << 53) as f64;
-                    let difficulty = -1.5 + i as f64;
-                    u < 1.0 / (1.0 + (-(ability - difficulty)).exp())
-                })
-                .collect();
-            results.push(result(&b, &row));
-        }
-        let (items, summary) = compute(&b, &results, &[], Model::TwoPl, 30).unwrap();
-        assert_eq!(summary["items_calibrated"], 4, "{summary}");
-        assert!(items.iter().all(|i| !i.provisional && i.responses == 400));
-        for w in items.windows(2) {
-            assert!(w[0].b < w[1].b, "{items:?}");
-        }
-        // Too few responses per item: provisional again, from the observed p-values.
-        let (items, _) = compute(&b, &results[..20], &[], Model::TwoPl, 30).unwrap();
-        assert!(items.iter().all(|i| i.provisional && i.p_value.is_some()));
     }
 }
