@@ -1,9 +1,9 @@
 //! Differential item functioning by the Mantel–Haenszel procedure (Holland & Thayer, 1988),
 //! with the ETS A/B/C categories (Zwick, 2012).
 //!
-//! Students of a reference and a focal group are matched on their total score (the studied
-//! item included, as ETS does); within each score level the item's 2 × 2 table of group ×
-//! right/wrong is formed, and the tables are pooled:
+//! Students of a reference and a focal group are matched on their total score; within each
+//! score level the item's 2 × 2 table of group × right/wrong is formed, and the tables are
+//! pooled:
 //! - `α_MH = Σ A·D/N / Σ B·C/N` (A, B: reference right, wrong; C, D: focal right, wrong);
 //!   α > 1 favours the reference group;
 //! - MH D-DIF `= −2.35 ln α_MH` (ETS delta scale; negative: the item is harder for the
@@ -13,12 +13,13 @@
 //! - category A: |D| < 1 or χ² not significant at .05; C: |D| ≥ 1.5 and |D| significantly
 //!   above 1 (one-sided .05: `(|D| − 1) / SE > 1.645`); B: the rest.
 //!
-//! Persons with any missing response are left out (their total score is not comparable);
-//! score levels with fewer than two persons, or with one group only, carry no information.
+//! Matching and missing data as in [`super`]; score levels with fewer than two persons,
+//! or with one group only, carry no information.
 
 use serde::{Deserialize, Serialize};
 
-use crate::irt::{IrtError, MISSING, ResponseMatrix};
+use super::{Group, chi_square_1df_p, score_tables};
+use crate::irt::{IrtError, ResponseMatrix};
 
 /// ETS DIF category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,64 +51,16 @@ pub struct MhDif {
     pub focal: usize,
 }
 
-/// Which group a person belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
-    Reference,
-    Focal,
-    /// In neither group compared (left out).
-    Other,
-}
-
 /// Mantel–Haenszel DIF of every item, matching on the total score.
 pub fn mantel_haenszel(
     responses: &ResponseMatrix,
     groups: &[Group],
 ) -> Result<Vec<MhDif>, IrtError> {
-    if groups.len() != responses.n_persons {
-        return Err(IrtError::Shape(format!(
-            "{} group labels for {} persons",
-            groups.len(),
-            responses.n_persons
-        )));
-    }
-    let n_items = responses.n_items;
-    // Complete response rows of the two groups, with their total scores.
-    let persons: Vec<(usize, bool, usize)> = (0..responses.n_persons)
-        .filter_map(|p| {
-            let focal = match groups[p] {
-                Group::Reference => false,
-                Group::Focal => true,
-                Group::Other => return None,
-            };
-            let row = responses.row(p);
-            if row.contains(&MISSING) {
-                return None;
-            }
-            Some((p, focal, row.iter().map(|&v| v as usize).sum()))
-        })
-        .collect();
-    if !persons.iter().any(|(_, f, _)| *f) || !persons.iter().any(|(_, f, _)| !*f) {
-        return Err(IrtError::Config(
-            "DIF needs persons with complete responses in both the reference and the focal group"
-                .into(),
-        ));
-    }
-    Ok((0..n_items)
+    let tables = score_tables(responses, groups)?;
+    Ok((0..responses.n_items)
         .map(|item| {
-            // Per score level: [reference right, reference wrong, focal right, focal wrong].
-            let mut tables = vec![[0.0f64; 4]; n_items + 1];
-            for &(p, focal, score) in &persons {
-                let right = responses.row(p)[item] == 1;
-                let cell = match (focal, right) {
-                    (false, true) => 0,
-                    (false, false) => 1,
-                    (true, true) => 2,
-                    (true, false) => 3,
-                };
-                tables[score][cell] += 1.0;
-            }
-            item_dif(&responses.item_ids[item], &tables)
+            let table: Vec<[f64; 4]> = tables.item(item).iter().map(|c| c.map(f64::from)).collect();
+            item_dif(&responses.item_ids[item], &table)
         })
         .collect())
 }
@@ -172,33 +125,6 @@ fn item_dif(item: &str, tables: &[[f64; 4]]) -> MhDif {
     }
 }
 
-/// Upper tail of χ² with 1 df: `erfc(√(x/2))`.
-fn chi_square_1df_p(x: f64) -> f64 {
-    if x.is_nan() {
-        return f64::NAN;
-    }
-    erfc((x.max(0.0) / 2.0).sqrt())
-}
-
-/// Complementary error function (Numerical Recipes' Chebyshev fit, relative error below
-/// 1.2e-7 everywhere).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 { r } else { 2.0 - r }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,20 +155,6 @@ mod tests {
         // |D| ≥ 1.5 but (2.085 − 1)/0.714 = 1.52 < 1.645: B, not C.
         assert_eq!(dif.category, EtsCategory::B);
         assert_eq!((dif.reference, dif.focal), (100, 100));
-    }
-
-    #[test]
-    fn erfc_matches_known_values() {
-        for (x, want) in [
-            (0.0, 1.0),
-            (0.5, 0.479500122),
-            (1.0, 0.157299207),
-            (2.0, 0.004677735),
-        ] {
-            assert!((erfc(x) - want).abs() < 2e-7, "erfc({x})");
-        }
-        // χ² = 3.841459 is the .05 critical value with 1 df.
-        assert!((chi_square_1df_p(3.841459) - 0.05).abs() < 1e-6);
     }
 
     /// 2000 reference and 2000 focal students of equal ability answer 20 Rasch items;
@@ -282,13 +194,5 @@ mod tests {
             .filter(|d| d.category == EtsCategory::A)
             .count();
         assert!(null_a >= 18, "{null_a} of 19 null items in A: {dif:#?}");
-    }
-
-    #[test]
-    fn groups_must_match_persons_and_both_be_present() {
-        let responses = ResponseMatrix::from_rows(vec![vec![Some(1)], vec![Some(0)]]).unwrap();
-        assert!(mantel_haenszel(&responses, &[Group::Focal]).is_err());
-        let e = mantel_haenszel(&responses, &[Group::Focal, Group::Other]).unwrap_err();
-        assert!(e.to_string().contains("both"), "{e}");
     }
 }
