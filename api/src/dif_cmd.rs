@@ -1,11 +1,15 @@
-//! `examflow dif RESPONSES.csv --groups GROUPS.csv --focal F --reference R`: Mantel–Haenszel
-//! DIF of every item between two groups of students, with the ETS A/B/C category.
+//! `examflow dif RESPONSES.csv --groups GROUPS.csv --focal F --reference R`: DIF of every
+//! item between two groups of students: Mantel–Haenszel with the ETS A/B/C category, and
+//! logistic regression (uniform and non-uniform likelihood-ratio tests, Nagelkerke ΔR²
+//! with the Jodoin–Gierl class), both matched on the total score as difR does.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use examflow_engine::dif::{EtsCategory, Group, mantel_haenszel};
+use examflow_engine::dif::{
+    DeltaR2Category, EtsCategory, Group, logistic_regression, mantel_haenszel,
+};
 use serde_json::json;
 
 use crate::calibrate_cmd::{read_input, read_responses};
@@ -87,14 +91,16 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
         .collect();
     let count = |which: Group| groups.iter().filter(|g| **g == which).count();
     let (focal, reference) = (count(Group::Focal), count(Group::Reference));
-    let items = mantel_haenszel(&responses, &groups).map_err(|e| {
+    let explain = |e: examflow_engine::irt::IrtError| {
         ApiError::Invalid(format!(
             "{e} (focal {:?}: {focal} persons, reference {:?}: {reference} persons matched in {})",
             args.focal,
             args.reference,
             args.groups.display()
         ))
-    })?;
+    };
+    let items = mantel_haenszel(&responses, &groups).map_err(explain)?;
+    let logistic = logistic_regression(&responses, &groups).map_err(explain)?;
     Ok(match args.format {
         ReportFormat::Json => {
             let value = json!({
@@ -102,6 +108,7 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
                 "focal": {"group": args.focal, "persons": focal},
                 "reference": {"group": args.reference, "persons": reference},
                 "items": items,
+                "logistic_regression": logistic,
             });
             format!("{value:#}\n")
         }
@@ -138,6 +145,35 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
                         EtsCategory::A => "A",
                         EtsCategory::B => "B",
                         EtsCategory::C => "C: review",
+                    }
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\nLogistic regression DIF (likelihood-ratio tests; Nagelkerke ΔR² of score + \
+                 group + score×group over score alone, Jodoin-Gierl class)\n"
+            );
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>9}  {:>8}  {:>9}  {:>8}  {:>9}  {:>8}  {:>7}  JG",
+                "item", "uniform", "p", "nonunif.", "p", "both", "p", "ΔR²"
+            );
+            for d in &logistic {
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:>9.3}  {:>8.4}  {:>9.3}  {:>8.4}  {:>9.3}  {:>8.4}  {:>7.4}  {}",
+                    d.item,
+                    d.uniform.chi_square,
+                    d.uniform.p_value,
+                    d.non_uniform.chi_square,
+                    d.non_uniform.p_value,
+                    d.both.chi_square,
+                    d.both.p_value,
+                    d.both.delta_r2,
+                    match d.jodoin_gierl {
+                        DeltaR2Category::A => "A",
+                        DeltaR2Category::B => "B",
+                        DeltaR2Category::C => "C: review",
                     }
                 );
             }

@@ -459,6 +459,28 @@ fn dif_flags_the_planted_item() {
     assert_eq!(items[0]["category"], "C", "{:#}", items[0]);
     assert!(items[0]["d_dif"].as_f64().unwrap() < -1.5);
     assert!(items[1..].iter().all(|i| i["category"] != "C"), "{dif:#}");
+    // Logistic regression sees the same uniform DIF: the group term is significant and
+    // negative (the item is harder for the focal group), the interaction is not needed.
+    let lr = dif["logistic_regression"].as_array().unwrap();
+    assert_eq!(lr.len(), 15);
+    assert!(
+        lr[0]["uniform"]["p_value"].as_f64().unwrap() < 1e-6,
+        "{:#}",
+        lr[0]
+    );
+    assert!(
+        lr[0]["m1"]["group"]["value"].as_f64().unwrap() < -0.5,
+        "{:#}",
+        lr[0]
+    );
+    let null_uniform = lr[1..]
+        .iter()
+        .filter(|i| i["uniform"]["p_value"].as_f64().unwrap() < 0.01)
+        .count();
+    assert!(
+        null_uniform <= 2,
+        "{null_uniform} null items flagged at .01"
+    );
     let table = examflow(&[
         "dif",
         r,
@@ -471,6 +493,7 @@ fn dif_flags_the_planted_item() {
     ]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("C: review") && text.contains("q14"), "{text}");
+    assert!(text.contains("Logistic regression DIF"), "{text}");
     let unknown = examflow(&[
         "dif",
         r,
