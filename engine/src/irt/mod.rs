@@ -12,6 +12,7 @@ mod estep;
 pub mod linking;
 pub mod model;
 pub mod scoring;
+mod se;
 pub mod simulate;
 
 use thiserror::Error;
