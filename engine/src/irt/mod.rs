@@ -14,6 +14,7 @@ pub mod fit;
 pub mod linking;
 pub mod model;
 pub mod scoring;
+mod se;
 pub mod simulate;
 
 use thiserror::Error;
