@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use examflow_engine::irt::{
-    Calibration, CalibrationOptions, FitOptions, MISSING, Model, ResponseMatrix, Theta, calibrate,
-    eap_batch, fit_report, map, mle,
+    Calibration, CalibrationOptions, FitOptions, MISSING, Model, ResponseMatrix, SeMethod, Theta,
+    calibrate, eap_batch, fit_report, map, mle,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -75,6 +75,15 @@ pub struct CalibrateArgs {
     /// Also check item fit (S-X2; infit and outfit) and person fit (lz*) of the result.
     #[arg(long)]
     pub fit: bool,
+    /// Standard errors: oakes (exact observed information, a few E-steps), xpd (cross-
+    /// product approximation), sem (supplemented EM), none; auto: oakes up to 1000 free
+    /// parameters, else per-item cross-products.
+    #[arg(long, default_value = "auto", value_parser = parse_se_method)]
+    pub se: SeMethod,
+}
+
+fn parse_se_method(name: &str) -> Result<SeMethod, String> {
+    SeMethod::parse(name).map_err(|e| e.to_string())
 }
 
 /// A CSV problem at a place in the file.
@@ -282,6 +291,7 @@ pub fn run(args: &CalibrateArgs) -> Result<String, ApiError> {
     let mut options = CalibrationOptions::new(args.model.into());
     options.quadrature_points = args.quadrature_points;
     options.max_iterations = args.max_iterations;
+    options.se_method = args.se;
     let calibration = calibrate(&data, &options).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let abilities = match args.abilities {
         Some(method) => Some(score_persons(&calibration, &data, method)?),

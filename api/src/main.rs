@@ -21,6 +21,7 @@ mod pgwire;
 mod policy;
 mod pseudonym;
 mod reports;
+mod roster;
 mod server;
 mod simulate_cmd;
 mod sql;
@@ -72,8 +73,11 @@ enum Command {
     /// Put a new calibration on an old one's scale through their common items (A, B,
     /// anchors, drift).
     Link(link_cmd::LinkArgs),
-    /// Mantel-Haenszel DIF of every item between a focal and a reference group.
+    /// DIF of every item between a focal and a reference group (Mantel-Haenszel and
+    /// logistic regression).
     Dif(dif_cmd::DifArgs),
+    /// The roster of students and their groups (campus, language...): `roster import`.
+    Roster(roster::RosterArgs),
     /// Consume attempts and change events from Kafka into the lake's Delta tables.
     Ingest(lake_cmd::IngestArgs),
     /// Query the lake's tables with SQL (committed data; safe while ingest runs).
@@ -243,6 +247,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime(&config)?.block_on(lake_cmd::produce_attempts(config, args))
         }
         Command::Report(args) => runtime(&config)?.block_on(reports::report_command(config, args)),
+        Command::Roster(args) => {
+            let output = runtime(&config)?.block_on(roster::run(config, args))?;
+            std::io::stdout().write_all(output.as_bytes())?;
+            Ok(())
+        }
         Command::Calibrate(args) => {
             let output = calibrate_cmd::run(&args)?;
             std::io::stdout().write_all(output.as_bytes())?;

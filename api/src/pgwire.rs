@@ -225,6 +225,7 @@ async fn context(state: &AppState) -> anyhow::Result<SessionContext> {
     )?;
     examflow_ingest::lake::query::register_lake_at_scan(&ctx, &state.lake).await?;
     crate::sql_tables::register_at_scan(&ctx, state)?;
+    crate::sql_tables::register_roster(&ctx, state.session_store.clone()).await?;
     setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
         .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
     Ok(ctx)

@@ -187,6 +187,7 @@ async fn register_tables(ctx: &SessionContext, state: &AppState) -> Result<(), A
     // Read when a query scans them: building `abilities` alone takes ~0.5 s with 250k
     // users, a cost every query paid when the tables were built up front.
     crate::sql_tables::register_at_scan(ctx, state)?;
+    crate::sql_tables::register_roster(ctx, state.session_store.clone()).await?;
     Ok(())
 }
 

@@ -118,6 +118,70 @@ pub fn register_at_scan(ctx: &SessionContext, state: &AppState) -> Result<(), Ap
     register_sessions(ctx, state.session_store.clone())
 }
 
+/// The roster as SQL table `roster`: `email`, then one text column per group column
+/// (`campus`, `language`, …; null where the student has no group), read from the store at
+/// each scan. The columns are those of the roster when the session is made: every
+/// `POST /api/sql` query sees the current ones; pgwire, whose session is made at start,
+/// sees columns first imported later after a restart (their rows at once).
+pub async fn register_roster(
+    ctx: &SessionContext,
+    store: Arc<dyn SessionStore>,
+) -> Result<(), ApiError> {
+    let columns = store.roster_columns().await?;
+    let mut fields = vec![text("email", false)];
+    fields.extend(columns.iter().map(|c| text(c, true)));
+    let source = RosterSource {
+        store,
+        schema: Arc::new(Schema::new(fields)),
+        columns,
+    };
+    ctx.register_table("roster", Arc::new(ScanTimeTable(source)))
+        .map_err(fail)?;
+    Ok(())
+}
+
+struct RosterSource {
+    store: Arc<dyn SessionStore>,
+    schema: SchemaRef,
+    columns: Vec<String>,
+}
+
+impl std::fmt::Debug for RosterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RosterSource")
+            .field("columns", &self.columns)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl ScanTimeSource for RosterSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn batches(&self) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let roster = self
+            .store
+            .roster()
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("reading roster: {e}")))?;
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            roster.iter().map(|r| r.email.as_str()),
+        ))];
+        for column in &self.columns {
+            arrays.push(Arc::new(StringArray::from_iter(
+                roster
+                    .iter()
+                    .map(|r| r.groups.get(column).map(String::as_str)),
+            )));
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| DataFusionError::Execution(format!("reading roster: {e}")))?;
+        Ok(vec![batch])
+    }
+}
+
 /// Registers `adaptive_sessions`, read from `store` in chunks whenever a query scans it.
 pub fn register_sessions(
     ctx: &SessionContext,

@@ -601,3 +601,33 @@ fn calibrate_fit_flags_a_planted_misfitting_item() {
     assert!(q4.is_some(), "{table}");
     assert!(table.contains("Person fit (lz*"), "{table}");
 }
+
+/// `--se`: every method gives ltm's published LSAT standard errors (ltm(LSAT ~ z1):
+/// se(a3) = 0.2326, se(b3) = 0.0997) — oakes and sem to 0.003, the xpd approximation to
+/// 5 %; `none` gives none; an unknown name is refused with the choices.
+#[test]
+fn calibrate_standard_errors_by_each_method_agree_with_ltm() {
+    for (method, tolerance) in [("oakes", 0.003), ("sem", 0.003), ("xpd", 0.05 * 0.2326)] {
+        let out = examflow(&["calibrate", &lsat(), "--format", "json", "--se", method]);
+        let v = json_of(&out);
+        assert_eq!(v["se_method"], method);
+        let item = &v["items"][2];
+        let se_a = item["se_a"].as_f64().unwrap();
+        let se_b = item["se_b"].as_f64().unwrap();
+        assert!((se_a - 0.2326).abs() < tolerance, "{method}: se(a) {se_a}");
+        assert!((se_b - 0.0997).abs() < tolerance, "{method}: se(b) {se_b}");
+    }
+    let v = json_of(&examflow(&[
+        "calibrate",
+        &lsat(),
+        "--format",
+        "json",
+        "--se",
+        "none",
+    ]));
+    assert_eq!(v["items"][2]["se_a"], serde_json::Value::Null);
+    let out = examflow(&["calibrate", &lsat(), "--se", "louis"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oakes") && err.contains("louis"), "{err}");
+}

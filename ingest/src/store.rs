@@ -102,6 +102,21 @@ pub trait SessionStore: Send + Sync {
     /// earlier one, unless it is already the active version) and returns its activation;
     /// `None` when there is no such version.
     async fn activate_calibration(&self, exam: &str, version: i64) -> Result<Option<i64>>;
+    /// Adds or updates students of the roster (see [`RosterEntry`]): each entry's groups
+    /// are set for the columns it names and kept for the others; `columns` (new ones are
+    /// appended to [`roster_columns`](Self::roster_columns)) are the import's group columns.
+    /// With `replace`, the roster and its columns are emptied first. One transaction where
+    /// the store has them (the embedded one): an import that fails changes nothing.
+    async fn import_roster(
+        &self,
+        columns: Vec<String>,
+        entries: Vec<RosterEntry>,
+        replace: bool,
+    ) -> Result<RosterImport>;
+    /// The roster's group columns, in the order they were first imported.
+    async fn roster_columns(&self) -> Result<Vec<String>>;
+    /// Every student of the roster, by email.
+    async fn roster(&self) -> Result<Vec<RosterEntry>>;
     /// Every version, optionally of one exam, ordered by exam, then version descending.
     async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>>;
     /// One chunk of a scan over every session: up to `limit` sessions after the position
@@ -298,6 +313,25 @@ pub struct StoredSession {
     /// Deadline + grace of a timed session (none when untimed): it is finished with its
     /// current estimate after this instant (RFC 3339).
     pub closes_at: Option<String>,
+}
+
+/// One student of the roster: the email (trimmed, lower case) and the student's group in
+/// each group column (e.g. `campus` → `north`); a column without a value is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct RosterEntry {
+    pub email: String,
+    pub groups: std::collections::BTreeMap<String, String>,
+}
+
+/// What [`SessionStore::import_roster`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RosterImport {
+    /// Students not on the roster before.
+    pub added: usize,
+    /// Students already on it (their groups in the imported columns replaced).
+    pub updated: usize,
+    /// Students on the roster after the import.
+    pub students: usize,
 }
 
 /// One version of an exam's item parameters. `params` and `summary` are JSON (the api

@@ -7,7 +7,7 @@ use examflow_engine::{Outcome, ScoredSubmission};
 use examflow_ingest::ResultDocument;
 use examflow_ingest::store::conformance::{
     check_activation, check_attempt_store, check_calibration_after, check_concurrent_calibrations,
-    check_finish, check_session_store,
+    check_finish, check_roster, check_session_store,
 };
 use examflow_ingest::store::{MongoStore, ResultFilter, ResultStore, SessionStore, StoredSession};
 
@@ -77,6 +77,7 @@ async fn mongodb_store_keeps_sessions_and_calibrations() {
     check_session_store(&store).await;
     check_calibration_after(&store).await;
     check_activation(&store).await;
+    check_roster(&store).await;
     check_finish(&store).await;
     store.drop_session_collections().await.unwrap();
     store.drop_collection().await.unwrap();

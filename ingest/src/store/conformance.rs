@@ -302,6 +302,72 @@ pub async fn check_activation(store: &dyn SessionStore) {
     );
 }
 
+/// The roster: imports add and update students, keep groups of columns an import does not
+/// name, remove a group given as absent, and `replace` starts over.
+pub async fn check_roster(store: &dyn SessionStore) {
+    use super::RosterEntry;
+    let entry = |email: &str, groups: &[(&str, &str)]| RosterEntry {
+        email: email.into(),
+        groups: groups
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    assert!(store.roster().await.unwrap().is_empty());
+    assert!(store.roster_columns().await.unwrap().is_empty());
+    let columns = vec!["campus".to_string(), "language".to_string()];
+    let first = vec![
+        entry(
+            "ann@example.com",
+            &[("campus", "north"), ("language", "en")],
+        ),
+        entry("bob@example.com", &[("campus", "south")]),
+    ];
+    let done = store.import_roster(columns, first, false).await.unwrap();
+    assert_eq!((done.added, done.updated, done.students), (2, 0, 2));
+    // A second file with another column: Ann moves campus, keeps her language; Cy is new.
+    let columns = vec!["cohort".to_string(), "campus".to_string()];
+    let second = vec![
+        entry(
+            "ann@example.com",
+            &[("campus", "south"), ("cohort", "2026")],
+        ),
+        entry("cy@example.com", &[("cohort", "2025")]),
+    ];
+    let done = store.import_roster(columns, second, false).await.unwrap();
+    assert_eq!((done.added, done.updated, done.students), (1, 1, 3));
+    assert_eq!(
+        store.roster_columns().await.unwrap(),
+        ["campus", "language", "cohort"]
+    );
+    let roster = store.roster().await.unwrap();
+    assert_eq!(
+        roster,
+        [
+            entry(
+                "ann@example.com",
+                &[("campus", "south"), ("cohort", "2026"), ("language", "en")]
+            ),
+            entry("bob@example.com", &[("campus", "south")]),
+            entry("cy@example.com", &[("cohort", "2025")]),
+        ]
+    );
+    let done = store
+        .import_roster(
+            vec!["campus".into()],
+            vec![entry("dee@example.com", &[("campus", "east")])],
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.added, done.students), (1, 1));
+    assert_eq!(store.roster_columns().await.unwrap(), ["campus"]);
+    assert_eq!(
+        store.roster().await.unwrap(),
+        [entry("dee@example.com", &[("campus", "east")])]
+    );
+}
+
 /// Ten calibrations of one exam added at once, spread over `stores` (several stores on
 /// one database stand for several servers), get versions 1 to 10, each once.
 pub async fn check_concurrent_calibrations(stores: &[Arc<dyn SessionStore>]) {

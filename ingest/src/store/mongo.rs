@@ -23,8 +23,8 @@ use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
 
 use super::{
-    ResultFilter, ResultStore, SessionChunk, SessionField, SessionStore, StoredCalibration,
-    StoredSession,
+    ResultFilter, ResultStore, RosterEntry, RosterImport, SessionChunk, SessionField, SessionStore,
+    StoredCalibration, StoredSession,
 };
 use crate::document::{ResultDocument, bson_to_plain_json};
 use crate::error::{IngestError, Result};
@@ -37,6 +37,10 @@ pub const COLLECTION: &str = "score";
 pub const SESSIONS_COLLECTION: &str = "adaptive_sessions";
 pub const CALIBRATIONS_COLLECTION: &str = "calibrations";
 pub const ATTEMPTS_COLLECTION: &str = "exam_attempts";
+/// The roster: `_id` the email, `groups` an object of group column → group.
+pub const ROSTER_COLLECTION: &str = "roster";
+/// The roster's group columns: `_id` the name, `position` the order of first import.
+pub const ROSTER_COLUMNS_COLLECTION: &str = "roster_columns";
 
 /// How often `add_calibration` tries the next free version before giving up. Each lost
 /// race means another writer took a version, so this bounds the writers racing on one
@@ -54,6 +58,8 @@ pub struct MongoStore {
     sessions: Collection<Document>,
     calibrations: Collection<Document>,
     attempts: Collection<Document>,
+    roster: Collection<Document>,
+    roster_columns: Collection<Document>,
     /// Set once the indexes of the session and calibration collections exist. Made on first
     /// use rather than at connect, so a server starts while MongoDB is still coming up (as
     /// for results); a failed attempt is retried by the next call.
@@ -87,6 +93,8 @@ impl MongoStore {
             sessions: durable(SESSIONS_COLLECTION),
             calibrations: durable(CALIBRATIONS_COLLECTION),
             attempts: durable(ATTEMPTS_COLLECTION),
+            roster: durable(ROSTER_COLLECTION),
+            roster_columns: durable(ROSTER_COLUMNS_COLLECTION),
             client,
             concern,
             indexes: OnceCell::new(),
@@ -106,6 +114,8 @@ impl MongoStore {
         self.sessions.drop().await?;
         self.calibrations.drop().await?;
         self.attempts.drop().await?;
+        self.roster.drop().await?;
+        self.roster_columns.drop().await?;
         Ok(())
     }
 
@@ -569,6 +579,106 @@ impl SessionStore for MongoStore {
             .sort(doc! {"version": -1})
             .await?;
         found.as_ref().map(calibration_from_bson).transpose()
+    }
+
+    /// Not one transaction: an import that fails midway keeps the students written before
+    /// (importing the same file again completes it).
+    async fn import_roster(
+        &self,
+        columns: Vec<String>,
+        entries: Vec<RosterEntry>,
+        replace: bool,
+    ) -> Result<RosterImport> {
+        if replace {
+            self.roster.delete_many(doc! {}).await?;
+            self.roster_columns.delete_many(doc! {}).await?;
+        }
+        let mut position = self
+            .roster_columns
+            .find_one(doc! {})
+            .sort(doc! {"position": -1})
+            .await?
+            .map(|d| Fields::new(ROSTER_COLUMNS_COLLECTION, &d).int("position"))
+            .transpose()?
+            .unwrap_or(0);
+        for name in &columns {
+            position += 1;
+            // Keeps the first position of a column imported before.
+            self.roster_columns
+                .update_one(
+                    doc! {"_id": name},
+                    doc! {"$setOnInsert": {"position": position}},
+                )
+                .upsert(true)
+                .await?;
+        }
+        let mut outcome = RosterImport::default();
+        for entry in entries {
+            let mut set = Document::new();
+            let mut unset = Document::new();
+            for name in &columns {
+                match entry.groups.get(name) {
+                    Some(v) => set.insert(format!("groups.{name}"), v.as_str()),
+                    None => unset.insert(format!("groups.{name}"), ""),
+                };
+            }
+            let mut update = doc! {"$set": set};
+            if !unset.is_empty() {
+                update.insert("$unset", unset);
+            }
+            let done = self
+                .roster
+                .update_one(doc! {"_id": &entry.email}, update)
+                .upsert(true)
+                .await?;
+            if done.upserted_id.is_some() {
+                outcome.added += 1;
+            } else {
+                outcome.updated += 1;
+            }
+        }
+        outcome.students = self.roster.count_documents(doc! {}).await? as usize;
+        Ok(outcome)
+    }
+
+    async fn roster_columns(&self) -> Result<Vec<String>> {
+        let docs: Vec<Document> = self
+            .roster_columns
+            .find(doc! {})
+            .sort(doc! {"position": 1, "_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter()
+            .map(|d| Fields::new(ROSTER_COLUMNS_COLLECTION, d).string("_id"))
+            .collect()
+    }
+
+    async fn roster(&self) -> Result<Vec<RosterEntry>> {
+        let docs: Vec<Document> = self
+            .roster
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        docs.iter()
+            .map(|d| {
+                let f = Fields::new(ROSTER_COLLECTION, d);
+                let mut groups = std::collections::BTreeMap::new();
+                if let Some(Bson::Document(g)) = d.get("groups") {
+                    for (k, v) in g {
+                        if let Bson::String(v) = v {
+                            groups.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                Ok(RosterEntry {
+                    email: f.string("_id")?,
+                    groups,
+                })
+            })
+            .collect()
     }
 
     async fn get_active_calibration(&self, exam: &str) -> Result<Option<StoredCalibration>> {

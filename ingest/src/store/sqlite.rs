@@ -11,8 +11,8 @@ use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DeadLetter, OutboxEvent, ResultFilter, ResultStore, SessionChunk, SessionField, SessionStore,
-    StoredCalibration, StoredScoreCard, StoredSession,
+    DeadLetter, OutboxEvent, ResultFilter, ResultStore, RosterEntry, RosterImport, SessionChunk,
+    SessionField, SessionStore, StoredCalibration, StoredScoreCard, StoredSession,
 };
 use crate::debezium::insert_event;
 use crate::document::{ResultDocument, format_timestamp};
@@ -85,6 +85,16 @@ CREATE TABLE IF NOT EXISTS calibrations (
     -- Order of activation; the highest is the exam's active version; NULL: a candidate.
     activation INTEGER,
     PRIMARY KEY (exam, version)
+);
+-- The roster: each student's groups (a JSON object, e.g. campus to north), and the
+-- group columns in the order they were first imported.
+CREATE TABLE IF NOT EXISTS roster (
+    email TEXT PRIMARY KEY,
+    groups TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roster_columns (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
 );
 -- Fixed-form attempts kept on the server (answers and flags as JSON arrays, one entry per
 -- question); at most one open attempt per student and exam.
@@ -792,6 +802,90 @@ impl SqliteStore {
         .await
     }
 
+    /// Adds or updates roster students (see [`SessionStore::import_roster`]), in one
+    /// transaction.
+    pub async fn import_roster(
+        &self,
+        columns: Vec<String>,
+        entries: Vec<RosterEntry>,
+        replace: bool,
+    ) -> Result<RosterImport> {
+        self.with(true, move |c| {
+            let tx = c.transaction()?;
+            if replace {
+                tx.execute_batch("DELETE FROM roster; DELETE FROM roster_columns;")?;
+            }
+            for name in &columns {
+                tx.execute(
+                    "INSERT OR IGNORE INTO roster_columns (name, position)
+                     SELECT ?1, coalesce(max(position), 0) + 1 FROM roster_columns",
+                    [name],
+                )?;
+            }
+            let mut outcome = RosterImport::default();
+            {
+                let mut read = tx.prepare_cached("SELECT groups FROM roster WHERE email = ?1")?;
+                let mut write = tx.prepare_cached(
+                    "INSERT INTO roster (email, groups) VALUES (?1, ?2)
+                     ON CONFLICT (email) DO UPDATE SET groups = excluded.groups",
+                )?;
+                for entry in entries {
+                    let before: Option<String> =
+                        read.query_row([&entry.email], |r| r.get(0)).optional()?;
+                    let mut groups: std::collections::BTreeMap<String, String> = match &before {
+                        Some(json) => serde_json::from_str(json).unwrap_or_default(),
+                        None => Default::default(),
+                    };
+                    for name in &columns {
+                        match entry.groups.get(name) {
+                            Some(v) => groups.insert(name.clone(), v.clone()),
+                            None => groups.remove(name),
+                        };
+                    }
+                    let json = serde_json::to_string(&groups).unwrap_or_default();
+                    write.execute(params![entry.email, json])?;
+                    if before.is_some() {
+                        outcome.updated += 1;
+                    } else {
+                        outcome.added += 1;
+                    }
+                }
+            }
+            outcome.students =
+                tx.query_row("SELECT count(*) FROM roster", [], |r| r.get::<_, i64>(0))? as usize;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// The roster's group columns, in the order they were first imported.
+    pub async fn roster_columns(&self) -> Result<Vec<String>> {
+        self.with(false, |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT name FROM roster_columns ORDER BY position, name")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every roster student, by email.
+    pub async fn roster(&self) -> Result<Vec<RosterEntry>> {
+        self.with(false, |c| {
+            let mut stmt = c.prepare_cached("SELECT email, groups FROM roster ORDER BY email")?;
+            let rows = stmt.query_map([], |r| {
+                let groups: String = r.get(1)?;
+                Ok(RosterEntry {
+                    email: r.get(0)?,
+                    groups: serde_json::from_str(&groups).unwrap_or_default(),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Every calibration, newest first, optionally of one exam.
     pub async fn list_calibrations(&self, exam: Option<String>) -> Result<Vec<StoredCalibration>> {
         self.with(false, move |c| {
@@ -1237,6 +1331,23 @@ impl SessionStore for SqliteStore {
 
     async fn get_active_calibration(&self, exam: &str) -> Result<Option<StoredCalibration>> {
         SqliteStore::get_active_calibration(self, exam).await
+    }
+
+    async fn import_roster(
+        &self,
+        columns: Vec<String>,
+        entries: Vec<RosterEntry>,
+        replace: bool,
+    ) -> Result<RosterImport> {
+        SqliteStore::import_roster(self, columns, entries, replace).await
+    }
+
+    async fn roster_columns(&self) -> Result<Vec<String>> {
+        SqliteStore::roster_columns(self).await
+    }
+
+    async fn roster(&self) -> Result<Vec<RosterEntry>> {
+        SqliteStore::roster(self).await
     }
 
     async fn activate_calibration(&self, exam: &str, version: i64) -> Result<Option<i64>> {

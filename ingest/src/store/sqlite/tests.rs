@@ -219,6 +219,7 @@ async fn sessions_and_calibrations_meet_the_session_store_contract() {
     crate::store::conformance::check_session_store(&store).await;
     crate::store::conformance::check_calibration_after(&store).await;
     crate::store::conformance::check_activation(&store).await;
+    crate::store::conformance::check_roster(&store).await;
     crate::store::conformance::check_finish(&store).await;
     crate::store::conformance::check_attempt_store(&store).await;
 }
