@@ -208,7 +208,8 @@ pub struct AdaptiveConfig {
     /// How each recalibration after the first is put on the scale of the version it
     /// replaces: `stocking_lord` (default), `haebara`, `mean_mean`, `mean_sigma` (through
     /// the items both versions calibrated) or `fixed_anchors` (the anchor items keep their
-    /// parameters; the others and the students' distribution are estimated around them).
+    /// parameters; the others and the students' distribution are estimated around them;
+    /// anchors that drift, by a Stocking–Lord check first, are not held).
     pub linking: LinkingChoice,
     /// When a new version goes live by itself, and when it waits as a candidate.
     pub activation: ActivationConfig,

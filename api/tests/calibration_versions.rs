@@ -281,3 +281,53 @@ async fn misfitting_items_keep_a_recalibration_from_going_live() {
         .await;
     assert_eq!(stored["summary"]["fit"], *fit);
 }
+
+/// `linking = "fixed_anchors"`: the second version holds the anchors at version 1's
+/// parameters and estimates the students' distribution (about N(0.5, 1.12²) on version 1's
+/// scale, as in the linking test), so the other items and the scale stay put.
+#[tokio::test]
+async fn fixed_anchors_hold_the_active_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        "[adaptive]\nmin_item_responses = 50\nlinking = \"fixed_anchors\"\n",
+    );
+    let educator = server.token("ed@example.com", "educator");
+    submit_simulated(&server, 0, 400, 0.0, 7).await;
+    let calibrate = "/api/exams/algebra/calibrate";
+    let (_, first) = server.post(calibrate, Some(&educator), &json!({})).await;
+    submit_simulated(&server, 400, 400, 1.0, 8).await;
+    let (status, second) = server.post(calibrate, Some(&educator), &json!({})).await;
+    assert_eq!(status, 201, "{second}");
+    let linking = &second["summary"]["linking"];
+    assert_eq!(linking["status"], "fixed_anchors", "{linking}");
+    assert_eq!(linking["method"], "fixed_anchors");
+    let mean = linking["latent_mean"].as_f64().unwrap();
+    let sd = linking["latent_sd"].as_f64().unwrap();
+    assert!(
+        (mean - 0.5).abs() < 0.15 && (sd - 1.12).abs() < 0.15,
+        "{mean} {sd}"
+    );
+    let anchors: Vec<&str> = linking["anchors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(anchors.len() >= 8, "{linking}");
+    for (old, new) in first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(second["items"].as_array().unwrap())
+    {
+        if anchors.contains(&old["item"].as_str().unwrap()) {
+            assert_eq!(old["a"], new["a"], "an anchor is held");
+            assert_eq!(old["b"], new["b"], "an anchor is held");
+        }
+    }
+    let (b1, b2) = (difficulties(&first), difficulties(&second));
+    let moved: f64 = b1.iter().zip(&b2).map(|(x, y)| (x - y).abs()).sum::<f64>() / ITEMS as f64;
+    assert!(moved < 0.15, "difficulties moved by {moved} on average");
+    assert_eq!(second["status"], "active", "{second}");
+}

@@ -286,3 +286,46 @@ async fn mongodb_standalone_finishes_sessions_without_transactions() {
     first.drop_session_collections().await.unwrap();
     first.drop_collection().await.unwrap();
 }
+
+/// Calibrations written before activation existed (no `activation` field) read as
+/// activated in version order: the latest stays the active one, and a new activation is
+/// numbered above them.
+#[tokio::test]
+async fn mongodb_calibrations_from_before_activation_keep_the_latest_active() {
+    use mongodb::bson::{Document, doc};
+    let Some((uri, db)) = test_database("legacy calibrations", "legacy") else {
+        return;
+    };
+    empty_session_store(&uri, &db).await;
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let raw = client.database(&db).collection::<Document>("calibrations");
+    for version in [1i64, 2] {
+        raw.insert_one(doc! {
+            "exam": "old", "version": version, "created_at": "2024-01-01T00:00:00.000Z",
+            "source": "calibration", "responses": 10 * version, "params": "[]", "summary": "{}",
+        })
+        .await
+        .unwrap();
+    }
+    // A store that has not made its indexes yet, as a server started on the old data.
+    let store = MongoStore::connect(&uri, Some(&db)).await.unwrap();
+    let active = store.get_active_calibration("old").await.unwrap().unwrap();
+    assert_eq!((active.version, active.activation), (2, Some(2)));
+    let first = store
+        .get_calibration("old", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.activation, Some(1));
+    assert_eq!(store.activate_calibration("old", 1).await.unwrap(), Some(3));
+    assert_eq!(
+        store
+            .get_active_calibration("old")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    store.drop_session_collections().await.unwrap();
+}

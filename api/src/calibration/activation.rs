@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 
 use examflow_engine::irt::{
-    Calibration, FitOptions, ItemParams, LinkingOptions, Model, ResponseMatrix, fit_report, link,
+    Calibration, CalibrationOptions, FitOptions, ItemParams, LinkingMethod, LinkingOptions, Model,
+    ResponseMatrix, SeMethod, calibrate, fit_report, link,
 };
 use serde_json::{Value, json};
 
@@ -29,20 +30,101 @@ pub struct Placement {
 /// Links the items this fit calibrated (`provisional: false` in `items`) onto the scale of
 /// `active`, the version being replaced; items calibrated before but not by this fit keep
 /// the active version's parameters (as they are already on its scale).
+/// With `fixed_anchors`, the anchors' drift is first measured by a Stocking–Lord linking of
+/// the free fit; the fit is then run again on `fitted`'s data with the anchors that do not
+/// drift held at the active version's parameters (the students' distribution estimated),
+/// and the other items take that fit's parameters.
 pub fn place_on_scale(
     items: &mut [CalibratedItem],
     active: &[CalibratedItem],
     choice: LinkingChoice,
     settings: &ActivationConfig,
+    fitted: Option<&(ResponseMatrix, Calibration)>,
 ) -> Placement {
-    let placement = link_fresh_items(items, active, choice, settings);
+    let placement = match (choice.method(), fitted) {
+        (Some(method), _) => link_fresh_items(items, active, method, choice, settings),
+        (None, Some(fitted)) => fixed_anchor_fit(items, active, settings, fitted),
+        (None, None) => {
+            link_fresh_items(items, active, LinkingMethod::StockingLord, choice, settings)
+        }
+    };
     keep_known_parameters(items, active);
+    placement
+}
+
+/// `fixed_anchors`: see [`place_on_scale`].
+fn fixed_anchor_fit(
+    items: &mut [CalibratedItem],
+    active: &[CalibratedItem],
+    settings: &ActivationConfig,
+    (data, free): &(ResponseMatrix, Calibration),
+) -> Placement {
+    let choice = LinkingChoice::FixedAnchors;
+    let mut placement =
+        link_fresh_items(items, active, LinkingMethod::StockingLord, choice, settings);
+    if placement.linking["status"] != "linked" {
+        return placement;
+    }
+    let anchors: Vec<&str> = placement.linking["anchors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let by_id: HashMap<&str, &CalibratedItem> =
+        active.iter().map(|i| (i.item.as_str(), i)).collect();
+    let fixed: Vec<(usize, f64, f64, f64)> = data
+        .item_ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| anchors.contains(&id.as_str()))
+        .filter_map(|(i, id)| by_id.get(id.as_str()).map(|p| (i, p.a, p.b, p.c)))
+        .collect();
+    let mut options = CalibrationOptions::new(free.model);
+    options.se_method = SeMethod::None;
+    options.max_iterations = 300;
+    options.fixed_items = fixed;
+    let anchored = match calibrate(data, &options) {
+        Ok(c) => c,
+        Err(e) => {
+            placement.reasons.push(format!(
+                "the fixed-anchor calibration failed ({e}); the items are linked by                  Stocking–Lord instead"
+            ));
+            placement.linking["fixed_anchors_error"] = json!(e.to_string());
+            return placement;
+        }
+    };
+    let fitted: HashMap<&str, &ItemParams> = anchored
+        .items
+        .iter()
+        .filter(|p| p.estimable && (0.05..=6.0).contains(&p.a) && p.b.abs() <= 6.0)
+        .map(|p| (p.item.as_str(), p))
+        .collect();
+    for item in items.iter_mut().filter(|i| !i.provisional) {
+        if anchors.contains(&item.item.as_str()) {
+            if let Some(p) = by_id.get(item.item.as_str()) {
+                (item.a, item.b, item.c) = (p.a, p.b, p.c);
+            }
+        } else if let Some(p) = fitted.get(item.item.as_str()) {
+            (item.a, item.b, item.c) = (p.a, p.b, if p.c.is_finite() { p.c } else { 0.0 });
+        }
+    }
+    if !anchored.converged {
+        placement.reasons.push(format!(
+            "the fixed-anchor calibration did not converge in {} iterations",
+            anchored.iterations
+        ));
+    }
+    let linking = &mut placement.linking;
+    linking["status"] = json!("fixed_anchors");
+    linking["drift_checked_by"] = json!("stocking_lord");
+    linking["latent_mean"] = json!(anchored.latent_mean);
+    linking["latent_sd"] = json!(anchored.latent_sd);
     placement
 }
 
 fn link_fresh_items(
     items: &mut [CalibratedItem],
     active: &[CalibratedItem],
+    method: LinkingMethod,
     choice: LinkingChoice,
     settings: &ActivationConfig,
 ) -> Placement {
@@ -70,13 +152,6 @@ fn link_fresh_items(
             "no earlier version has calibrated items: this fit defines the scale",
         );
     }
-    let Some(method) = choice.method() else {
-        return Placement {
-            linking: json!({"status": "failed", "method": choice.as_str(),
-                "why": "fixed_anchors is not available yet: use a characteristic-curve method"}),
-            reasons: vec!["adaptive.linking = \"fixed_anchors\" is not available yet".into()],
-        };
-    };
     let options = LinkingOptions {
         method,
         drift_threshold: settings.drift_threshold,
@@ -344,6 +419,7 @@ mod tests {
             &active,
             LinkingChoice::StockingLord,
             &ActivationConfig::default(),
+            None,
         );
         assert!(placed.reasons.is_empty(), "{:?}", placed.reasons);
         assert_eq!(placed.linking["status"], "linked");
@@ -364,7 +440,7 @@ mod tests {
         let (active, mut new) = versions(12);
         new[5].b += 1.5;
         let settings = ActivationConfig::default();
-        let placed = place_on_scale(&mut new, &active, LinkingChoice::Haebara, &settings);
+        let placed = place_on_scale(&mut new, &active, LinkingChoice::Haebara, &settings, None);
         assert!(placed.reasons.is_empty(), "{:?}", placed.reasons);
         assert_eq!(placed.linking["drifting"], json!(["q5"]));
         assert!(new[5].flags[0].starts_with("drift"), "{:?}", new[5].flags);
@@ -379,7 +455,13 @@ mod tests {
         for i in [1, 4, 7, 10] {
             new[i].b += 1.5;
         }
-        let placed = place_on_scale(&mut new, &active, LinkingChoice::StockingLord, &settings);
+        let placed = place_on_scale(
+            &mut new,
+            &active,
+            LinkingChoice::StockingLord,
+            &settings,
+            None,
+        );
         assert_eq!(placed.reasons.len(), 1, "{:?}", placed.reasons);
         assert!(
             placed.reasons[0].contains("4 of 12"),
@@ -392,7 +474,7 @@ mod tests {
     fn too_few_anchors_or_a_large_change_of_scale_make_a_candidate() {
         let settings = ActivationConfig::default();
         let (active, mut new) = versions(4);
-        let placed = place_on_scale(&mut new, &active, LinkingChoice::MeanSigma, &settings);
+        let placed = place_on_scale(&mut new, &active, LinkingChoice::MeanSigma, &settings, None);
         assert!(
             placed.reasons[0].contains("only 4 anchor"),
             "{:?}",
@@ -403,7 +485,7 @@ mod tests {
             i.a *= 3.0;
             i.b /= 3.0;
         }
-        let placed = place_on_scale(&mut new, &active, LinkingChoice::MeanMean, &settings);
+        let placed = place_on_scale(&mut new, &active, LinkingChoice::MeanMean, &settings, None);
         assert!(
             placed.reasons.iter().any(|r| r.contains("slope A")),
             "{:?}",
@@ -422,6 +504,7 @@ mod tests {
             &active,
             LinkingChoice::StockingLord,
             &ActivationConfig::default(),
+            None,
         );
         assert_eq!(placed.linking["status"], "first");
         assert!(placed.reasons.is_empty());

@@ -359,6 +359,7 @@ async fn store_calibration(
             &previous,
             adaptive.linking,
             &adaptive.activation,
+            fitted.as_ref(),
         );
         summary["linking"] = placement.linking;
         reasons.extend(placement.reasons);

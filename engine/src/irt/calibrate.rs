@@ -149,6 +149,12 @@ pub struct CalibrationOptions {
     /// SQUAREM acceleration of the EM (default true); every accelerated step is checked
     /// and replaced by the plain EM step if it would lower the objective.
     pub accelerate: bool,
+    /// Fixed-parameter calibration: `(item index, a, b, c)` of anchor items whose
+    /// parameters are held (e.g. from an earlier calibration). The students' distribution
+    /// is then estimated as N(μ, σ²) alongside the free items (EM, no acceleration), so the
+    /// free items land on the anchors' scale. Not for the 1PL (its common slope cannot
+    /// meet fixed slopes); no standard errors in this mode. Default: none.
+    pub fixed_items: Vec<(usize, f64, f64, f64)>,
 }
 
 impl CalibrationOptions {
@@ -163,6 +169,7 @@ impl CalibrationOptions {
             c_prior: (5.0, 17.0),
             se_method: SeMethod::Auto,
             accelerate: true,
+            fixed_items: Vec::new(),
         }
     }
 }
@@ -194,6 +201,10 @@ pub struct Calibration {
     /// Objective after each E-step (marginal log-likelihood; for the 3PL plus the log
     /// Beta prior density of the c's); non-decreasing.
     pub log_likelihood_trace: Vec<f64>,
+    /// The students' distribution N(mean, sd²) on the scale of the result: (0, 1) unless
+    /// [`CalibrationOptions::fixed_items`] set the scale.
+    pub latent_mean: f64,
+    pub latent_sd: f64,
 }
 
 /// Internal parameters of the estimable items, slope–intercept form.
@@ -574,6 +585,48 @@ pub fn calibrate(
     let m = cols.len();
     let model = opts.model;
     let concave = model != Model::ThreePl;
+    // Anchors by estimable column (a non-estimable item adds nothing to the likelihood).
+    let mut fixed: Vec<Option<(f64, f64, f64)>> = vec![None; m];
+    if !opts.fixed_items.is_empty() {
+        if model == Model::OnePl {
+            return Err(IrtError::Config(
+                "fixed anchor items need the Rasch, 2PL or 3PL model (the 1PL's common slope \
+                 cannot meet fixed slopes)"
+                    .into(),
+            ));
+        }
+        let mut seen = vec![false; n];
+        for &(i, a, b, c) in &opts.fixed_items {
+            if i >= n || seen[i] {
+                return Err(IrtError::Config(format!(
+                    "fixed item index {i} is out of range or given twice"
+                )));
+            }
+            seen[i] = true;
+            if !(a.is_finite() && a > 0.0 && b.is_finite() && (0.0..1.0).contains(&c)) {
+                return Err(IrtError::Config(format!(
+                    "fixed item {}: need a > 0, finite b and 0 ≤ c < 1",
+                    data.item_ids[i]
+                )));
+            }
+            if let Some(j) = cols.iter().position(|&col| col == i) {
+                fixed[j] = Some((a, -a * b, c));
+            }
+        }
+        if fixed.iter().all(Option::is_none) {
+            return Err(IrtError::Config(
+                "no fixed item is estimable here (each is all right or all wrong)".into(),
+            ));
+        }
+    }
+    let anchored = fixed.iter().any(Option::is_some);
+    let hold = |p: &mut Params| {
+        for (j, f) in fixed.iter().enumerate() {
+            if let Some((a, d, c)) = *f {
+                (p.a[j], p.d[j], p.c[j]) = (a, d, c);
+            }
+        }
+    };
 
     // starting values
     let a0 = 1.0;
@@ -593,6 +646,7 @@ pub fn calibrate(
             .collect(),
         c: vec![c0; m],
     };
+    hold(&mut params);
 
     let prior_term = |p: &Params| -> f64 {
         if model == Model::ThreePl {
@@ -609,8 +663,49 @@ pub fn calibrate(
     let mut last_change = f64::INFINITY;
     let mut counts = e_step(&pats, &make_tables(&params, &quad), &mut windows, concave);
     trace.push(counts.loglik + prior_term(&params));
+    let (mut latent_mean, mut latent_sd) = (0.0, 1.0);
+    let mut quad = quad;
+    if anchored {
+        // Plain EM: the free items and the latent N(μ, σ²) from the same posterior.
+        while iterations < opts.max_iterations {
+            let x0 = params.clone();
+            m_step(model, &mut params, &counts, &quad, opts.c_prior);
+            hold(&mut params);
+            let mass: f64 = counts.total.iter().sum();
+            let mean = counts
+                .total
+                .iter()
+                .zip(&quad.nodes)
+                .map(|(w, t)| w * t)
+                .sum::<f64>()
+                / mass;
+            let var = counts
+                .total
+                .iter()
+                .zip(&quad.nodes)
+                .map(|(w, t)| w * (t - mean) * (t - mean))
+                .sum::<f64>()
+                / mass;
+            let sd = var.sqrt().max(1e-3);
+            let moved = (mean - latent_mean).abs().max((sd - latent_sd).abs());
+            (latent_mean, latent_sd) = (mean, sd);
+            quad = quad.with_normal(mean, sd);
+            iterations += 1;
+            counts = e_step(&pats, &make_tables(&params, &quad), &mut windows, concave);
+            let obj = counts.loglik + prior_term(&params);
+            trace.push(obj);
+            last_change = max_change(&x0, &params).max(moved);
+            if !last_change.is_finite() || !obj.is_finite() {
+                break;
+            }
+            if last_change < opts.tolerance {
+                converged = true;
+                break;
+            }
+        }
+    }
     let tables = |p: &Params| make_tables(p, &quad);
-    while iterations < opts.max_iterations {
+    while !anchored && iterations < opts.max_iterations {
         // plain EM step x0 → x1
         let x0 = params.clone();
         m_step(model, &mut params, &counts, &quad, opts.c_prior);
@@ -693,8 +788,19 @@ pub fn calibrate(
     let log_likelihood = counts.loglik;
 
     // standard errors
-    let n_free = model.n_params(m);
-    let mut se_method = match opts.se_method {
+    let n_fixed = fixed.iter().filter(|f| f.is_some()).count();
+    let n_free = if anchored {
+        // The anchors' parameters are given; the latent mean and SD are estimated.
+        model.n_params(m) - model.n_params(n_fixed) + 2
+    } else {
+        model.n_params(m)
+    };
+    let requested = if anchored {
+        SeMethod::None
+    } else {
+        opts.se_method
+    };
+    let mut se_method = match requested {
         SeMethod::Auto => {
             if n_free <= 1000 {
                 SeMethod::Oakes
@@ -772,6 +878,8 @@ pub fn calibrate(
         quadrature_points: quad.len(),
         se_method,
         log_likelihood_trace: trace,
+        latent_mean,
+        latent_sd,
     })
 }
 

@@ -155,6 +155,21 @@ impl Default for Quadrature {
 
 impl Quadrature {
     /// `n ≥ 41` equally spaced points on `[−half_range, half_range]` (half_range > 0).
+    /// The same nodes with weights of N(`mean`, `sd`²) (normalised over the nodes): the
+    /// latent distribution a fixed-anchor calibration estimates.
+    pub fn with_normal(&self, mean: f64, sd: f64) -> Self {
+        let z = |t: f64| (t - mean) / sd;
+        let log_raw: Vec<f64> = self.nodes.iter().map(|&t| -0.5 * z(t) * z(t)).collect();
+        let max = log_raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = log_raw.iter().map(|l| (l - max).exp()).sum();
+        let log_weights: Vec<f64> = log_raw.iter().map(|l| l - max - total.ln()).collect();
+        Self {
+            nodes: self.nodes.clone(),
+            weights: log_weights.iter().map(|l| l.exp()).collect(),
+            log_weights,
+        }
+    }
+
     pub fn normal(n: usize, half_range: f64) -> Result<Self, IrtError> {
         if !(MIN_QUADRATURE_POINTS..=10_000).contains(&n) {
             return Err(IrtError::Config(format!(
