@@ -37,9 +37,9 @@ impl AttemptSelection {
         }
     }
 
-    /// `first`, `last`, `highest` or `all` (any case, surrounding blanks ignored).
+    /// `first`, `last`, `highest` or `all`, exactly.
     pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
+        match text {
             "first" => Some(AttemptSelection::First),
             "last" => Some(AttemptSelection::Last),
             "highest" => Some(AttemptSelection::Highest),
@@ -92,7 +92,6 @@ fn parse_instant(
     text: &str,
     end: End,
 ) -> Result<DateTime<Utc>, OptionError> {
-    let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -119,17 +118,15 @@ fn parse_instant(
 }
 
 impl ReportOptions {
-    /// The options from their text (`None` or blank: the default). `to` as a plain date
-    /// includes that whole day; `from` after `to` is an error naming `from`.
+    /// The options from their text (`None`: the default; an empty text is an error like
+    /// any other bad value). `to` as a plain date includes that whole day; `from` after
+    /// `to` is an error naming `from`.
     pub fn parse(
         attempts: Option<&str>,
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<Self, OptionError> {
-        fn given(v: Option<&str>) -> Option<&str> {
-            v.filter(|t| !t.trim().is_empty())
-        }
-        let attempts = match given(attempts) {
+        let attempts = match attempts {
             None => AttemptSelection::default(),
             Some(text) => AttemptSelection::parse(text).ok_or_else(|| OptionError {
                 parameter: "attempts",
@@ -139,12 +136,10 @@ impl ReportOptions {
                 ),
             })?,
         };
-        let from = given(from)
+        let from = from
             .map(|t| parse_instant("from", t, End::From))
             .transpose()?;
-        let to = given(to)
-            .map(|t| parse_instant("to", t, End::To))
-            .transpose()?;
+        let to = to.map(|t| parse_instant("to", t, End::To)).transpose()?;
         if let (Some(f), Some(t)) = (from, to)
             && f > t
         {
@@ -160,11 +155,11 @@ impl ReportOptions {
         Ok(ReportOptions { attempts, from, to })
     }
 
-    fn from_us(&self) -> Option<i64> {
+    fn start_micros(&self) -> Option<i64> {
         self.from.map(|t| t.timestamp_micros())
     }
 
-    fn to_us(&self) -> Option<i64> {
+    fn end_micros(&self) -> Option<i64> {
         self.to.map(|t| t.timestamp_micros())
     }
 
@@ -175,7 +170,7 @@ impl ReportOptions {
             return true;
         }
         let Some(t) = micros else { return false };
-        self.from_us().is_none_or(|f| t >= f) && self.to_us().is_none_or(|to| t <= to)
+        self.start_micros().is_none_or(|f| t >= f) && self.end_micros().is_none_or(|to| t <= to)
     }
 }
 
@@ -371,21 +366,25 @@ mod tests {
         assert_eq!(o, ReportOptions::default());
         assert_eq!(o.attempts, AttemptSelection::First);
         let o =
-            ReportOptions::parse(Some("Highest"), Some("2026-12-01"), Some("2026-12-01")).unwrap();
+            ReportOptions::parse(Some("highest"), Some("2026-12-01"), Some("2026-12-01")).unwrap();
         assert_eq!(o.attempts, AttemptSelection::Highest);
         assert_eq!(
             serde_json::to_value(&o).unwrap(),
             serde_json::json!({"attempts": "highest", "from": "2026-12-01T00:00:00Z",
                                "to": "2026-12-01T23:59:59.999999Z"})
         );
-        let o = ReportOptions::parse(None, Some("2026-12-01T10:00:00+02:00"), Some("")).unwrap();
+        let o = ReportOptions::parse(None, Some("2026-12-01T10:00:00+02:00"), None).unwrap();
         assert_eq!(
             o.from.unwrap().to_rfc3339_opts(SecondsFormat::Secs, true),
             "2026-12-01T08:00:00Z"
         );
         assert_eq!(o.to, None);
-        let e = ReportOptions::parse(Some("best"), None, None).unwrap_err();
-        assert_eq!(e.parameter, "attempts");
+        for bad in ["best", "", "First"] {
+            let e = ReportOptions::parse(Some(bad), None, None).unwrap_err();
+            assert_eq!(e.parameter, "attempts");
+        }
+        let e = ReportOptions::parse(None, None, Some("")).unwrap_err();
+        assert_eq!(e.parameter, "to");
         let e = ReportOptions::parse(None, Some("yesterday"), None).unwrap_err();
         assert_eq!(e.parameter, "from");
         let e = ReportOptions::parse(None, None, Some("2026-13-01")).unwrap_err();
