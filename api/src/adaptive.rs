@@ -602,3 +602,52 @@ pub async fn abilities(
     let list = tracker.list(q.exam.as_deref(), q.limit.unwrap_or(100).clamp(1, 10_000));
     Ok(Json(json!({"users": tracker.len(), "abilities": list})))
 }
+
+/// What the score report reads of a stored session's state (the rest is skipped).
+#[derive(Deserialize)]
+struct ReportState {
+    #[serde(default)]
+    answers: Vec<ReportAnswer>,
+    result_id: String,
+    outcome: Option<ReportOutcome>,
+}
+
+#[derive(Deserialize)]
+struct ReportAnswer {
+    item: String,
+}
+
+#[derive(Deserialize)]
+struct ReportOutcome {
+    theta: f64,
+    se: f64,
+    stop_reason: String,
+}
+
+/// The finished sessions of `rows` as the score report's adaptive section needs them:
+/// final θ and SE, the items given, why it stopped, its calibration version, and the
+/// result it stored (the report counts a session when that result is selected).
+pub(crate) fn report_sessions(rows: &[StoredSession]) -> Vec<examflow_reports::AdaptiveSession> {
+    rows.iter()
+        .filter(|row| row.status == "finished")
+        .filter_map(|row| {
+            let state: ReportState = match serde_json::from_str(&row.state) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(session = %row.id, error = %e, "a stored adaptive session is not readable; the report leaves it out");
+                    return None;
+                }
+            };
+            let outcome = state.outcome?;
+            Some(examflow_reports::AdaptiveSession {
+                session: row.id.clone(),
+                result_id: Some(row.result_id.clone().unwrap_or(state.result_id)),
+                theta: outcome.theta,
+                se: outcome.se,
+                items: state.answers.into_iter().map(|a| a.item).collect(),
+                stop_reason: outcome.stop_reason,
+                calibration_version: row.calibration_version,
+            })
+        })
+        .collect()
+}

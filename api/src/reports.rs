@@ -19,8 +19,10 @@ use axum::response::{IntoResponse, Response};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{JoinType, SessionContext, cast, col, lit};
 use examflow_engine::Bank;
-use examflow_ingest::store::{MongoStore, SqliteStore, StoredCalibration};
-use examflow_reports::{CalibrationRef, ExamReport, ItemInfo, ReportInput, render};
+use examflow_ingest::store::{MongoStore, SessionStore, SqliteStore, StoredCalibration};
+use examflow_reports::{
+    AdaptiveSession, CalibrationRef, ExamReport, ItemInfo, ReportInput, ReportOptions, render,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -89,7 +91,11 @@ async fn read_data(ctx: &SessionContext, exam: &str) -> Result<ReportData, ApiEr
         .map_err(query_error)?
         .filter(col("exam_name").eq(lit(exam)))
         .map_err(query_error)?
-        .select_columns(&["duration_seconds"])
+        .select(vec![
+            col("duration_seconds"),
+            // For the report's date range (µs since the epoch).
+            cast(col("last_answer_at"), DataType::Int64).alias("finished_at_us"),
+        ])
         .map_err(query_error)?;
     let (results, durations) = tokio::try_join!(collect(results), collect(durations))?;
     let current = ctx
@@ -193,12 +199,46 @@ fn no_such_exam(exam: &str) -> ApiError {
     ))
 }
 
+/// Most adaptive sessions of one exam a report reads.
+const MAX_REPORT_SESSIONS: usize = 1_000_000;
+
+/// The exam's finished adaptive sessions, for the report's adaptive section.
+async fn adaptive_sessions(
+    store: &dyn SessionStore,
+    exam: &str,
+) -> Result<Vec<AdaptiveSession>, ApiError> {
+    let rows = store
+        .list_sessions(Some(exam.to_string()), MAX_REPORT_SESSIONS)
+        .await?;
+    Ok(crate::adaptive::report_sessions(&rows))
+}
+
+/// Which results count, from `?attempts=&from=&to=` (or the CLI's flags): a bad value is a
+/// 400 naming its parameter.
+fn report_options(
+    attempts: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<ReportOptions, ApiError> {
+    ReportOptions::parse(attempts, from, to).map_err(|e| {
+        let code = match e.parameter {
+            "attempts" => "invalid_attempts",
+            "to" => "invalid_to",
+            _ if e.message.contains("after") => "from_after_to",
+            _ => "invalid_from",
+        };
+        ApiError::bad_request(code, e.to_string())
+    })
+}
+
 /// Reads the data and computes the report (the polars work runs off the async workers).
 async fn compute(
     ctx: &SessionContext,
     exam: &str,
     bank: Option<Arc<Bank>>,
     calibration: Option<StoredCalibration>,
+    options: ReportOptions,
+    sessions: Vec<AdaptiveSession>,
 ) -> Result<ExamReport, ApiError> {
     let started = std::time::Instant::now();
     let data = read_data(ctx, exam).await?;
@@ -226,6 +266,8 @@ async fn compute(
                 created_at: c.created_at,
             }),
             exam,
+            options,
+            adaptive_sessions: sessions,
         };
         let report = examflow_reports::build_report(input);
         tracing::debug!(
@@ -245,6 +287,12 @@ async fn compute(
 pub struct ReportQuery {
     format: Option<String>,
     table: Option<String>,
+    /// `first` (default), `last`, `highest` or `all`: which results of each student count.
+    attempts: Option<String>,
+    /// Only results submitted at or after (RFC 3339 timestamp or date).
+    from: Option<String>,
+    /// Only results submitted at or before (a date: to the end of that day).
+    to: Option<String>,
 }
 
 const FORMATS: &str = "json, csv (a zip of all tables, or one with &table=), html";
@@ -406,10 +454,15 @@ pub async fn get_report(
         }
         check_table(table)?;
     }
+    let options = report_options(
+        query.attempts.as_deref(),
+        query.from.as_deref(),
+        query.to.as_deref(),
+    )?;
     // Read, computed and rendered on the SQL runtime, apart from the request workers.
     let executor = state.sql_executor.clone();
     executor
-        .run(report_response(state, exam, format, query.table))
+        .run(report_response(state, exam, format, query.table, options))
         .await?
 }
 
@@ -418,20 +471,25 @@ async fn report_response(
     exam: String,
     format: ReportFormat,
     table: Option<String>,
+    options: ReportOptions,
 ) -> Result<Response, ApiError> {
     let bank = state.banks.get(&exam).cloned();
     let calibration =
         crate::calibration::active_version(state.session_store.as_ref(), &exam).await?;
+    let sessions = adaptive_sessions(state.session_store.as_ref(), &exam).await?;
     let ctx = crate::sql::session(&state).await?;
     let timeout = Duration::from_secs(state.config.sql.timeout_secs.max(1));
-    let report = tokio::time::timeout(timeout, compute(&ctx, &exam, bank, calibration))
-        .await
-        .map_err(|_| {
-            ApiError::bad_request(
-                "report_timeout",
-                format!("the report took longer than {} s", timeout.as_secs()),
-            )
-        })??;
+    let report = tokio::time::timeout(
+        timeout,
+        compute(&ctx, &exam, bank, calibration, options, sessions),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::bad_request(
+            "report_timeout",
+            format!("the report took longer than {} s", timeout.as_secs()),
+        )
+    })??;
     let stem = file_stem(&exam);
     // Rendering a large report (a 100 000-student JSON body is ≈ 18 MB) takes a good part
     // of a second: off the async workers, like the computing.
@@ -537,9 +595,20 @@ pub struct ReportArgs {
     #[arg(long, default_value = "html")]
     pub format: ReportFormat,
     /// With --format csv: write only this table (summary, histogram, items, distractors,
-    /// trend or students) as plain CSV.
+    /// trend, students, moodle_questions, moodle_test, adaptive, adaptive_distributions,
+    /// adaptive_exposure, adaptive_stop_reasons or adaptive_calibrations) as plain CSV.
     #[arg(long)]
     pub table: Option<String>,
+    /// Which results of each student count: first (default), last, highest or all.
+    #[arg(long)]
+    pub attempts: Option<String>,
+    /// Only results submitted at or after this RFC 3339 timestamp or date (2026-12-01).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only results submitted at or before this RFC 3339 timestamp or date (a date
+    /// includes that whole day).
+    #[arg(long)]
+    pub to: Option<String>,
     /// Output file ("-" for standard output).
     #[arg(short = 'o', long)]
     pub output: PathBuf,
@@ -569,6 +638,12 @@ pub async fn report_command(
         );
         check_table(table).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     }
+    let options = report_options(
+        args.attempts.as_deref(),
+        args.from.as_deref(),
+        args.to.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("--{e}"))?;
     if let Some(v) = args.data_dir {
         config.storage.data_dir = v;
     }
@@ -597,26 +672,36 @@ pub async fn report_command(
     } else {
         None
     };
-    // Calibrations live where the server keeps them: MongoDB when configured, else the
-    // embedded store of the data dir.
-    let calibration = if let Some(uri) = &config.storage.mongodb_uri {
-        let store = MongoStore::connect(uri, Some(&config.storage.mongodb_database))
-            .await
-            .context("connecting to MongoDB")?;
-        crate::calibration::active_version(&store, &args.exam)
-            .await
-            .context("reading the active calibration from MongoDB")?
+    // Calibrations and adaptive sessions live where the server keeps them: MongoDB when
+    // configured, else the embedded store of the data dir.
+    let store: Option<Box<dyn SessionStore>> = if let Some(uri) = &config.storage.mongodb_uri {
+        Some(Box::new(
+            MongoStore::connect(uri, Some(&config.storage.mongodb_database))
+                .await
+                .context("connecting to MongoDB")?,
+        ))
     } else if data_dir.join("examflow.db").exists() {
-        crate::calibration::active_version(&SqliteStore::open(&data_dir)?, &args.exam).await?
+        Some(Box::new(SqliteStore::open(&data_dir)?))
     } else {
         None
+    };
+    let (calibration, sessions) = match &store {
+        Some(store) => (
+            crate::calibration::active_version(store.as_ref(), &args.exam)
+                .await
+                .context("reading the active calibration")?,
+            adaptive_sessions(store.as_ref(), &args.exam)
+                .await
+                .context("reading the adaptive sessions")?,
+        ),
+        None => (None, Vec::new()),
     };
     progress.inc(1);
     progress.set_message(format!(
         "reading and computing the report of {:?}",
         args.exam
     ));
-    let report = compute(&ctx, &args.exam, bank, calibration)
+    let report = compute(&ctx, &args.exam, bank, calibration, options, sessions)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     progress.inc(1);

@@ -295,11 +295,13 @@ fn deltalake_polars_and_duckdb_read_the_s3_lake_as_examflow_does() {
         "{examflow:?}"
     );
 
-    // `examflow report` offline, from the bucket: the two current results of exam "rust".
+    // `examflow report` offline, from the bucket: the two current results of exam "rust"
+    // (both of one student: every attempt counts with --attempts all).
     let report = Command::new(env!("CARGO_BIN_EXE_examflow"))
         .arg("--config")
         .arg(&config)
         .args(["report", "--exam", "rust", "--format", "json", "-o", "-"])
+        .args(["--attempts", "all"])
         .arg("--data-dir")
         .arg(&data_dir)
         .output()

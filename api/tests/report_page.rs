@@ -64,7 +64,10 @@ where
 /// What was submitted: the number of results and students, the mean percentage and the
 /// pass rate the reports should show.
 struct Expected {
+    /// Every result (the list of exams counts them all).
     results: usize,
+    /// The first result of each student: what the report counts by default.
+    first_results: usize,
     takers: usize,
     mean_percentage: f64,
     pass_rate: f64,
@@ -116,6 +119,7 @@ async fn submit_results(server: &Server) -> Expected {
     assert!(0 < passed && passed < plan.len(), "{passed} passed");
     Expected {
         results: plan.len(),
+        first_results: 3,
         takers: 3,
         mean_percentage: percentages.iter().sum::<f64>() / percentages.len() as f64,
         pass_rate: passed as f64 / plan.len() as f64,
@@ -325,21 +329,57 @@ async fn educator_flow(
             .1
             .clone()
     };
-    assert_eq!(card("results"), expected.results.to_string(), "{cards:?}");
+    // By default each student's first result counts (amy's second is left out).
+    assert_eq!(
+        card("results"),
+        expected.first_results.to_string(),
+        "{cards:?}"
+    );
     assert_eq!(card("students"), expected.takers.to_string(), "{cards:?}");
     let charts = driver.find_all(By::Css("svg.chart")).await?;
     assert!(!charts.is_empty(), "no svg.chart in the report");
     assert!(charts[0].is_displayed().await?);
-    // One row per bank question, each answered in every result.
+    // One row per bank question, each answered in every counted result.
     let items = driver.find_all(By::Css("table#items tbody tr")).await?;
     assert_eq!(items.len(), expected.questions);
     for item in &items {
         let responses = item.find(By::Css("td:nth-child(2)")).await?.text().await?;
-        assert_eq!(responses, expected.results.to_string());
+        assert_eq!(responses, expected.first_results.to_string());
     }
     let students = driver.find_all(By::Css("table#students tbody tr")).await?;
-    assert_eq!(students.len(), expected.results);
+    assert_eq!(students.len(), expected.first_results);
+    // Moodle's statistics, one row per question.
+    let moodle = driver
+        .find_all(By::Css("table#moodle-questions tbody tr"))
+        .await?;
+    assert_eq!(moodle.len(), expected.questions);
     driver.enter_default_frame().await?;
+
+    // Count every attempt instead: the options above the report, applied.
+    driver
+        .find(By::Css("#report-attempts option[value='all']"))
+        .await?
+        .click()
+        .await?;
+    driver.find(By::Id("report-apply")).await?.click().await?;
+    let all_results = wait_for("the report of every attempt", || async {
+        let shown = driver
+            .execute(
+                "const v = document.getElementById('report-view');
+                 const f = document.getElementById('report-frame');
+                 if (v.dataset.state !== 'ready' || !f.contentDocument) return null;
+                 const card = Array.from(f.contentDocument.querySelectorAll('#summary .card'))
+                   .find((c) => c.lastChild.textContent.trim() === 'results');
+                 const options = f.contentDocument.getElementById('options');
+                 return card && options && options.textContent.includes('every result')
+                   ? card.querySelector('b').textContent.trim() : null;",
+                vec![],
+            )
+            .await?;
+        Ok(shown.json().as_str().map(str::to_string))
+    })
+    .await?;
+    assert_eq!(all_results, expected.results.to_string());
     // Kept as a test artifact for people to look at.
     driver
         .screenshot(&screenshots().join("report-page.png"))

@@ -166,7 +166,10 @@ async fn reports_in_every_format_for_staff_only() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "['distractors.csv', 'histogram.csv', 'items.csv', 'students.csv', 'summary.csv', 'trend.csv']\n25\n"
+        "['adaptive.csv', 'adaptive_calibrations.csv', 'adaptive_distributions.csv', \
+         'adaptive_exposure.csv', 'adaptive_stop_reasons.csv', 'distractors.csv', 'histogram.csv', \
+         'items.csv', 'moodle_questions.csv', 'moodle_test.csv', 'students.csv', 'summary.csv', \
+         'trend.csv']\n25\n"
     );
 
     // The list of exams.

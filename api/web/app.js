@@ -363,6 +363,7 @@ $("login-form").addEventListener("submit", signIn);
 $("token-form").addEventListener("submit", signInWithToken);
 $("report-back").addEventListener("click", () => { state.report = null; home(); });
 $("report-csv").addEventListener("click", () => { if (state.report) downloadReport(state.report, "csv", $("report-csv"), $("report-status")); });
+$("report-options").addEventListener("submit", (e) => { e.preventDefault(); if (state.report) openReport(state.report); });
 $("report-json").addEventListener("click", () => { if (state.report) downloadReport(state.report, "json", $("report-json"), $("report-status")); });
 $("logout").addEventListener("click", () => signOut());
 $("back").addEventListener("click", () => { const a = state.attempt; if (a && a.current > 0) goTo(a.current - 1); });

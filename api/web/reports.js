@@ -7,8 +7,20 @@ function formatPercent(value, digits) {
   return typeof value === "number" && isFinite(value) ? value.toFixed(digits) + "%" : "—";
 }
 
+// The report's options as chosen on the page (which attempts count, a date range); only
+// those that differ from the server's defaults go into the query.
+function reportOptionsQuery() {
+  const params = new URLSearchParams();
+  const attempts = $("report-attempts").value;
+  if (attempts && attempts !== "first") params.set("attempts", attempts);
+  if ($("report-from").value) params.set("from", $("report-from").value);
+  if ($("report-to").value) params.set("to", $("report-to").value);
+  const query = params.toString();
+  return query ? "&" + query : "";
+}
+
 function reportUrl(exam, format) {
-  return "/api/reports/exams/" + encodeURIComponent(exam) + "?format=" + format;
+  return "/api/reports/exams/" + encodeURIComponent(exam) + "?format=" + format + reportOptionsQuery();
 }
 
 // Empties and hides the reports: not staff, or signed out.
@@ -172,7 +184,7 @@ async function openReport(exam) {
   view.dataset.exam = exam;
   view.dataset.state = "loading";
   $("report-exam").textContent = exam;
-  $("report-status").textContent = "Loading the report of " + exam + "… (it is computed from every result, so it can take a few seconds)";
+  $("report-status").textContent = "Loading the report of " + exam + "… (it is computed from the results, so it can take a few seconds)";
   frame.hidden = true;
   frame.removeAttribute("srcdoc");
   show("report-view");

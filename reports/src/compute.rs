@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use polars::prelude::*;
 
 use crate::{
-    DistractorRow, ExamReport, HistogramBin, ItemFlag, ItemInfo, ItemRow, Reliability, ReportError,
-    ReportInput, StudentRow, Summary, TimeOnTask, TrendPoint, thresholds,
+    DistractorRow, ExamReport, HistogramBin, ItemFlag, ItemInfo, ItemRow, MoodleQuestion,
+    MoodleStatistics, MoodleTest, Reliability, ReportError, ReportInput, StudentRow, Summary,
+    TimeOnTask, TrendPoint, thresholds,
 };
 
 type Result<T> = std::result::Result<T, ReportError>;
@@ -93,7 +94,7 @@ fn f(name: &str) -> Expr {
 }
 
 /// Builds the report of `input` (see [`ReportInput`] for the columns it needs).
-pub fn build_report(input: ReportInput) -> Result<ExamReport> {
+pub fn build_report(mut input: ReportInput) -> Result<ExamReport> {
     require(
         &input.results,
         "results",
@@ -122,6 +123,7 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
         require(&input.answers, "answers", &["document_id"])?;
     }
     require(&input.durations, "durations", &["duration_seconds"])?;
+    timed("selecting results", || crate::options::apply(&mut input))?;
     let result_ids = input
         .results
         .column("document_id")
@@ -143,6 +145,7 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
     let (summary, histogram, trend, students) = result_parts?;
     let analysis = analysis?;
     let time_on_task = timed("time on task", || time_on_task(input.durations.lazy()))?;
+    let adaptive = crate::adaptive::adaptive_report(&input.adaptive_sessions, &input.items);
     Ok(ExamReport {
         exam: input.exam,
         generated_at: input.generated_at,
@@ -155,6 +158,9 @@ pub fn build_report(input: ReportInput) -> Result<ExamReport> {
         trend,
         students,
         calibration: input.calibration,
+        options: input.options,
+        moodle: analysis.moodle,
+        adaptive,
     })
 }
 
@@ -363,6 +369,7 @@ struct ItemAnalysis {
     reliability: Reliability,
     items: Vec<ItemRow>,
     distractors: Vec<DistractorRow>,
+    moodle: MoodleStatistics,
 }
 
 /// Reliability, the item table and the distractor table, from the question-level rows.
@@ -638,10 +645,128 @@ fn item_analysis(
             d.option.clone(),
         )
     });
+    let item_ids: Vec<String> = (0..item_codes.values.len()).map(item_name).collect();
+    let moodle = timed("moodle statistics", || {
+        moodle_statistics(
+            &person_codes.codes,
+            &sums,
+            &item_codes.codes,
+            &item_ids,
+            &x,
+            &rows,
+            bank,
+        )
+    })?;
     Ok(ItemAnalysis {
         reliability,
         items: rows,
         distractors,
+        moodle,
+    })
+}
+
+/// Moodle's quiz statistics: one attempt per person with answer rows, one question (max
+/// mark 1) per question with responses, in the item table's order; a question an attempt
+/// does not contain is unanswered (mark 0, as Moodle counts it).
+fn moodle_statistics(
+    persons: &[u32],
+    sums: &PersonSums,
+    items: &[u32],
+    item_ids: &[String],
+    x: &[f64],
+    rows: &[ItemRow],
+    bank: &[ItemInfo],
+) -> Result<MoodleStatistics> {
+    use examflow_engine::quiz_statistics::{QuizQuestion, quiz_statistics};
+    // Questions: the item table's rows with responses, in its order.
+    let column_of_id: HashMap<&str, usize> = rows
+        .iter()
+        .filter(|r| r.responses > 0)
+        .enumerate()
+        .map(|(i, r)| (r.item.as_str(), i))
+        .collect();
+    let columns: Vec<&ItemRow> = rows.iter().filter(|r| r.responses > 0).collect();
+    let column_of_code: Vec<Option<usize>> = item_ids
+        .iter()
+        .map(|id| column_of_id.get(id.as_str()).copied())
+        .collect();
+    // Attempts: the persons with answer rows, in code (id) order.
+    let mut attempt_of = vec![usize::MAX; sums.answered.len()];
+    let mut attempts = 0usize;
+    for (person, answered) in sums.answered.iter().enumerate() {
+        if *answered {
+            attempt_of[person] = attempts;
+            attempts += 1;
+        }
+    }
+    let mut marks = vec![vec![None; columns.len()]; attempts];
+    for ((&person, &item), &x) in persons.iter().zip(items).zip(x) {
+        let attempt = attempt_of[person as usize];
+        if let Some(column) = column_of_code[item as usize] {
+            // A question twice in one result: its best mark.
+            let mark: &mut Option<f64> = &mut marks[attempt][column];
+            *mark = Some(mark.map_or(x, |m: f64| m.max(x)));
+        }
+    }
+    let bank_index: HashMap<&str, &ItemInfo> = bank.iter().map(|i| (i.item.as_str(), i)).collect();
+    let questions: Vec<QuizQuestion> = columns
+        .iter()
+        .map(|row| QuizQuestion {
+            id: row.item.clone(),
+            max_mark: 1.0,
+            // Every bank question is single-answer multiple choice.
+            random_guess_score: bank_index
+                .get(row.item.as_str())
+                .map(|info| info.options.len())
+                .filter(|&n| n >= 2)
+                .map(|n| 1.0 / n as f64),
+        })
+        .collect();
+    let stats = quiz_statistics(&questions, &marks).map_err(|e| ReportError::Compute {
+        part: "moodle statistics",
+        message: e.to_string(),
+    })?;
+    let defined = |v: f64| v.is_finite().then_some(v);
+    let t = &stats.test;
+    let percent = |v: f64| {
+        defined(v)
+            .filter(|_| t.max_score > 0.0)
+            .map(|v| 100.0 * v / t.max_score)
+    };
+    Ok(MoodleStatistics {
+        test: MoodleTest {
+            attempts: t.n_attempts as u64,
+            max_score: t.max_score,
+            mean: defined(t.mean),
+            median: defined(t.median),
+            standard_deviation: defined(t.sd),
+            mean_percentage: percent(t.mean),
+            median_percentage: percent(t.median),
+            standard_deviation_percentage: percent(t.sd),
+            skewness: defined(t.skewness),
+            kurtosis: defined(t.kurtosis),
+            coefficient_of_internal_consistency: defined(t.cic),
+            error_ratio: defined(t.error_ratio),
+            standard_error: defined(t.standard_error),
+        },
+        questions: stats
+            .questions
+            .iter()
+            .zip(&columns)
+            .map(|(q, row)| MoodleQuestion {
+                item: q.question.clone(),
+                question: row.question.clone(),
+                max_mark: q.max_mark,
+                facility_index: defined(q.facility),
+                standard_deviation: defined(q.sd),
+                random_guess_score: defined(q.random_guess_score),
+                intended_weight: defined(q.intended_weight),
+                effective_weight: defined(q.effective_weight),
+                negative_covariance: q.negative_covariance,
+                discrimination_index: defined(q.discrimination_index),
+                discriminative_efficiency: defined(q.discriminative_efficiency),
+            })
+            .collect(),
     })
 }
 
@@ -723,6 +848,8 @@ impl<'a> Codes<'a> {
 struct PersonSums {
     raw: Vec<f64>,
     group: Vec<u8>,
+    /// Whether each person has at least one answer row.
+    answered: Vec<bool>,
     /// Persons with at least one answer row.
     present: usize,
     mean: Option<f64>,
@@ -764,6 +891,7 @@ fn person_sums(persons: &[u32], x: &[f64], known: usize) -> PersonSums {
     PersonSums {
         raw,
         group,
+        answered,
         present,
         mean,
         variance,

@@ -9,13 +9,20 @@
 //! a question a result does not mention counts as wrong in totals, alpha and SEM;
 //! p-values and point-biserials are over the results that contain the question; the upper
 //! and lower groups are the top and bottom 27% by number correct (ties by document id).
+//!
+//! Only the results chosen by [`ReportOptions`] count (per student the first, last or
+//! highest result, or all; a range of submission times): every part is computed on them.
+//! The Moodle section calls `examflow_engine::quiz_statistics`.
 
+mod adaptive;
 mod compute;
 pub mod ffi;
+mod options;
 pub mod render;
 mod zip;
 
 pub use compute::build_report;
+pub use options::{AttemptSelection, OptionError, ReportOptions};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -80,6 +87,26 @@ pub struct ReportInput {
     /// The bank's questions in bank order (empty when the bank is not known).
     pub items: Vec<ItemInfo>,
     pub calibration: Option<CalibrationRef>,
+    /// Which results count ([`ReportOptions`]); applied here, before anything is computed.
+    /// `durations` may carry `finished_at_us` (µs since the epoch) for the date range.
+    pub options: ReportOptions,
+    /// The exam's finished adaptive sessions (empty when it never ran adaptively); only
+    /// those whose result is among the selected results count.
+    pub adaptive_sessions: Vec<AdaptiveSession>,
+}
+
+/// A finished adaptive session as the adaptive section needs it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdaptiveSession {
+    pub session: String,
+    /// The id of the session's stored result (a `document_id` of `results`).
+    pub result_id: Option<String>,
+    pub theta: f64,
+    pub se: f64,
+    /// The items administered, in order.
+    pub items: Vec<String>,
+    pub stop_reason: String,
+    pub calibration_version: i64,
 }
 
 /// An exam's score report. Statistics that are undefined (no data, a constant) are null.
@@ -99,6 +126,130 @@ pub struct ExamReport {
     /// One row per result, by email, then submission time.
     pub students: Vec<StudentRow>,
     pub calibration: Option<CalibrationRef>,
+    /// The options the report was computed with (which results count).
+    pub options: ReportOptions,
+    /// Moodle's quiz statistics of the same results.
+    pub moodle: MoodleStatistics,
+    /// How the exam's adaptive sessions went; null when it never ran adaptively.
+    pub adaptive: Option<AdaptiveReport>,
+}
+
+/// Moodle's quiz statistics (<https://docs.moodle.org/dev/Quiz_statistics_calculations>,
+/// computed by `examflow_engine::quiz_statistics`): every result with question-level
+/// detail is an attempt, every question answered in them a question of max mark 1 (1 when
+/// right, 0 when wrong or not in the result). Percentages are 0–100.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoodleStatistics {
+    pub test: MoodleTest,
+    /// In bank order, then any other question by id.
+    pub questions: Vec<MoodleQuestion>,
+}
+
+/// Moodle's test statistics; scores are marks out of `max_score` (the number of questions).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoodleTest {
+    pub attempts: u64,
+    pub max_score: f64,
+    pub mean: Option<f64>,
+    pub median: Option<f64>,
+    pub standard_deviation: Option<f64>,
+    /// As Moodle shows them: mean, median and SD as a percentage of `max_score`.
+    pub mean_percentage: Option<f64>,
+    pub median_percentage: Option<f64>,
+    pub standard_deviation_percentage: Option<f64>,
+    pub skewness: Option<f64>,
+    /// Excess kurtosis (0 for a normal distribution).
+    pub kurtosis: Option<f64>,
+    /// Coefficient of internal consistency (%): Cronbach's alpha × 100.
+    pub coefficient_of_internal_consistency: Option<f64>,
+    /// Error ratio (%): 100·√(1 − CIC/100).
+    pub error_ratio: Option<f64>,
+    /// Standard error of the score: error ratio × SD / 100 (marks).
+    pub standard_error: Option<f64>,
+}
+
+/// Moodle's statistics of one question (percentages 0–100).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoodleQuestion {
+    pub item: String,
+    pub question: String,
+    pub max_mark: f64,
+    /// Facility index: mean mark / max mark.
+    pub facility_index: Option<f64>,
+    /// Standard deviation of the marks, % of the max mark.
+    pub standard_deviation: Option<f64>,
+    /// 1 / number of options for single-answer multiple choice.
+    pub random_guess_score: Option<f64>,
+    pub intended_weight: Option<f64>,
+    /// Null when the question's covariance with the total is negative.
+    pub effective_weight: Option<f64>,
+    pub negative_covariance: bool,
+    /// Correlation with the rest of the test.
+    pub discrimination_index: Option<f64>,
+    /// Covariance with the rest of the test over its largest possible value.
+    pub discriminative_efficiency: Option<f64>,
+}
+
+/// The adaptive section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdaptiveReport {
+    /// Finished sessions of the selected results.
+    pub sessions: u64,
+    /// Final ability estimates (bins 0.5 wide from −4 to 4; the end bins hold values beyond).
+    pub theta: Distribution,
+    /// Final standard errors of θ (bins 0.1 wide from 0 to 1; the last holds larger).
+    pub se: Distribution,
+    /// Items administered per session (one bin per length).
+    pub test_length: Distribution,
+    /// Why sessions stopped, most frequent first.
+    pub stop_reasons: Vec<StopReasonCount>,
+    /// Per item: the share of sessions that administered it.
+    pub exposure: Vec<ItemExposure>,
+    /// Expected number of items two sessions have in common.
+    pub mean_shared_items: Option<f64>,
+    /// Mean pairwise test overlap rate (Chen, Ankenmann & Spray, 2003): the expected
+    /// share of a test's items that another examinee also saw.
+    pub overlap_rate: Option<f64>,
+    pub calibration_versions: Vec<CalibrationVersionCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Distribution {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub sd: Option<f64>,
+    pub min: Option<f64>,
+    pub median: Option<f64>,
+    pub max: Option<f64>,
+    pub bins: Vec<DistributionBin>,
+}
+
+/// Values in `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DistributionBin {
+    pub from: f64,
+    pub to: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StopReasonCount {
+    pub stop_reason: String,
+    pub sessions: u64,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemExposure {
+    pub item: String,
+    pub sessions: u64,
+    pub exposure_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CalibrationVersionCount {
+    pub calibration_version: i64,
+    pub sessions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,16 +6,23 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{ExamReport, ReportError};
+use crate::{Distribution, ExamReport, ReportError};
 
 /// The CSV tables of a report, by name (`?table=` and the zip's file names).
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 13] = [
     "summary",
     "histogram",
     "items",
     "distractors",
     "trend",
     "students",
+    "moodle_questions",
+    "moodle_test",
+    "adaptive",
+    "adaptive_distributions",
+    "adaptive_exposure",
+    "adaptive_stop_reasons",
+    "adaptive_calibrations",
 ];
 
 /// Most student rows the HTML page lists (the CSV and JSON have them all).
@@ -108,6 +115,10 @@ fn summary_rows(report: &ExamReport) -> Vec<(String, String)> {
         serde_json::to_value(&report.summary).unwrap_or_default(),
     );
     add(
+        "options_",
+        serde_json::to_value(&report.options).unwrap_or_default(),
+    );
+    add(
         "reliability_",
         serde_json::to_value(&report.reliability).unwrap_or_default(),
     );
@@ -137,9 +148,133 @@ struct ItemCsvRow<'a> {
     flags: String,
 }
 
+/// `metric,value` rows as CSV (values that were text are already neutralised).
+fn metric_table(rows: &[(String, String)]) -> Result<String, ReportError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut put = |record: [&str; 2]| {
+        writer
+            .write_record(record)
+            .map_err(|e| render_error("csv")(e.to_string()))
+    };
+    put(["metric", "value"])?;
+    for (metric, value) in rows {
+        put([&csv_safe(metric), value])?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| render_error("csv")(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| render_error("csv")(e.to_string()))
+}
+
+/// Numbers of a serialised record as `metric,value` rows named `{prefix}{field}`.
+fn number_rows(prefix: &str, value: serde_json::Value, rows: &mut Vec<(String, String)>) {
+    if let serde_json::Value::Object(map) = value {
+        for (key, v) in map {
+            let text = match v {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => csv_safe(&s).into_owned(),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => continue,
+                other => other.to_string(),
+            };
+            rows.push((format!("{prefix}{key}"), text));
+        }
+    }
+}
+
+/// The `adaptive` table: sessions, overlap and the summary numbers of each distribution
+/// (empty when the exam never ran adaptively).
+fn adaptive_rows(report: &ExamReport) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let Some(a) = &report.adaptive else {
+        return rows;
+    };
+    number_rows("", serde_json::to_value(a).unwrap_or_default(), &mut rows);
+    for (name, d) in [
+        ("theta", &a.theta),
+        ("se", &a.se),
+        ("test_length", &a.test_length),
+    ] {
+        number_rows(
+            &format!("{name}_"),
+            serde_json::to_value(d).unwrap_or_default(),
+            &mut rows,
+        );
+    }
+    rows
+}
+
+#[derive(Serialize)]
+struct DistributionCsvRow {
+    distribution: &'static str,
+    from: f64,
+    to: f64,
+    count: u64,
+}
+
 /// One table of the report as CSV (header line first).
 pub fn csv_table(report: &ExamReport, table: &str) -> Result<String, ReportError> {
+    let adaptive = report.adaptive.as_ref();
     match table {
+        "moodle_questions" => write_rows(
+            &report.moodle.questions,
+            &[
+                "item",
+                "question",
+                "max_mark",
+                "facility_index",
+                "standard_deviation",
+                "random_guess_score",
+                "intended_weight",
+                "effective_weight",
+                "negative_covariance",
+                "discrimination_index",
+                "discriminative_efficiency",
+            ],
+        ),
+        "moodle_test" => {
+            let mut rows = Vec::new();
+            number_rows(
+                "",
+                serde_json::to_value(&report.moodle.test).unwrap_or_default(),
+                &mut rows,
+            );
+            metric_table(&rows)
+        }
+        "adaptive" => metric_table(&adaptive_rows(report)),
+        "adaptive_distributions" => {
+            let rows: Vec<DistributionCsvRow> = adaptive
+                .map(|a| {
+                    [
+                        ("theta", &a.theta),
+                        ("se", &a.se),
+                        ("test_length", &a.test_length),
+                    ]
+                    .into_iter()
+                    .flat_map(|(name, d): (&'static str, &Distribution)| {
+                        d.bins.iter().map(move |b| DistributionCsvRow {
+                            distribution: name,
+                            from: b.from,
+                            to: b.to,
+                            count: b.count,
+                        })
+                    })
+                    .collect()
+                })
+                .unwrap_or_default();
+            write_rows(&rows, &["distribution", "from", "to", "count"])
+        }
+        "adaptive_exposure" => write_rows(
+            adaptive.map_or(&[][..], |a| &a.exposure),
+            &["item", "sessions", "exposure_rate"],
+        ),
+        "adaptive_stop_reasons" => write_rows(
+            adaptive.map_or(&[][..], |a| &a.stop_reasons),
+            &["stop_reason", "sessions", "share"],
+        ),
+        "adaptive_calibrations" => write_rows(
+            adaptive.map_or(&[][..], |a| &a.calibration_versions),
+            &["calibration_version", "sessions"],
+        ),
         "summary" => {
             let rows = summary_rows(report);
             let mut writer = csv::Writer::from_writer(Vec::new());
@@ -432,6 +567,25 @@ pub fn html(report: &ExamReport) -> String {
         s.results,
         s.takers
     );
+    let o = &report.options;
+    let _ = write!(
+        page,
+        r#"<p class="meta" id="options">Counting {}{}{}.</p>"#,
+        match o.attempts {
+            crate::AttemptSelection::First => "each student's first result",
+            crate::AttemptSelection::Last => "each student's last result",
+            crate::AttemptSelection::Highest => "each student's highest result",
+            crate::AttemptSelection::All => "every result",
+        },
+        o.from.map_or(String::new(), |t| format!(
+            ", submitted from {}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )),
+        o.to.map_or(String::new(), |t| format!(
+            ", submitted until {}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )),
+    );
     let card = |label: &str, value: String| {
         format!(
             r#"<div class="card"><b>{}</b>{}</div>"#,
@@ -518,6 +672,8 @@ pub fn html(report: &ExamReport) -> String {
     }
     page.push_str("</tbody></table>");
 
+    moodle_html(report, &mut page);
+
     page.push_str(
         r#"<h2>Answers chosen</h2><table id="distractors"><thead><tr><th>Question</th><th>Answer</th><th>Count</th><th>Share</th><th>Lower 27%</th><th>Upper 27%</th><th>Mean correct</th></tr></thead><tbody>"#,
     );
@@ -553,6 +709,8 @@ pub fn html(report: &ExamReport) -> String {
     }
     page.push_str("</tbody></table>");
 
+    adaptive_html(report, &mut page);
+
     let shown = report.students.len().min(HTML_STUDENT_ROWS);
     let _ = write!(
         page,
@@ -580,4 +738,161 @@ pub fn html(report: &ExamReport) -> String {
     }
     page.push_str("</tbody></table></body></html>\n");
     page
+}
+
+/// Moodle's quiz statistics: the test numbers as a table, then one row per question.
+fn moodle_html(report: &ExamReport, page: &mut String) {
+    let t = &report.moodle.test;
+    page.push_str(
+        r#"<h2>Moodle quiz statistics</h2><p>The statistics of Moodle's quiz statistics report, computed the same way: every result is an attempt, every question is worth 1 mark. Percentages are of the maximum mark.</p><table id="moodle-test"><tbody>"#,
+    );
+    for (label, value) in [
+        ("Attempts", t.attempts.to_string()),
+        (
+            "Average grade",
+            format!(
+                "{} of {} ({}%)",
+                num(t.mean, 2),
+                num(Some(t.max_score), 0),
+                num(t.mean_percentage, 1)
+            ),
+        ),
+        (
+            "Median grade",
+            format!("{} ({}%)", num(t.median, 2), num(t.median_percentage, 1)),
+        ),
+        (
+            "Standard deviation",
+            format!(
+                "{} ({}%)",
+                num(t.standard_deviation, 2),
+                num(t.standard_deviation_percentage, 1)
+            ),
+        ),
+        ("Skewness", num(t.skewness, 4)),
+        ("Kurtosis", num(t.kurtosis, 4)),
+        (
+            "Coefficient of internal consistency",
+            format!("{}%", num(t.coefficient_of_internal_consistency, 2)),
+        ),
+        ("Error ratio", format!("{}%", num(t.error_ratio, 2))),
+        ("Standard error", num(t.standard_error, 2)),
+    ] {
+        let _ = write!(
+            page,
+            r#"<tr><th scope="row">{}</th><td class="n">{}</td></tr>"#,
+            escape(label),
+            escape(&value)
+        );
+    }
+    page.push_str(
+        r#"</tbody></table><table id="moodle-questions"><thead><tr><th>Question</th><th>Facility index</th><th>Standard deviation</th><th>Random guess score</th><th>Intended weight</th><th>Effective weight</th><th>Discrimination index</th><th>Discriminative efficiency</th></tr></thead><tbody>"#,
+    );
+    let pct = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.2}%"));
+    for q in &report.moodle.questions {
+        let _ = write!(
+            page,
+            r#"<tr><td><code>{}</code> {}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            escape(&q.item),
+            escape(&q.question),
+            pct(q.facility_index),
+            pct(q.standard_deviation),
+            pct(q.random_guess_score),
+            pct(q.intended_weight),
+            if q.negative_covariance {
+                "negative covariance".to_string()
+            } else {
+                pct(q.effective_weight)
+            },
+            pct(q.discrimination_index),
+            pct(q.discriminative_efficiency),
+        );
+    }
+    page.push_str("</tbody></table>");
+}
+
+/// One distribution's numbers and its bins as a small bar table.
+fn distribution_html(id: &str, title: &str, d: &Distribution, digits: usize, page: &mut String) {
+    let _ = write!(
+        page,
+        r#"<h3>{}</h3><p>{} sessions · mean {} · SD {} · min {} · median {} · max {}</p><table id="{}"><thead><tr><th>From</th><th>To</th><th>Sessions</th></tr></thead><tbody>"#,
+        escape(title),
+        d.count,
+        num(d.mean, digits),
+        num(d.sd, digits),
+        num(d.min, digits),
+        num(d.median, digits),
+        num(d.max, digits),
+        escape(id)
+    );
+    let max = d.bins.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    for b in &d.bins {
+        let _ = write!(
+            page,
+            r#"<tr><td class="n">{}</td><td class="n">{}</td><td class="n">{} <span class="dist-bar" style="display:inline-block;height:.7em;background:#3b6ea8;width:{:.1}em"></span></td></tr>"#,
+            b.from,
+            b.to,
+            b.count,
+            8.0 * b.count as f64 / max as f64
+        );
+    }
+    page.push_str("</tbody></table>");
+}
+
+/// The adaptive section (nothing when the exam never ran adaptively).
+fn adaptive_html(report: &ExamReport, page: &mut String) {
+    let Some(a) = &report.adaptive else {
+        return;
+    };
+    let _ = write!(
+        page,
+        r#"<h2 id="adaptive">Adaptive sessions</h2><p>{} finished adaptive sessions. Two sessions share on average {} items: a test overlap rate of {} (the expected share of a student's items another student also saw).</p>"#,
+        a.sessions,
+        num(a.mean_shared_items, 2),
+        percent(a.overlap_rate)
+    );
+    distribution_html("adaptive-theta", "Ability (θ)", &a.theta, 2, page);
+    distribution_html("adaptive-se", "Standard error of θ", &a.se, 3, page);
+    distribution_html(
+        "adaptive-length",
+        "Test length (items)",
+        &a.test_length,
+        1,
+        page,
+    );
+    page.push_str(
+        r#"<h3>Why sessions stopped</h3><table id="adaptive-stop-reasons"><thead><tr><th>Stop reason</th><th>Sessions</th><th>Share</th></tr></thead><tbody>"#,
+    );
+    for r in &a.stop_reasons {
+        let _ = write!(
+            page,
+            r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            escape(&r.stop_reason.replace('_', " ")),
+            r.sessions,
+            percent(Some(r.share))
+        );
+    }
+    page.push_str(
+        r#"</tbody></table><h3>Item exposure</h3><table id="adaptive-exposure"><thead><tr><th>Question</th><th>Sessions</th><th>Exposure rate</th></tr></thead><tbody>"#,
+    );
+    for e in &a.exposure {
+        let _ = write!(
+            page,
+            r#"<tr><td><code>{}</code></td><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            escape(&e.item),
+            e.sessions,
+            percent(Some(e.exposure_rate))
+        );
+    }
+    page.push_str(
+        r#"</tbody></table><h3>Calibration versions used</h3><table id="adaptive-calibrations"><thead><tr><th>Version</th><th>Sessions</th></tr></thead><tbody>"#,
+    );
+    for v in &a.calibration_versions {
+        let _ = write!(
+            page,
+            r#"<tr><td class="n">{}</td><td class="n">{}</td></tr>"#,
+            v.calibration_version, v.sessions
+        );
+    }
+    page.push_str("</tbody></table>");
 }

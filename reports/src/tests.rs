@@ -11,7 +11,9 @@ use examflow_engine::ctt::{analyze, distractor_analysis};
 use examflow_engine::irt::{MISSING, ResponseMatrix, SplitMix64};
 
 use crate::ffi::to_polars;
-use crate::{ExamReport, ItemInfo, ReportInput, build_report, render};
+use crate::{
+    AttemptSelection, ExamReport, ItemInfo, ReportInput, ReportOptions, build_report, render,
+};
 
 const OPTIONS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 const DAY_US: i64 = 86_400_000_000;
@@ -201,6 +203,13 @@ fn input(exam: &Exam) -> ReportInput {
             })
             .collect(),
         calibration: None,
+        // Most students here have two results: these tests compare every result with the
+        // engine's statistics.
+        options: ReportOptions {
+            attempts: AttemptSelection::All,
+            ..Default::default()
+        },
+        adaptive_sessions: Vec::new(),
     }
 }
 
@@ -496,17 +505,10 @@ fn renderings_hold_every_table() {
     let files = crate::zip::read(&zip);
     let mut names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "distractors.csv",
-            "histogram.csv",
-            "items.csv",
-            "students.csv",
-            "summary.csv",
-            "trend.csv"
-        ]
-    );
+    let mut expected: Vec<String> = render::TABLES.iter().map(|t| format!("{t}.csv")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(names.contains(&"moodle_questions.csv") && names.contains(&"adaptive_exposure.csv"));
     let text = &files.iter().find(|(n, _)| n == "students.csv").unwrap().1;
     assert_eq!(String::from_utf8_lossy(text), students);
     let raw: usize = files.iter().map(|(_, d)| d.len()).sum();
@@ -620,4 +622,431 @@ fn report_csv_neutralises_text_and_keeps_numbers() {
     let files = crate::zip::read(&zip);
     let items_csv = &files.iter().find(|(n, _)| n == "items.csv").unwrap().1;
     assert!(String::from_utf8_lossy(items_csv).contains("'=HYPERLINK"));
+}
+
+/// A small exam written out by hand: results (id, email, submitted at, marks per question
+/// of q1..q3), every question with 4 options, answers named by `document_id`.
+fn small_input(rows: &[(&str, &str, &str, [u8; 3])]) -> ReportInput {
+    let micros = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_micros()
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("document_id", DataType::Utf8, false),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("score", DataType::Int64, true),
+        Field::new("total", DataType::Int64, true),
+        Field::new("percentage", DataType::Int64, true),
+        Field::new("result", DataType::Utf8, true),
+        Field::new("submitted_at_us", DataType::Int64, true),
+    ]));
+    let score = |m: &[u8; 3]| m.iter().map(|&x| i64::from(x)).sum::<i64>();
+    let results = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            strings(rows.iter().map(|r| Some(r.0.to_string())).collect(), false),
+            strings(rows.iter().map(|r| Some(r.1.to_string())).collect(), false),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| score(&r.3)).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(vec![3i64; rows.len()])),
+            Arc::new(Int64Array::from(
+                rows.iter()
+                    .map(|r| (score(&r.3) * 100 + 1) / 3)
+                    .collect::<Vec<_>>(),
+            )),
+            strings(vec![None; rows.len()], false),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| micros(r.2)).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    let answers_schema = Arc::new(Schema::new(vec![
+        Field::new("document_id", DataType::Utf8, false),
+        Field::new("item", DataType::Utf8, true),
+        Field::new("question", DataType::Utf8, true),
+        Field::new("user_answer", DataType::Utf8, true),
+        Field::new("correct_answer", DataType::Utf8, true),
+        Field::new("is_correct", DataType::Boolean, true),
+    ]));
+    let mut a = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (id, _, _, marks) in rows {
+        for (i, &x) in marks.iter().enumerate() {
+            a.0.push(Some(id.to_string()));
+            a.1.push(Some(format!("q{}", i + 1)));
+            a.2.push(Some(format!("Question {}?", i + 1)));
+            a.3.push(Some(if x == 1 { "alpha" } else { "beta" }.to_string()));
+            a.4.push(Some("alpha".to_string()));
+            a.5.push(Some(x == 1));
+        }
+    }
+    let answers = RecordBatch::try_new(
+        answers_schema.clone(),
+        vec![
+            strings(a.0, false),
+            strings(a.1, false),
+            strings(a.2, false),
+            strings(a.3, false),
+            strings(a.4, false),
+            Arc::new(BooleanArray::from(a.5)),
+        ],
+    )
+    .unwrap();
+    let durations_schema = Arc::new(Schema::new(vec![
+        Field::new("duration_seconds", DataType::Float64, true),
+        Field::new("finished_at_us", DataType::Int64, true),
+    ]));
+    let durations = RecordBatch::try_new(
+        durations_schema.clone(),
+        vec![
+            Arc::new(Float64Array::from(vec![Some(60.0), Some(120.0)])),
+            Arc::new(Int64Array::from(vec![
+                micros("2026-12-01T10:00:00Z"),
+                micros("2026-12-02T10:00:00Z"),
+            ])),
+        ],
+    )
+    .unwrap();
+    ReportInput {
+        exam: "small".into(),
+        generated_at: "2026-12-05T00:00:00Z".into(),
+        results: to_polars(&schema, &[results]).unwrap(),
+        answers: to_polars(&answers_schema, &[answers]).unwrap(),
+        durations: to_polars(&durations_schema, &[durations]).unwrap(),
+        items: (1..=3)
+            .map(|i| ItemInfo {
+                item: format!("q{i}"),
+                question: format!("Question {i}?"),
+                options: OPTIONS.iter().map(|o| o.to_string()).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        calibration: None,
+        options: ReportOptions::default(),
+        adaptive_sessions: Vec::new(),
+    }
+}
+
+fn near(got: Option<f64>, want: f64, what: &str) {
+    let got = got.unwrap_or_else(|| panic!("{what}: null, expected {want}"));
+    assert!((got - want).abs() < 1e-9, "{what}: {got}, expected {want}");
+}
+
+/// Moodle's statistics on four attempts of three 1-mark questions, every value worked out
+/// by hand from Moodle's formulas (docs.moodle.org/dev/Quiz_statistics_calculations).
+#[test]
+fn moodle_statistics_of_a_small_quiz_by_hand() {
+    // Marks (q1 q2 q3) and totals T:  A 1 1 1 = 3,  B 1 1 0 = 2,  C 1 0 1 = 2,  D 0 0 0 = 0.
+    let report = build_report(small_input(&[
+        ("A", "a@x", "2026-12-01T10:00:00Z", [1, 1, 1]),
+        ("B", "b@x", "2026-12-01T11:00:00Z", [1, 1, 0]),
+        ("C", "c@x", "2026-12-01T12:00:00Z", [1, 0, 1]),
+        ("D", "d@x", "2026-12-01T13:00:00Z", [0, 0, 0]),
+    ]))
+    .unwrap();
+    let m = &report.moodle;
+    let ids: Vec<&str> = m.questions.iter().map(|q| q.item.as_str()).collect();
+    assert_eq!(ids, ["q1", "q2", "q3"]);
+    let (q1, q2, q3) = (&m.questions[0], &m.questions[1], &m.questions[2]);
+    // Facility: mean mark / 1. q1: 3/4; q2, q3: 2/4.
+    near(q1.facility_index, 75.0, "q1 facility");
+    near(q2.facility_index, 50.0, "q2 facility");
+    near(q3.facility_index, 50.0, "q3 facility");
+    // SD (n − 1): q1 Σ(x − .75)² = 3·.0625 + .5625 = .75, /3 = .25, √ = .5;
+    // q2: 4·.25/3 = 1/3, √(1/3) = .57735…
+    near(q1.standard_deviation, 50.0, "q1 sd");
+    near(q2.standard_deviation, 100.0 / 3f64.sqrt(), "q2 sd");
+    near(q3.standard_deviation, 100.0 / 3f64.sqrt(), "q3 sd");
+    // Random guess: 1 / 4 options. Intended weight: 1 mark of 3.
+    near(q1.random_guess_score, 25.0, "q1 random guess");
+    near(q1.intended_weight, 100.0 / 3.0, "q1 intended weight");
+    // C(x, T), T − mean = (1.25, .25, .25, −1.75):
+    // q1: (.25·1.25 + .25·.25 + .25·.25 + .75·1.75)/3 = 1.75/3 = 7/12;
+    // q2: (.5·1.25 + .5·.25 − .5·.25 + .5·1.75)/3 = .5; q3 likewise .5.
+    // EW1 = √(7/12) / (√(7/12) + 2·√.5) = .763763/2.177977 = 35.0675…%.
+    let denominator = (7.0f64 / 12.0).sqrt() + 2.0 * 0.5f64.sqrt();
+    near(
+        q1.effective_weight,
+        100.0 * (7.0f64 / 12.0).sqrt() / denominator,
+        "q1 ew",
+    );
+    near(
+        q2.effective_weight,
+        100.0 * 0.5f64.sqrt() / denominator,
+        "q2 ew",
+    );
+    assert!(!q1.negative_covariance);
+    // Discrimination index r(x, T − x): q1 rest = (2, 1, 1, 0), C = 1/3, V(rest) = 2/3,
+    // V(x) = 1/4: r = (1/3)/√(1/6) = √6/3 = .816497. q2 rest = (2, 1, 2, 0): C = 1/6,
+    // V(rest) = 11/12, V(x) = 1/3: r = (1/6)/√(11/36) = 1/√11 = .301511.
+    near(q1.discrimination_index, 100.0 * 6f64.sqrt() / 3.0, "q1 di");
+    near(q2.discrimination_index, 100.0 / 11f64.sqrt(), "q2 di");
+    near(q3.discrimination_index, 100.0 / 11f64.sqrt(), "q3 di");
+    // Discriminative efficiency: C over C_max of both lists sorted. q1: x (0,1,1,1),
+    // rest (0,1,1,2): C_max = (.75·1 + .25·1)/3 = 1/3 = C → 100%. q2: x (0,0,1,1), rest
+    // (0,1,2,2): C_max = (.5·1.25 + .5·.25 + .5·.75 + .5·.75)/3 = .5 → (1/6)/.5 = 33.3%.
+    near(q1.discriminative_efficiency, 100.0, "q1 de");
+    near(q2.discriminative_efficiency, 100.0 / 3.0, "q2 de");
+    let t = &m.test;
+    assert_eq!(t.attempts, 4);
+    assert_eq!(t.max_score, 3.0);
+    // Mean 7/4; median (2 + 2)/2; V(T) = (1.5625 + .0625 + .0625 + 3.0625)/3 = 19/12.
+    near(t.mean, 1.75, "mean");
+    near(t.median, 2.0, "median");
+    near(t.standard_deviation, (19.0f64 / 12.0).sqrt(), "sd");
+    near(t.mean_percentage, 100.0 * 1.75 / 3.0, "mean %");
+    // m3 = (1.953125 + .015625 + .015625 − 5.359375)/4 = −.84375, k3 = 16·m3/(3·2) = −2.25,
+    // skewness = −2.25 / (19/12)^1.5 = −1.129338.
+    near(t.skewness, -2.25 / (19.0f64 / 12.0).powf(1.5), "skewness");
+    // m2 = 1.1875, m4 = 11.828125/4; k4 = 16·(5·m4 − 9·m2²)/6 = 67/12;
+    // kurtosis = (67/12)/(19/12)² = 804/361.
+    near(t.kurtosis, 804.0 / 361.0, "kurtosis");
+    // CIC = 100 · 3/2 · (1 − (1/4 + 1/3 + 1/3)/(19/12)) = 150 · 8/19 = 1200/19 %.
+    near(t.coefficient_of_internal_consistency, 1200.0 / 19.0, "cic");
+    // ER = 100·√(1 − 12/19) = 100·√(7/19); SE = √(7/19)·√(19/12) = √(7/12).
+    near(t.error_ratio, 100.0 * (7.0f64 / 19.0).sqrt(), "error ratio");
+    near(t.standard_error, (7.0f64 / 12.0).sqrt(), "standard error");
+    // The same alpha as the reliability section.
+    near(report.reliability.alpha, 12.0 / 19.0, "alpha");
+
+    let csv = render::csv_table(&report, "moodle_questions").unwrap();
+    assert!(csv.starts_with("item,question,max_mark,facility_index,standard_deviation"));
+    assert_eq!(csv.lines().count(), 4);
+    assert!(
+        render::csv_table(&report, "moodle_test")
+            .unwrap()
+            .contains("error_ratio,")
+    );
+    let html = render::html(&report);
+    assert!(html.contains("Moodle quiz statistics") && html.contains("id=\"moodle-questions\""));
+}
+
+/// Six results of three students: a three times (33%, 100%, 67%), b twice (33% and 33%:
+/// a tie), c once.
+fn repeated_attempts() -> ReportInput {
+    small_input(&[
+        ("r1", "a@x", "2026-12-01T10:00:00Z", [1, 0, 0]),
+        ("r2", "a@x", "2026-12-02T10:00:00Z", [1, 1, 1]),
+        ("r3", "a@x", "2026-12-03T10:00:00Z", [1, 1, 0]),
+        ("r4", "b@x", "2026-12-01T12:00:00Z", [0, 0, 1]),
+        ("r5", "b@x", "2026-12-03T12:00:00Z", [0, 1, 0]),
+        ("r6", "c@x", "2026-12-02T09:00:00Z", [1, 1, 1]),
+    ])
+}
+
+fn with_options(attempts: Option<&str>, from: Option<&str>, to: Option<&str>) -> ExamReport {
+    let mut input = repeated_attempts();
+    input.options = ReportOptions::parse(attempts, from, to).unwrap();
+    build_report(input).unwrap()
+}
+
+fn counted(report: &ExamReport) -> Vec<&str> {
+    let mut ids: Vec<&str> = report
+        .students
+        .iter()
+        .map(|s| s.document_id.as_str())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn facilities(report: &ExamReport) -> Vec<f64> {
+    report.items.iter().map(|i| i.p_value.unwrap()).collect()
+}
+
+#[test]
+fn attempts_choose_which_results_count() {
+    // first: r1 (1 0 0), r4 (0 0 1), r6 (1 1 1).
+    let first = with_options(None, None, None);
+    assert_eq!(first.options.attempts, AttemptSelection::First);
+    assert_eq!(counted(&first), ["r1", "r4", "r6"]);
+    assert_eq!(facilities(&first), [2.0 / 3.0, 1.0 / 3.0, 2.0 / 3.0]);
+    assert_eq!((first.summary.results, first.summary.takers), (3, 3));
+    assert_eq!(first.reliability.persons, 3);
+    assert_eq!(first.moodle.test.attempts, 3);
+    near(
+        first.moodle.questions[1].facility_index,
+        100.0 / 3.0,
+        "first q2",
+    );
+    // The distractor table counts the same three results.
+    let q2_answers: u64 = first
+        .distractors
+        .iter()
+        .filter(|d| d.item == "q2")
+        .map(|d| d.count)
+        .sum();
+    assert_eq!(q2_answers, 3);
+    // last: r3 (1 1 0), r5 (0 1 0), r6.
+    let last = with_options(Some("last"), None, None);
+    assert_eq!(counted(&last), ["r3", "r5", "r6"]);
+    assert_eq!(facilities(&last), [2.0 / 3.0, 1.0, 1.0 / 3.0]);
+    // highest: a's r2 (100%); b's 33% tie goes to the earlier r4; c's r6.
+    let highest = with_options(Some("highest"), None, None);
+    assert_eq!(counted(&highest), ["r2", "r4", "r6"]);
+    assert_eq!(facilities(&highest), [2.0 / 3.0, 2.0 / 3.0, 1.0]);
+    // all six: q1 right in r1 r2 r3 r6, q2 in r2 r3 r5 r6, q3 in r2 r4 r6.
+    let all = with_options(Some("all"), None, None);
+    assert_eq!(counted(&all), ["r1", "r2", "r3", "r4", "r5", "r6"]);
+    assert_eq!(facilities(&all), [4.0 / 6.0, 4.0 / 6.0, 3.0 / 6.0]);
+    assert_eq!(all.moodle.test.attempts, 6);
+    assert_eq!(
+        serde_json::to_value(&all.options).unwrap(),
+        serde_json::json!({"attempts": "all", "from": null, "to": null})
+    );
+}
+
+#[test]
+fn a_date_range_limits_the_results_before_attempts_are_chosen() {
+    // 2 December only (a plain `to` date is the whole day): r6 at 09:00, r2 at 10:00.
+    let day = with_options(Some("all"), Some("2026-12-02"), Some("2026-12-02"));
+    assert_eq!(counted(&day), ["r2", "r6"]);
+    assert_eq!(facilities(&day), [1.0, 1.0, 1.0]);
+    // Time on task: the attempt that finished on 2 December.
+    assert_eq!(day.time_on_task.attempts, 1);
+    // From 2 December on, first per student: a's r2, b's r5, c's r6.
+    let later = with_options(None, Some("2026-12-02T00:00:00Z"), None);
+    assert_eq!(counted(&later), ["r2", "r5", "r6"]);
+    assert_eq!(facilities(&later), [2.0 / 3.0, 1.0, 2.0 / 3.0]);
+    // Up to an instant: only r1 (10:00) on 1 December, r4 is at 12:00.
+    let morning = with_options(Some("all"), None, Some("2026-12-01T11:00:00Z"));
+    assert_eq!(counted(&morning), ["r1"]);
+    assert_eq!(
+        morning.summary.last_submitted_at.as_deref(),
+        Some("2026-12-01T10:00:00Z")
+    );
+    let html = render::html(&morning);
+    assert!(
+        html.contains("submitted until 2026-12-01T11:00:00Z"),
+        "the page says what counts"
+    );
+    // Nothing in range: an empty report, not an error.
+    let none = with_options(None, Some("2027-01-01"), None);
+    assert_eq!(none.summary.results, 0);
+    assert_eq!(none.moodle.test.attempts, 0);
+}
+
+/// The server names each answer's result by its row: the rows are renumbered after the
+/// selection, giving the same report as by document id.
+#[test]
+fn selected_answers_by_result_row_match_by_id() {
+    for attempts in ["first", "last", "highest"] {
+        let mut by_id = repeated_attempts();
+        by_id.options = ReportOptions::parse(Some(attempts), None, None).unwrap();
+        let mut by_row = repeated_attempts();
+        by_row.options = by_id.options.clone();
+        let rows: Vec<u32> = by_row
+            .answers
+            .column("document_id")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|id| id.unwrap()[1..].parse::<u32>().unwrap() - 1)
+            .collect();
+        let mut answers = by_row.answers.drop("document_id").unwrap();
+        answers
+            .with_column(polars::prelude::Column::new("person".into(), rows))
+            .unwrap();
+        by_row.answers = answers;
+        // As JSON: an undefined correlation is NaN in the structs (null in JSON).
+        let json = |input| serde_json::to_value(build_report(input).unwrap()).unwrap();
+        let (a, b) = (json(by_id), json(by_row));
+        for part in ["summary", "items", "moodle", "distractors", "students"] {
+            assert_eq!(a[part], b[part], "{attempts}: {part}");
+        }
+    }
+}
+
+#[test]
+fn the_adaptive_section_counts_sessions_of_the_selected_results() {
+    let mut input = repeated_attempts();
+    let session = |id: &str, result: &str, theta: f64, items: &[&str], stop: &str, version| {
+        crate::AdaptiveSession {
+            session: id.into(),
+            result_id: Some(result.into()),
+            theta,
+            se: 0.3,
+            items: items.iter().map(|i| i.to_string()).collect(),
+            stop_reason: stop.into(),
+            calibration_version: version,
+        }
+    };
+    input.adaptive_sessions = vec![
+        session("s1", "r1", -1.2, &["q1", "q2"], "se_reached", 1),
+        session("s4", "r4", 0.3, &["q1", "q3"], "max_length", 1),
+        session("s6", "r6", 5.0, &["q1", "q2", "q3"], "se_reached", 2),
+        // r2 is not a first attempt: left out.
+        session("s2", "r2", 1.0, &["q2"], "max_length", 2),
+    ];
+    let report = build_report(input).unwrap();
+    let a = report.adaptive.as_ref().expect("an adaptive section");
+    assert_eq!(a.sessions, 3);
+    // Exposure: q1 in 3 of 3 sessions, q2 and q3 in 2.
+    let exposure: Vec<(&str, u64, f64)> = a
+        .exposure
+        .iter()
+        .map(|e| (e.item.as_str(), e.sessions, e.exposure_rate))
+        .collect();
+    assert_eq!(
+        exposure,
+        [("q1", 3, 1.0), ("q2", 2, 2.0 / 3.0), ("q3", 2, 2.0 / 3.0)]
+    );
+    // Pairs: s1–s4 share {q1}, s1–s6 {q1, q2}, s4–s6 {q1, q3}: (1 + 2 + 2)/3 = 5/3 items;
+    // mean length 7/3, so an overlap rate of 5/7.
+    near(a.mean_shared_items, 5.0 / 3.0, "shared items");
+    near(a.overlap_rate, 5.0 / 7.0, "overlap");
+    // θ: −1.2, 0.3, 5.0 (5.0 falls in the last bin, [3.5, 4)).
+    assert_eq!(a.theta.count, 3);
+    near(a.theta.mean, 4.1 / 3.0, "theta mean");
+    near(a.theta.median, 0.3, "theta median");
+    assert_eq!(a.theta.bins.len(), 16);
+    assert_eq!(a.theta.bins[15].count, 1);
+    assert_eq!(a.theta.bins[5].count, 1, "{:?}", a.theta.bins[5]);
+    assert_eq!(a.theta.bins[8].count, 1);
+    assert_eq!(a.theta.bins.iter().map(|b| b.count).sum::<u64>(), 3);
+    // Lengths 2, 2, 3: one bin per length.
+    assert_eq!(
+        a.test_length
+            .bins
+            .iter()
+            .map(|b| (b.from, b.count))
+            .collect::<Vec<_>>(),
+        [(2.0, 2), (3.0, 1)]
+    );
+    let reasons: Vec<(&str, u64)> = a
+        .stop_reasons
+        .iter()
+        .map(|r| (r.stop_reason.as_str(), r.sessions))
+        .collect();
+    assert_eq!(reasons, [("se_reached", 2), ("max_length", 1)]);
+    let versions: Vec<(i64, u64)> = a
+        .calibration_versions
+        .iter()
+        .map(|v| (v.calibration_version, v.sessions))
+        .collect();
+    assert_eq!(versions, [(1, 2), (2, 1)]);
+    let csv = render::csv_table(&report, "adaptive_exposure").unwrap();
+    assert_eq!(csv.lines().next(), Some("item,sessions,exposure_rate"));
+    assert_eq!(csv.lines().count(), 4);
+    assert!(
+        render::csv_table(&report, "adaptive")
+            .unwrap()
+            .contains("overlap_rate,")
+    );
+    let dist = render::csv_table(&report, "adaptive_distributions").unwrap();
+    assert!(dist.contains("theta,3.5,4.0,1"), "{dist}");
+    assert!(render::html(&report).contains("id=\"adaptive-exposure\""));
+
+    // No session: no section, and the adaptive tables are headers only.
+    let plain = build_report(repeated_attempts()).unwrap();
+    assert_eq!(plain.adaptive, None);
+    assert_eq!(
+        serde_json::to_value(&plain).unwrap()["adaptive"],
+        serde_json::Value::Null
+    );
+    let csv = render::csv_table(&plain, "adaptive_stop_reasons").unwrap();
+    assert_eq!(csv.lines().count(), 1);
 }
