@@ -21,7 +21,8 @@ use datafusion::prelude::{JoinType, SessionContext, cast, col, lit};
 use examflow_engine::Bank;
 use examflow_ingest::store::{MongoStore, SessionStore, SqliteStore, StoredCalibration};
 use examflow_reports::{
-    AdaptiveSession, CalibrationRef, ExamReport, ItemInfo, ReportInput, ReportOptions, render,
+    AdaptiveSession, CalibrationRef, DifRequest, ExamReport, ItemInfo, ReportInput, ReportOptions,
+    render,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -239,6 +240,7 @@ async fn compute(
     calibration: Option<StoredCalibration>,
     options: ReportOptions,
     sessions: Vec<AdaptiveSession>,
+    (roster, dif): RosterChoice,
 ) -> Result<ExamReport, ApiError> {
     let started = std::time::Instant::now();
     let data = read_data(ctx, exam).await?;
@@ -268,6 +270,8 @@ async fn compute(
             exam,
             options,
             adaptive_sessions: sessions,
+            roster,
+            dif,
         };
         let report = examflow_reports::build_report(input);
         tracing::debug!(
@@ -293,6 +297,81 @@ pub struct ReportQuery {
     from: Option<String>,
     /// Only results submitted at or before (a date: to the end of that day).
     to: Option<String>,
+    /// Only students of a roster group: `campus:north`.
+    group: Option<String>,
+    /// A DIF section by this roster column, e.g. `campus`.
+    dif: Option<String>,
+    /// The DIF reference group (default: the largest).
+    dif_reference: Option<String>,
+}
+
+/// The roster (when a group or DIF needs it) and the DIF request.
+type RosterChoice = (
+    std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    Option<DifRequest>,
+);
+
+/// The group filter and DIF request from their text, checked against the roster's
+/// columns (a column it does not have is a 400 naming the parameter), with the roster
+/// they need.
+async fn roster_choice(
+    store: &dyn SessionStore,
+    options: &mut ReportOptions,
+    group: Option<&str>,
+    dif: Option<&str>,
+    dif_reference: Option<&str>,
+) -> Result<RosterChoice, ApiError> {
+    if let Some(text) = group {
+        options.group = Some(
+            examflow_reports::parse_group(text)
+                .map_err(|e| ApiError::bad_request("invalid_group", e.to_string()))?,
+        );
+    }
+    let dif = dif.map(|column| DifRequest {
+        column: column.trim().to_lowercase(),
+        reference: dif_reference.map(str::to_string),
+    });
+    if dif.is_none() && dif_reference.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_dif",
+            "dif_reference: needs dif=COLUMN",
+        ));
+    }
+    if options.group.is_none() && dif.is_none() {
+        return Ok((Default::default(), None));
+    }
+    let columns = store.roster_columns().await?;
+    let known = |column: &str, parameter: &str, code: &'static str| {
+        if columns.iter().any(|c| c == column) {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                code,
+                format!(
+                    "{parameter}: the roster has no column {column:?} (columns: {}; import one \
+                     with examflow roster import)",
+                    if columns.is_empty() {
+                        "none".to_string()
+                    } else {
+                        columns.join(", ")
+                    }
+                ),
+            ))
+        }
+    };
+    if let Some((column, _)) = &options.group {
+        known(column, "group", "invalid_group")?;
+    }
+    if let Some(d) = &dif {
+        known(&d.column, "dif", "invalid_dif")?;
+    }
+    let roster = store
+        .roster()
+        .await?
+        .into_iter()
+        .map(|e| (e.email, e.groups))
+        .collect();
+    Ok((roster, dif))
 }
 
 const FORMATS: &str = "json, csv (a zip of all tables, or one with &table=), html";
@@ -363,7 +442,7 @@ fn file_stem(exam: &str) -> String {
 }
 
 fn check_table(table: &str) -> Result<(), ApiError> {
-    if render::TABLES.contains(&table) {
+    if render::TABLES.contains(&table) || table == render::DIF_TABLE {
         Ok(())
     } else {
         Err(ApiError::bad_request(
@@ -454,15 +533,30 @@ pub async fn get_report(
         }
         check_table(table)?;
     }
-    let options = report_options(
+    let mut options = report_options(
         query.attempts.as_deref(),
         query.from.as_deref(),
         query.to.as_deref(),
     )?;
+    let roster = roster_choice(
+        state.session_store.as_ref(),
+        &mut options,
+        query.group.as_deref(),
+        query.dif.as_deref(),
+        query.dif_reference.as_deref(),
+    )
+    .await?;
     // Read, computed and rendered on the SQL runtime, apart from the request workers.
     let executor = state.sql_executor.clone();
     executor
-        .run(report_response(state, exam, format, query.table, options))
+        .run(report_response(
+            state,
+            exam,
+            format,
+            query.table,
+            options,
+            roster,
+        ))
         .await?
 }
 
@@ -472,6 +566,7 @@ async fn report_response(
     format: ReportFormat,
     table: Option<String>,
     options: ReportOptions,
+    roster: RosterChoice,
 ) -> Result<Response, ApiError> {
     let bank = state.banks.get(&exam).cloned();
     let calibration =
@@ -481,7 +576,7 @@ async fn report_response(
     let timeout = Duration::from_secs(state.config.sql.timeout_secs.max(1));
     let report = tokio::time::timeout(
         timeout,
-        compute(&ctx, &exam, bank, calibration, options, sessions),
+        compute(&ctx, &exam, bank, calibration, options, sessions, roster),
     )
     .await
     .map_err(|_| {
@@ -609,6 +704,15 @@ pub struct ReportArgs {
     /// includes that whole day).
     #[arg(long)]
     pub to: Option<String>,
+    /// Only students of a roster group, e.g. campus:north.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Add a DIF section by this roster column, e.g. campus.
+    #[arg(long)]
+    pub dif: Option<String>,
+    /// The DIF reference group [default: the largest].
+    #[arg(long)]
+    pub dif_reference: Option<String>,
     /// Output file ("-" for standard output).
     #[arg(short = 'o', long)]
     pub output: PathBuf,
@@ -638,7 +742,7 @@ pub async fn report_command(
         );
         check_table(table).map_err(|e| anyhow::anyhow!("--table: {e}"))?;
     }
-    let options = report_options(
+    let mut options = report_options(
         args.attempts.as_deref(),
         args.from.as_deref(),
         args.to.as_deref(),
@@ -685,7 +789,7 @@ pub async fn report_command(
     } else {
         None
     };
-    let (calibration, sessions) = match &store {
+    let (calibration, sessions, roster) = match &store {
         Some(store) => (
             crate::calibration::active_version(store.as_ref(), &args.exam)
                 .await
@@ -693,17 +797,40 @@ pub async fn report_command(
             adaptive_sessions(store.as_ref(), &args.exam)
                 .await
                 .context("reading the adaptive sessions")?,
+            roster_choice(
+                store.as_ref(),
+                &mut options,
+                args.group.as_deref(),
+                args.dif.as_deref(),
+                args.dif_reference.as_deref(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("--{e}"))?,
         ),
-        None => (None, Vec::new()),
+        None => {
+            anyhow::ensure!(
+                args.group.is_none() && args.dif.is_none(),
+                "--group and --dif need a roster (examflow roster import) in the data dir"
+            );
+            (None, Vec::new(), (Default::default(), None))
+        }
     };
     progress.inc(1);
     progress.set_message(format!(
         "reading and computing the report of {:?}",
         args.exam
     ));
-    let report = compute(&ctx, &args.exam, bank, calibration, options, sessions)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = compute(
+        &ctx,
+        &args.exam,
+        bank,
+        calibration,
+        options,
+        sessions,
+        roster,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     progress.inc(1);
     progress.set_message("rendering");
     let bytes = rendered(

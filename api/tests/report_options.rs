@@ -79,7 +79,7 @@ async fn attempts_and_dates_choose_the_results_a_report_counts() {
     .expect("the report counts all 4 results");
     assert_eq!(
         all["options"],
-        json!({"attempts": "all", "from": null, "to": null})
+        json!({"attempts": "all", "from": null, "to": null, "group": null})
     );
     // Question 1: right in ann's second, bob's and cy's results; question 6: not cy's.
     let p = p_values(&all);
@@ -92,7 +92,7 @@ async fn attempts_and_dates_choose_the_results_a_report_counts() {
     assert_eq!(status, 200, "{first}");
     assert_eq!(
         first["options"],
-        json!({"attempts": "first", "from": null, "to": null})
+        json!({"attempts": "first", "from": null, "to": null, "group": null})
     );
     assert_eq!(first["summary"]["results"], 3);
     assert_eq!(first["summary"]["takers"], 3);

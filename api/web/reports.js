@@ -7,7 +7,8 @@ function formatPercent(value, digits) {
   return typeof value === "number" && isFinite(value) ? value.toFixed(digits) + "%" : "—";
 }
 
-// The report's options as chosen on the page (which attempts count, a date range); only
+// The report's options as chosen on the page (which attempts count, a date range, a
+// roster group, a DIF column); only
 // those that differ from the server's defaults go into the query.
 function reportOptionsQuery() {
   const params = new URLSearchParams();
@@ -15,6 +16,8 @@ function reportOptionsQuery() {
   if (attempts && attempts !== "first") params.set("attempts", attempts);
   if ($("report-from").value) params.set("from", $("report-from").value);
   if ($("report-to").value) params.set("to", $("report-to").value);
+  if ($("report-group").value.trim()) params.set("group", $("report-group").value.trim());
+  if ($("report-dif").value.trim()) params.set("dif", $("report-dif").value.trim());
   const query = params.toString();
   return query ? "&" + query : "";
 }

@@ -124,6 +124,10 @@ pub fn build_report(mut input: ReportInput) -> Result<ExamReport> {
     }
     require(&input.durations, "durations", &["duration_seconds"])?;
     timed("selecting results", || crate::options::apply(&mut input))?;
+    let dif_data = match &input.dif {
+        Some(_) => Some(timed("dif data", || dif_data(&input))?),
+        None => None,
+    };
     let result_ids = input
         .results
         .column("document_id")
@@ -146,13 +150,40 @@ pub fn build_report(mut input: ReportInput) -> Result<ExamReport> {
     let analysis = analysis?;
     let time_on_task = timed("time on task", || time_on_task(input.durations.lazy()))?;
     let adaptive = crate::adaptive::adaptive_report(&input.adaptive_sessions, &input.items);
+    let mut items = analysis.items;
+    let dif = match (&input.dif, dif_data) {
+        (Some(request), Some((item_ids, rows, emails))) => {
+            let groups: Vec<Option<String>> = emails
+                .iter()
+                .map(|e| {
+                    e.as_ref()
+                        .and_then(|e| input.roster.get(&e.trim().to_lowercase()))
+                        .and_then(|g| g.get(&request.column).cloned())
+                })
+                .collect();
+            let section = timed("dif", || {
+                Ok(crate::dif::dif_section(
+                    &request.column,
+                    &item_ids,
+                    &rows,
+                    &groups,
+                    request.reference.as_deref(),
+                ))
+            })?;
+            for row in &mut items {
+                row.flags.extend(crate::dif::dif_flags(&section, &row.item));
+            }
+            Some(section)
+        }
+        _ => None,
+    };
     Ok(ExamReport {
         exam: input.exam,
         generated_at: input.generated_at,
         summary,
         reliability: analysis.reliability,
         histogram,
-        items: analysis.items,
+        items,
         distractors: analysis.distractors,
         time_on_task,
         trend,
@@ -161,7 +192,58 @@ pub fn build_report(mut input: ReportInput) -> Result<ExamReport> {
         options: input.options,
         moodle: analysis.moodle,
         adaptive,
+        dif,
     })
+}
+
+/// Item ids (the bank's order, then any other answered item), each selected result's
+/// right/wrong per item (`None`: not answered) and its email, for the DIF section.
+type DifData = (Vec<String>, Vec<Vec<Option<bool>>>, Vec<Option<String>>);
+
+fn dif_data(input: &ReportInput) -> Result<DifData> {
+    const PART: &str = "dif";
+    let emails = strings(&input.results, "email", PART)?;
+    let ids = strings(&input.results, "document_id", PART)?;
+    let row_of: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| id.as_deref().map(|id| (id, i)))
+        .collect();
+    let persons: Vec<Option<usize>> = if input.answers.column("person").is_ok() {
+        i64s(&input.answers, "person", PART)?
+            .into_iter()
+            .map(|p| p.and_then(|p| usize::try_from(p).ok()))
+            .collect()
+    } else {
+        strings(&input.answers, "document_id", PART)?
+            .into_iter()
+            .map(|id| id.and_then(|id| row_of.get(id.as_str()).copied()))
+            .collect()
+    };
+    let answer_items = strings(&input.answers, "item", PART)?;
+    let correct = f64s(&input.answers, "is_correct", PART)?;
+    let mut item_ids: Vec<String> = input.items.iter().map(|i| i.item.clone()).collect();
+    let mut column: HashMap<String, usize> = item_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), i))
+        .collect();
+    for item in answer_items.iter().flatten() {
+        if !column.contains_key(item) {
+            column.insert(item.clone(), item_ids.len());
+            item_ids.push(item.clone());
+        }
+    }
+    let mut rows = vec![vec![None; item_ids.len()]; emails.len()];
+    for ((person, item), right) in persons.iter().zip(&answer_items).zip(&correct) {
+        if let (Some(p), Some(item), Some(right)) = (person, item, right)
+            && *p < rows.len()
+        {
+            let cell = &mut rows[*p][column[item]];
+            *cell = Some(cell.unwrap_or(false) || *right > 0.5);
+        }
+    }
+    Ok((item_ids, rows, emails))
 }
 
 /// Runs one part of the report, logging its time at debug level (`EXAMFLOW_LOG=debug`).

@@ -16,13 +16,14 @@
 
 mod adaptive;
 mod compute;
+pub mod dif;
 pub mod ffi;
 mod options;
 pub mod render;
 mod zip;
 
 pub use compute::build_report;
-pub use options::{AttemptSelection, OptionError, ReportOptions};
+pub use options::{AttemptSelection, OptionError, ReportOptions, parse_group};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -93,6 +94,19 @@ pub struct ReportInput {
     /// The exam's finished adaptive sessions (empty when it never ran adaptively); only
     /// those whose result is among the selected results count.
     pub adaptive_sessions: Vec<AdaptiveSession>,
+    /// The roster (email, lower case → group column → group), for `options.group` and
+    /// `dif`; empty when neither is asked for.
+    pub roster: std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
+    /// A DIF section by this roster column (`?dif=`), against this reference group (else
+    /// the largest).
+    pub dif: Option<DifRequest>,
+}
+
+/// `?dif=COLUMN[&dif_reference=GROUP]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DifRequest {
+    pub column: String,
+    pub reference: Option<String>,
 }
 
 /// A finished adaptive session as the adaptive section needs it.
@@ -132,6 +146,8 @@ pub struct ExamReport {
     pub moodle: MoodleStatistics,
     /// How the exam's adaptive sessions went; null when it never ran adaptively.
     pub adaptive: Option<AdaptiveReport>,
+    /// Bias checks by a roster column (`?dif=`); null unless asked for.
+    pub dif: Option<dif::DifSection>,
 }
 
 /// Moodle's quiz statistics (<https://docs.moodle.org/dev/Quiz_statistics_calculations>,

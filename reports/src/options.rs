@@ -62,6 +62,29 @@ pub struct ReportOptions {
     /// of that day, UTC).
     #[serde(serialize_with = "instant")]
     pub to: Option<DateTime<Utc>>,
+    /// Only students of this roster group (`?group=campus:north`), echoed as the text.
+    #[serde(serialize_with = "group_text")]
+    pub group: Option<(String, String)>,
+}
+
+fn group_text<S: Serializer>(value: &Option<(String, String)>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some((column, group)) => s.serialize_str(&format!("{column}:{group}")),
+        None => s.serialize_none(),
+    }
+}
+
+/// `COLUMN:GROUP` (e.g. `campus:north`): a roster column and one of its groups.
+pub fn parse_group(text: &str) -> Result<(String, String), OptionError> {
+    match text.split_once(':') {
+        Some((column, group)) if !column.trim().is_empty() && !group.trim().is_empty() => {
+            Ok((column.trim().to_lowercase(), group.trim().to_string()))
+        }
+        _ => Err(OptionError {
+            parameter: "group",
+            message: format!("{text:?} is not COLUMN:GROUP (e.g. campus:north)"),
+        }),
+    }
 }
 
 fn instant<S: Serializer>(value: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
@@ -152,7 +175,12 @@ impl ReportOptions {
                 ),
             });
         }
-        Ok(ReportOptions { attempts, from, to })
+        Ok(ReportOptions {
+            attempts,
+            from,
+            to,
+            group: None,
+        })
     }
 
     fn start_micros(&self) -> Option<i64> {
@@ -183,12 +211,20 @@ fn fail(part: &'static str) -> impl Fn(PolarsError) -> ReportError {
 
 const PART: &str = "selecting results";
 
+fn column_of(results: &DataFrame, name: &str) -> Result<Column, ReportError> {
+    results
+        .column(name)
+        .and_then(|c| c.cast(&DataType::String))
+        .map_err(fail(PART))
+}
+
 /// Which rows of `results` count under `options` (see [`AttemptSelection`]): in the range
 /// first, then per email the chosen attempt. Results without an email count each on their
 /// own; results without a submission time come after every other in submission order.
 pub(crate) fn selected_rows(
     results: &DataFrame,
     options: &ReportOptions,
+    roster: &HashMap<String, std::collections::BTreeMap<String, String>>,
 ) -> Result<Vec<bool>, ReportError> {
     let column = |name: &str, dtype: &DataType| -> Result<Column, ReportError> {
         results
@@ -199,6 +235,20 @@ pub(crate) fn selected_rows(
     let submitted = column("submitted_at_us", &DataType::Int64)?;
     let submitted: Vec<Option<i64>> = submitted.i64().map_err(fail(PART))?.iter().collect();
     let mut keep: Vec<bool> = submitted.iter().map(|t| options.in_range(*t)).collect();
+    if let Some((column, group)) = &options.group {
+        // Only students the roster puts in the group (emails compared trimmed, lower case).
+        let emails = column_of(results, "email")?;
+        let emails = emails.str().map_err(fail(PART))?;
+        for (row, keep) in keep.iter_mut().enumerate() {
+            let member = emails.get(row).is_some_and(|e| {
+                roster
+                    .get(&e.trim().to_lowercase())
+                    .and_then(|g| g.get(column))
+                    .is_some_and(|g| g == group)
+            });
+            *keep &= member;
+        }
+    }
     if options.attempts == AttemptSelection::All {
         return Ok(keep);
     }
@@ -256,7 +306,7 @@ pub(crate) fn selected_rows(
 /// whose `finished_at_us` is in the range (when that column is there), adaptive sessions
 /// those whose result is kept.
 pub(crate) fn apply(input: &mut crate::ReportInput) -> Result<(), ReportError> {
-    let keep = selected_rows(&input.results, &input.options)?;
+    let keep = selected_rows(&input.results, &input.options, &input.roster)?;
     if keep.iter().any(|k| !k) {
         let mask = BooleanChunked::from_slice("keep".into(), &keep);
         let kept_ids: HashSet<String> = {
@@ -371,7 +421,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&o).unwrap(),
             serde_json::json!({"attempts": "highest", "from": "2026-12-01T00:00:00Z",
-                               "to": "2026-12-01T23:59:59.999999Z"})
+                               "to": "2026-12-01T23:59:59.999999Z", "group": null})
         );
         let o = ReportOptions::parse(None, Some("2026-12-01T10:00:00+02:00"), None).unwrap();
         assert_eq!(

@@ -25,6 +25,79 @@ pub const TABLES: [&str; 13] = [
     "adaptive_calibrations",
 ];
 
+/// The DIF table (`?dif=`), in the zip and selectable only when the report has one.
+pub const DIF_TABLE: &str = "dif";
+
+/// One row of the DIF table: an item in one comparison.
+#[derive(Serialize)]
+struct DifCsvRow<'a> {
+    column: &'a str,
+    focal: &'a str,
+    reference: &'a str,
+    item: &'a str,
+    mh_alpha: f64,
+    mh_d_dif: f64,
+    mh_se: f64,
+    mh_chi_square: f64,
+    mh_p_value: f64,
+    ets_category: String,
+    lr_uniform_chi_square: f64,
+    lr_uniform_p_value: f64,
+    lr_non_uniform_chi_square: f64,
+    lr_non_uniform_p_value: f64,
+    lr_delta_r2: f64,
+    jodoin_gierl: String,
+}
+
+fn dif_rows(report: &ExamReport) -> Vec<DifCsvRow<'_>> {
+    let Some(section) = &report.dif else {
+        return Vec::new();
+    };
+    section
+        .comparisons
+        .iter()
+        .flat_map(|c| {
+            c.items.iter().map(move |d| DifCsvRow {
+                column: &section.column,
+                focal: &c.focal,
+                reference: &c.reference,
+                item: &d.item,
+                mh_alpha: d.mantel_haenszel.alpha,
+                mh_d_dif: d.mantel_haenszel.d_dif,
+                mh_se: d.mantel_haenszel.se,
+                mh_chi_square: d.mantel_haenszel.chi_square,
+                mh_p_value: d.mantel_haenszel.p_value,
+                ets_category: format!("{:?}", d.mantel_haenszel.category),
+                lr_uniform_chi_square: d.logistic.uniform.chi_square,
+                lr_uniform_p_value: d.logistic.uniform.p_value,
+                lr_non_uniform_chi_square: d.logistic.non_uniform.chi_square,
+                lr_non_uniform_p_value: d.logistic.non_uniform.p_value,
+                lr_delta_r2: d.logistic.both.delta_r2,
+                jodoin_gierl: format!("{:?}", d.logistic.jodoin_gierl),
+            })
+        })
+        .collect()
+}
+
+const DIF_COLUMNS: [&str; 16] = [
+    "column",
+    "focal",
+    "reference",
+    "item",
+    "mh_alpha",
+    "mh_d_dif",
+    "mh_se",
+    "mh_chi_square",
+    "mh_p_value",
+    "ets_category",
+    "lr_uniform_chi_square",
+    "lr_uniform_p_value",
+    "lr_non_uniform_chi_square",
+    "lr_non_uniform_p_value",
+    "lr_delta_r2",
+    "jodoin_gierl",
+];
+
 /// Most student rows the HTML page lists (the CSV and JSON have them all).
 pub const HTML_STUDENT_ROWS: usize = 500;
 
@@ -365,9 +438,13 @@ pub fn csv_table(report: &ExamReport, table: &str) -> Result<String, ReportError
                 "submitted_at",
             ],
         ),
+        DIF_TABLE if report.dif.is_some() => write_rows(&dif_rows(report), &DIF_COLUMNS),
         other => Err(ReportError::Render {
             what: "csv".into(),
-            message: format!("no table {other:?}; the tables are {}", TABLES.join(", ")),
+            message: format!(
+                "no table {other:?}; the tables are {} (and dif with ?dif=)",
+                TABLES.join(", ")
+            ),
         }),
     }
 }
@@ -376,7 +453,8 @@ pub fn csv_table(report: &ExamReport, table: &str) -> Result<String, ReportError
 pub fn csv_zip(report: &ExamReport) -> Result<Vec<u8>, ReportError> {
     let fail = render_error("zip");
     let mut zip = crate::zip::ZipWriter::default();
-    for table in TABLES {
+    let dif = report.dif.as_ref().map(|_| DIF_TABLE);
+    for table in TABLES.into_iter().chain(dif) {
         let text = csv_table(report, table)?;
         zip.add(&format!("{table}.csv"), text.as_bytes())
             .map_err(&fail)?;
@@ -673,6 +751,7 @@ pub fn html(report: &ExamReport) -> String {
     page.push_str("</tbody></table>");
 
     moodle_html(report, &mut page);
+    dif_html(report, &mut page);
 
     page.push_str(
         r#"<h2>Answers chosen</h2><table id="distractors"><thead><tr><th>Question</th><th>Answer</th><th>Count</th><th>Share</th><th>Lower 27%</th><th>Upper 27%</th><th>Mean correct</th></tr></thead><tbody>"#,
@@ -741,6 +820,59 @@ pub fn html(report: &ExamReport) -> String {
 }
 
 /// Moodle's quiz statistics: the test numbers as a table, then one row per question.
+/// The DIF section: per comparison, the items with MH and logistic-regression results.
+fn dif_html(report: &ExamReport, page: &mut String) {
+    let Some(section) = &report.dif else {
+        return;
+    };
+    let _ = write!(
+        page,
+        r#"<h2>Bias checks (DIF) by {}</h2><p>Each group against {}, item by item, among students with the same total score. ETS category C (Mantel–Haenszel) or a large ΔR² (logistic regression, Jodoin–Gierl C) marks an item to review; MH D-DIF below 0: harder for the focal group. Students per group: {}; without a group: {}; with unanswered items (left out): {}.</p>"#,
+        escape(&section.column),
+        escape(section.reference.as_deref().unwrap_or("-")),
+        escape(
+            &section
+                .groups
+                .iter()
+                .map(|(g, n)| format!("{g} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        section.without_group,
+        section.incomplete
+    );
+    for skipped in &section.skipped {
+        let _ = write!(page, "<p>Not compared: {}</p>", escape(skipped));
+    }
+    for c in &section.comparisons {
+        let _ = write!(
+            page,
+            r#"<h3>{} vs {}</h3><table class="dif"><thead><tr><th>Question</th><th>MH D-DIF</th><th>SE</th><th>χ²</th><th>p</th><th>ETS</th><th>Uniform χ²</th><th>Non-uniform χ²</th><th>ΔR²</th><th>JG</th></tr></thead><tbody>"#,
+            escape(&c.focal),
+            escape(&c.reference)
+        );
+        for d in &c.items {
+            let m = &d.mantel_haenszel;
+            let l = &d.logistic;
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",
+                escape(&d.item),
+                num(Some(m.d_dif), 2),
+                num(Some(m.se), 2),
+                num(Some(m.chi_square), 2),
+                num(Some(m.p_value), 4),
+                m.category,
+                num(Some(l.uniform.chi_square), 2),
+                num(Some(l.non_uniform.chi_square), 2),
+                num(Some(l.both.delta_r2), 4),
+                l.jodoin_gierl
+            );
+        }
+        page.push_str("</tbody></table>");
+    }
+}
+
 fn moodle_html(report: &ExamReport, page: &mut String) {
     let t = &report.moodle.test;
     page.push_str(

@@ -210,6 +210,8 @@ fn input(exam: &Exam) -> ReportInput {
             ..Default::default()
         },
         adaptive_sessions: Vec::new(),
+        roster: Default::default(),
+        dif: None,
     }
 }
 
@@ -726,6 +728,8 @@ fn small_input(rows: &[(&str, &str, &str, [u8; 3])]) -> ReportInput {
         calibration: None,
         options: ReportOptions::default(),
         adaptive_sessions: Vec::new(),
+        roster: Default::default(),
+        dif: None,
     }
 }
 
@@ -894,7 +898,7 @@ fn attempts_choose_which_results_count() {
     assert_eq!(all.moodle.test.attempts, 6);
     assert_eq!(
         serde_json::to_value(&all.options).unwrap(),
-        serde_json::json!({"attempts": "all", "from": null, "to": null})
+        serde_json::json!({"attempts": "all", "from": null, "to": null, "group": null})
     );
 }
 
