@@ -1,0 +1,83 @@
+"""Straightforward numpy/scipy characteristic-curve linking (baseline for `psych-bench`).
+
+Stocking-Lord and Haebara with the conventions of examflow's `irt::link` (R plink's
+non-symmetric criteria, D = 1): theta_old = A * theta_new + B, a new item becomes a / A,
+A * b + B; the criterion is evaluated vectorised over anchors x points and minimised by
+`scipy.optimize.minimize(method="Nelder-Mead")` from the mean/sigma constants, with the same
+initial simplex as examflow's first Nelder-Mead run (steps 0.1 in A and B). All anchors are
+kept (no drift screening).
+
+Usage: numpy_linking.py PARAMS.json [--reps 5]
+PARAMS.json: {"old_a", "old_b", "new_a", "new_b", "theta", "weight"} (2PL, c = 0).
+Prints JSON {"stocking_lord": {"A", "B", "seconds": [...], "nfev"}, "haebara": {...}}.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+from scipy.optimize import minimize
+
+from common import emit
+
+
+def curves(a, b, theta):
+    return 1.0 / (1.0 + np.exp(-a[:, None] * (theta[None, :] - b[:, None])))
+
+
+def link(method, oa, ob, na, nb, theta, weight):
+    p_old = curves(oa, ob, theta)  # anchors x points
+    tcc_old = p_old.sum(axis=0)
+    wsum = weight.sum()
+
+    def criterion(x):
+        A, B = x
+        if not (np.isfinite(A) and A > 0 and np.isfinite(B)):
+            return np.inf
+        p_new = curves(na / A, A * nb + B, theta)
+        if method == "haebara":
+            return float((weight * ((p_old - p_new) ** 2).sum(axis=0)).sum() / (len(oa) * wsum))
+        return float((weight * (tcc_old - p_new.sum(axis=0)) ** 2).sum() / wsum)
+
+    A0 = ob.std() / nb.std()  # mean/sigma start
+    B0 = ob.mean() - A0 * nb.mean()
+    simplex = np.array([[A0, B0], [A0 + 0.1, B0], [A0, B0 + 0.1]])
+    res = minimize(
+        criterion,
+        [A0, B0],
+        method="Nelder-Mead",
+        options={"initial_simplex": simplex, "xatol": 1e-11, "fatol": 1e-15, "maxiter": 4000},
+    )
+    return float(res.x[0]), float(res.x[1]), int(res.nfev)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("params")
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    with open(args.params) as f:
+        par = json.load(f)
+    arr = {k: np.asarray(v, dtype=float) for k, v in par.items()}
+    out = {"tool": "numpy-linking", "numpy": np.__version__}
+    for method in ["stocking_lord", "haebara"]:
+        secs = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            A, B, nfev = link(
+                method,
+                arr["old_a"],
+                arr["old_b"],
+                arr["new_a"],
+                arr["new_b"],
+                arr["theta"],
+                arr["weight"],
+            )
+            secs.append(time.perf_counter() - t0)
+        out[method] = {"A": A, "B": B, "seconds": secs, "nfev": nfev}
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
