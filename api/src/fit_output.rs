@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use examflow_engine::irt::{FitReport, Theta};
 
+use crate::calibrate_cmd::csv_field;
+
 fn num(x: Option<f64>) -> String {
     x.filter(|v| v.is_finite())
         .map_or(String::new(), |v| format!("{v:.6}"))
@@ -16,14 +18,6 @@ fn theta(t: Theta) -> String {
         Theta::PlusInfinity => "inf".into(),
         Theta::MinusInfinity => "-inf".into(),
         Theta::Undefined => String::new(),
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 
@@ -110,11 +104,7 @@ pub fn fit_table(report: &FitReport) -> String {
             if i.flagged { "  MISFIT" } else { "" }
         );
     }
-    let with_statistic = report
-        .persons
-        .iter()
-        .filter(|p| p.lz_star.or(p.lz).is_some())
-        .count();
+    let with_statistic = report.persons_with_statistic();
     let flagged: Vec<_> = report.persons.iter().filter(|p| p.flagged).collect();
     let _ = writeln!(
         out,

@@ -1,8 +1,9 @@
 //! What the benchmark harnesses in `src/bin/` share: where the repository and the release
 //! `examflow` binary are, the machine line and load average every table starts with, a test
-//! broker, a bucket on a local S3 emulator, `/proc` readings of a process, and a small
-//! deterministic random stream.
+//! broker, a bucket on a local S3 emulator, `/proc` readings of a process, a small
+//! deterministic random stream, and the Python peers' runner.
 
+pub mod python;
 pub mod s3;
 pub mod synth;
 

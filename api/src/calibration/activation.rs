@@ -315,11 +315,7 @@ pub fn check_fit(
             misfitting.join(", ")
         ));
     }
-    let with_statistic = report
-        .persons
-        .iter()
-        .filter(|p| p.lz_star.or(p.lz).is_some())
-        .count();
+    let with_statistic = report.persons_with_statistic();
     let flagged: Vec<Value> = report
         .persons
         .iter()

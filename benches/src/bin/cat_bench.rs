@@ -15,12 +15,11 @@
 //! + the rule's selector, timed with `time.perf_counter()` in its own process.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use examflow_benches::python::{self, Py};
 use examflow_benches::{cpu_line, loadavg};
 use examflow_engine::cat::{
     CatBank, CatConfig, CatRng, CatSession, Estimator, Prior, SelectionRule, Step, StopRule,
@@ -229,12 +228,7 @@ fn time_estimates(
 
 // ---------------------------------------------------------------- python
 
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-/// Runs `python benches/python/<script> args…` (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
-/// removed, as for irt-bench), killed after `timeout`; returns its JSON or why not.
+/// Runs a Python peer ([`python::run`]): its JSON or why not.
 fn run_py(
     args: &Args,
     tmp: &Path,
@@ -242,42 +236,10 @@ fn run_py(
     extra: &[String],
     timeout: Duration,
 ) -> Result<Value, String> {
-    let out_path = tmp.join(format!("{script}.out.json"));
-    let err_path = tmp.join(format!("{script}.err.txt"));
-    let (Ok(out), Ok(err)) = (File::create(&out_path), File::create(&err_path)) else {
-        return Err("cannot create output files".into());
-    };
-    let mut child = Command::new(&args.python)
-        .arg(python_dir().join(script))
-        .args(extra)
-        .current_dir(python_dir())
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", args.python))?;
-    let t0 = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if t0.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("timed out after {} s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    };
-    if !status.success() {
-        let e = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let last = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Err(format!("{status}: {last}"));
+    match python::run(&args.python, tmp, script, extra, timeout).0 {
+        Py::Ok(v) => Ok(v),
+        Py::Failed(e) => Err(e),
     }
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    serde_json::from_str::<Value>(text.trim()).map_err(|e| format!("bad JSON ({e})"))
 }
 
 fn py_timing(v: &Value) -> Option<(Timing, u64)> {

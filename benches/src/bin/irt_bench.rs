@@ -20,19 +20,16 @@
 //! (killed after `--girth-timeout`, default 900 s).
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use examflow_benches::loadavg;
+use examflow_benches::python::{self, Py, write_csv};
 use examflow_engine::irt::{
     Calibration, CalibrationOptions, ItemParams, MISSING, Model, Quadrature, ResponseMatrix,
     SeMethod, SplitMix64, calibrate, eap_batch, simulate_2pl, simulate_responses,
 };
-use serde_json::Value;
 
 const NODES: usize = 61;
 const RANGE: f64 = 6.0;
@@ -93,10 +90,6 @@ fn parse_args() -> Result<Args> {
 
 // ---------------------------------------------------------------- small utilities
 
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
 fn read_status_kb(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
@@ -141,140 +134,21 @@ fn f(x: f64, digits: usize) -> String {
     }
 }
 
-fn write_csv(m: &ResponseMatrix, path: &Path) -> Result<()> {
-    let mut w = BufWriter::new(File::create(path)?);
-    writeln!(w, "{}", m.item_ids.join(","))?;
-    let mut line = String::with_capacity(m.n_items * 2);
-    for p in 0..m.n_persons {
-        line.clear();
-        for (i, &v) in m.row(p).iter().enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            match v {
-                0 => line.push('0'),
-                1 => line.push('1'),
-                _ => {}
-            }
-        }
-        line.push('\n');
-        w.write_all(line.as_bytes())?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 fn write_u8(m: &ResponseMatrix, path: &Path) -> Result<()> {
     std::fs::write(path, &m.data)?;
     Ok(())
 }
 
-/// Outcome of a Python subprocess: its JSON, or why there is none.
-enum Py {
-    Ok(Value),
-    Failed(String),
-}
-
-impl Py {
-    fn num(&self, key: &str) -> f64 {
-        match self {
-            Py::Ok(v) => v[key].as_f64().unwrap_or(f64::NAN),
-            Py::Failed(_) => f64::NAN,
-        }
-    }
-    fn vec(&self, key: &str) -> Option<Vec<f64>> {
-        match self {
-            Py::Ok(v) => v[key].as_array().map(|a| {
-                a.iter()
-                    .map(|x| x.as_f64().unwrap_or(f64::NAN))
-                    .collect::<Vec<_>>()
-            }),
-            Py::Failed(_) => None,
-        }
-    }
-    fn error(&self) -> Option<String> {
-        match self {
-            Py::Failed(e) => Some(e.clone()),
-            Py::Ok(v) => v["error"].as_str().map(str::to_string),
-        }
-    }
-}
-
-/// Runs `python benches/python/<script> args…` with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
-/// removed from its environment, stdout to a file, killed after `timeout`.
+/// Runs a Python peer (see [`python::run`]).
 fn run_py(args: &Args, tmp: &Path, script: &str, extra: &[String], timeout: Duration) -> Py {
-    let out_path = tmp.join(format!("{script}.out.json"));
-    let err_path = tmp.join(format!("{script}.err.txt"));
-    let (Ok(out), Ok(err)) = (File::create(&out_path), File::create(&err_path)) else {
-        return Py::Failed("cannot create output files".into());
-    };
-    let child = Command::new(&args.python)
-        .arg(python_dir().join(script))
-        .args(extra)
-        .current_dir(python_dir())
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return Py::Failed(format!("cannot start {}: {e}", args.python)),
-    };
-    let t0 = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if t0.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Py::Failed(format!("timed out after {} s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Py::Failed(format!("wait: {e}")),
-        }
-    };
-    if !status.success() {
-        let e = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let last = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Py::Failed(format!("{status}: {last}"));
-    }
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    match serde_json::from_str::<Value>(text.trim()) {
-        Ok(v) => Py::Ok(v),
-        Err(e) => Py::Failed(format!("bad JSON ({e})")),
-    }
+    python::run(&args.python, tmp, script, extra, timeout).0
 }
 
 fn python_versions(args: &Args) -> String {
     if !args.python_on {
         return "python not run (--no-python)".into();
     }
-    let code = "import sys, importlib.metadata as m\n\
-                v=lambda p: m.version(p) if p else ''\n\
-                out=['Python '+sys.version.split()[0]]\n\
-                for p in ['numpy','scipy','girth']:\n\
-                \x20   try: out.append(p+' '+m.version(p))\n\
-                \x20   except Exception: out.append(p+' missing')\n\
-                import numpy\n\
-                cfg=numpy.show_config(mode='dicts') if 'mode' in numpy.show_config.__code__.co_varnames else {}\n\
-                b=cfg.get('Build Dependencies',{}).get('blas',{}) if cfg else {}\n\
-                out.append('BLAS '+str(b.get('name','?'))+' '+str(b.get('version','?')))\n\
-                print(', '.join(out))";
-    match Command::new(&args.python)
-        .args(["-c", code])
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .output()
-    {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        Ok(o) => format!(
-            "python check failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => format!("python not runnable: {e}"),
-    }
+    python::versions(&args.python, &["numpy", "scipy", "girth"])
 }
 
 struct Cpu {

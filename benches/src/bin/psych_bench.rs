@@ -24,13 +24,12 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use examflow_benches::python::{self, Py, write_csv};
 use examflow_benches::{cpu_line, examflow_binary, loadavg, repo_root};
 use examflow_engine::dif::{Group, logistic_regression, mantel_haenszel};
 use examflow_engine::irt::{
@@ -101,10 +100,6 @@ fn parse_args() -> Result<Args> {
 
 // ---------------------------------------------------------------- utilities
 
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
 /// (min, median, max); NaN for an empty list.
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
@@ -160,29 +155,6 @@ fn timed<T>(reps: usize, mut run: impl FnMut() -> Result<T>) -> Result<(Vec<f64>
     Ok((secs, last.context("no run")?))
 }
 
-fn write_csv(m: &ResponseMatrix, path: &Path) -> Result<()> {
-    let mut w = BufWriter::new(File::create(path)?);
-    writeln!(w, "{}", m.item_ids.join(","))?;
-    let mut line = String::with_capacity(m.n_items * 2);
-    for p in 0..m.n_persons {
-        line.clear();
-        for (i, &v) in m.row(p).iter().enumerate() {
-            if i > 0 {
-                line.push(',');
-            }
-            match v {
-                0 => line.push('0'),
-                1 => line.push('1'),
-                _ => {}
-            }
-        }
-        line.push('\n');
-        w.write_all(line.as_bytes())?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 fn params_json(items: &[ItemParams]) -> Value {
     json!({
         "a": items.iter().map(|p| p.a).collect::<Vec<_>>(),
@@ -190,86 +162,9 @@ fn params_json(items: &[ItemParams]) -> Value {
     })
 }
 
-/// A Python run: its JSON and the wall time of the whole process.
-struct Py {
-    json: Option<Value>,
-    wall: f64,
-    error: Option<String>,
-}
-
-impl Py {
-    fn num(&self, key: &str) -> f64 {
-        self.json
-            .as_ref()
-            .and_then(|v| v[key].as_f64())
-            .unwrap_or(f64::NAN)
-    }
-    fn vec(&self, key: &str) -> Option<Vec<f64>> {
-        self.json.as_ref().and_then(|v| {
-            v[key].as_array().map(|a| {
-                a.iter()
-                    .map(|x| x.as_f64().unwrap_or(f64::NAN))
-                    .collect::<Vec<_>>()
-            })
-        })
-    }
-}
-
-/// Runs `python benches/python/<script> args…` (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
-/// removed from its environment), killed after `timeout`.
-fn run_py(args: &Args, tmp: &Path, script: &str, extra: &[String], timeout: Duration) -> Py {
-    let out_path = tmp.join(format!("{script}.out.json"));
-    let err_path = tmp.join(format!("{script}.err.txt"));
-    let failed = |e: String| Py {
-        json: None,
-        wall: f64::NAN,
-        error: Some(e),
-    };
-    let (Ok(out), Ok(err)) = (File::create(&out_path), File::create(&err_path)) else {
-        return failed("cannot create output files".into());
-    };
-    let t0 = Instant::now();
-    let child = Command::new(&args.python)
-        .arg(python_dir().join(script))
-        .args(extra)
-        .current_dir(python_dir())
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return failed(format!("cannot start {}: {e}", args.python)),
-    };
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if t0.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return failed(format!("timed out after {} s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return failed(format!("wait: {e}")),
-        }
-    };
-    let wall = t0.elapsed().as_secs_f64();
-    if !status.success() {
-        let e = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let last = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return failed(format!("{status}: {last}"));
-    }
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    match serde_json::from_str::<Value>(text.trim()) {
-        Ok(v) => Py {
-            json: Some(v),
-            wall,
-            error: None,
-        },
-        Err(e) => failed(format!("bad JSON ({e})")),
-    }
+/// Runs a Python peer (see [`python::run`]): its outcome and whole-process wall time.
+fn run_py(args: &Args, tmp: &Path, script: &str, extra: &[String], timeout: Duration) -> (Py, f64) {
+    python::run(&args.python, tmp, script, extra, timeout)
 }
 
 /// `reps` runs of a script; the last run's JSON, estimation seconds (`key`) and wall times.
@@ -283,12 +178,12 @@ fn run_py_reps(
 ) -> (Option<Py>, Vec<f64>, Vec<f64>, Option<String>) {
     let (mut secs, mut walls, mut last) = (Vec::new(), Vec::new(), None);
     for _ in 0..reps {
-        let r = run_py(args, tmp, script, extra, Duration::from_secs(3600));
-        if let Some(e) = &r.error {
-            return (None, secs, walls, Some(e.clone()));
+        let (r, wall) = run_py(args, tmp, script, extra, Duration::from_secs(3600));
+        if let Some(e) = r.error() {
+            return (None, secs, walls, Some(e));
         }
         secs.push(r.num(key));
-        walls.push(r.wall);
+        walls.push(wall);
         last = Some(r);
     }
     (last, secs, walls, None)
@@ -298,29 +193,7 @@ fn python_versions(args: &Args) -> String {
     if !args.python_on {
         return "python not run (--no-python)".into();
     }
-    let code = "import sys, importlib.metadata as m\n\
-                out=['Python '+sys.version.split()[0]]\n\
-                for p in ['numpy','scipy']:\n\
-                \x20   try: out.append(p+' '+m.version(p))\n\
-                \x20   except Exception: out.append(p+' missing')\n\
-                import numpy\n\
-                cfg=numpy.show_config(mode='dicts') if 'mode' in numpy.show_config.__code__.co_varnames else {}\n\
-                b=cfg.get('Build Dependencies',{}).get('blas',{}) if cfg else {}\n\
-                out.append('BLAS '+str(b.get('name','?'))+' '+str(b.get('version','?')))\n\
-                print(', '.join(out))";
-    match Command::new(&args.python)
-        .args(["-c", code])
-        .env_remove("OPENBLAS_CORETYPE")
-        .env_remove("OPENBLAS_L2_SIZE")
-        .output()
-    {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        Ok(o) => format!(
-            "python check failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => format!("python not runnable: {e}"),
-    }
+    python::versions(&args.python, &["numpy", "scipy"])
 }
 
 fn git_head() -> String {
@@ -948,11 +821,11 @@ fn section_linking(args: &Args, tmp: &Path, out: &mut String) -> Result<()> {
             });
             std::fs::write(&pj, v.to_string())?;
             let a = vec![pj.display().to_string(), "--reps".into(), reps.to_string()];
-            let r = run_py(args, tmp, "numpy_linking.py", &a, Duration::from_secs(1800));
-            if let Some(e) = &r.error {
+            let (r, _) = run_py(args, tmp, "numpy_linking.py", &a, Duration::from_secs(1800));
+            if let Some(e) = r.error() {
                 errs.push(format!("numpy linking, {} items: {e}", old.len()));
             }
-            np = r.json;
+            np = r.json().cloned();
         }
         for method in [LinkingMethod::StockingLord, LinkingMethod::Haebara] {
             let lo = LinkingOptions {

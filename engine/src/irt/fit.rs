@@ -194,6 +194,15 @@ impl FitReport {
             .collect()
     }
 
+    /// Persons with a person-fit statistic (`lz*`, or `lz` when `lz*` is undefined): not
+    /// all right, all wrong or without answers.
+    pub fn persons_with_statistic(&self) -> usize {
+        self.persons
+            .iter()
+            .filter(|p| p.lz_star.or(p.lz).is_some())
+            .count()
+    }
+
     /// Persons whose `lz*` (or `lz` when `lz*` is undefined) is below `cutoff`.
     pub fn aberrant_persons(&self, cutoff: f64) -> Vec<&PersonFit> {
         self.persons
