@@ -124,9 +124,12 @@ pub fn build_report(mut input: ReportInput) -> Result<ExamReport> {
     }
     require(&input.durations, "durations", &["duration_seconds"])?;
     timed("selecting results", || crate::options::apply(&mut input))?;
-    let dif_data = match &input.dif {
-        Some(_) => Some(timed("dif data", || dif_data(&input))?),
-        None => None,
+    let (dif_data, dif_theta) = match &input.dif {
+        Some(_) => (
+            Some(timed("dif data", || dif_data(&input))?),
+            ability_per_result(&input)?,
+        ),
+        None => (None, None),
     };
     let result_ids = input
         .results
@@ -168,6 +171,7 @@ pub fn build_report(mut input: ReportInput) -> Result<ExamReport> {
                     &rows,
                     &groups,
                     request.reference.as_deref(),
+                    dif_theta.as_deref(),
                 ))
             })?;
             for row in &mut items {
@@ -244,6 +248,29 @@ fn dif_data(input: &ReportInput) -> Result<DifData> {
         }
     }
     Ok((item_ids, rows, emails))
+}
+
+/// Each selected result's final θ when the exam ran adaptively (NaN for a result without
+/// an adaptive session), for DIF matched on ability; `None` for a fixed-form exam.
+fn ability_per_result(input: &ReportInput) -> Result<Option<Vec<f64>>> {
+    if input.adaptive_sessions.is_empty() {
+        return Ok(None);
+    }
+    let theta_of: HashMap<&str, f64> = input
+        .adaptive_sessions
+        .iter()
+        .filter_map(|s| s.result_id.as_deref().map(|id| (id, s.theta)))
+        .collect();
+    let ids = strings(&input.results, "document_id", "dif")?;
+    Ok(Some(
+        ids.iter()
+            .map(|id| {
+                id.as_deref()
+                    .and_then(|id| theta_of.get(id).copied())
+                    .unwrap_or(f64::NAN)
+            })
+            .collect(),
+    ))
 }
 
 /// Runs one part of the report, logging its time at debug level (`EXAMFLOW_LOG=debug`).

@@ -4,11 +4,18 @@
 //! A/B/C) and logistic regression (uniform and non-uniform likelihood-ratio tests,
 //! Nagelkerke ΔR², Jodoin–Gierl class). Items in ETS category C are flagged in the item
 //! table with the reason.
+//!
+//! Adaptive exams give students different items, so total scores are not comparable:
+//! there students are matched on their final ability estimate θ instead
+//! (`matching: "ability"`; [`examflow_engine::dif::dif_by_ability`], 10 strata for
+//! Mantel–Haenszel, θ itself for the logistic regression), each item among the students
+//! who answered it.
 
 use std::collections::BTreeMap;
 
 use examflow_engine::dif::{
-    DeltaR2Category, EtsCategory, Group, LogisticDif, MhDif, logistic_regression, mantel_haenszel,
+    DeltaR2Category, EtsCategory, Group, LogisticDif, MhDif, dif_by_ability, logistic_regression,
+    mantel_haenszel,
 };
 use examflow_engine::irt::{MISSING, ResponseMatrix};
 use serde::Serialize;
@@ -19,16 +26,23 @@ use crate::ItemFlag;
 /// group for MH; smaller groups are listed with the reason instead).
 pub const MIN_GROUP_SIZE: usize = 30;
 
+/// Mantel–Haenszel strata of θ when students are matched on ability.
+pub const ABILITY_STRATA: usize = 10;
+
 /// The DIF section of a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DifSection {
     /// The roster column the groups come from.
     pub column: String,
     pub reference: Option<String>,
-    /// Students per group (complete answers to every item; others are left out, as the
-    /// total score of an incomplete set is not comparable), and those without a group.
+    /// What students are matched on: `total_score`, or `ability` (θ) on adaptive exams.
+    pub matching: &'static str,
+    /// Students per group (matched on the total score: complete answers to every item;
+    /// others are left out, as the total score of an incomplete set is not comparable;
+    /// on ability: those with a θ), and those without a group.
     pub groups: BTreeMap<String, usize>,
     pub without_group: usize,
+    /// Left out: unanswered items (total score), or no ability estimate (ability).
     pub incomplete: usize,
     pub comparisons: Vec<DifComparison>,
     /// Groups not compared, and why.
@@ -53,33 +67,51 @@ pub struct DifItem {
 /// The students' 0/1 answers (`rows[s][i]`: `Some(right)`, `None` unanswered) with each
 /// student's group (`None`: not on the roster or no group in the column); `reference`
 /// names the reference group, else the largest is (ties: the first by name).
+///
+/// `theta`, one per row (NaN: none), matches students on ability instead of the total
+/// score: for adaptive exams.
 pub fn dif_section(
     column: &str,
     item_ids: &[String],
     rows: &[Vec<Option<bool>>],
     groups: &[Option<String>],
     reference: Option<&str>,
+    theta: Option<&[f64]>,
 ) -> DifSection {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let (mut without_group, mut incomplete) = (0, 0);
     let mut complete_rows = Vec::new();
     let mut complete_groups = Vec::new();
-    for (row, group) in rows.iter().zip(groups) {
+    let mut complete_theta = Vec::new();
+    for (s, (row, group)) in rows.iter().zip(groups).enumerate() {
         let Some(group) = group else {
             without_group += 1;
             continue;
         };
-        if row.iter().any(Option::is_none) {
+        let t = theta.map(|t| t.get(s).copied().unwrap_or(f64::NAN));
+        let left_out = match t {
+            Some(t) => !t.is_finite() || row.iter().all(Option::is_none),
+            None => row.iter().any(Option::is_none),
+        };
+        if left_out {
             incomplete += 1;
             continue;
         }
         *counts.entry(group.clone()).or_default() += 1;
         complete_rows.push(row);
         complete_groups.push(group.as_str());
+        complete_theta.push(t.unwrap_or(f64::NAN));
     }
+    let by_ability = theta.is_some();
+    let nobody = if by_ability {
+        "no student of the roster has an ability estimate"
+    } else {
+        "no student of the roster answered every item"
+    };
     let mut section = DifSection {
         column: column.to_string(),
         reference: None,
+        matching: if by_ability { "ability" } else { "total_score" },
         groups: counts.clone(),
         without_group,
         incomplete,
@@ -89,17 +121,20 @@ pub fn dif_section(
     let reference = match reference {
         Some(r) if counts.contains_key(r) => r.to_string(),
         Some(r) => {
-            section.skipped.push(format!(
-                "reference group {r:?} has no student with answers to every item"
-            ));
+            let what = if by_ability {
+                "an ability estimate"
+            } else {
+                "answers to every item"
+            };
+            section
+                .skipped
+                .push(format!("reference group {r:?} has no student with {what}"));
             return section;
         }
         None => match counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) {
             Some((name, _)) => name.clone(),
             None => {
-                section
-                    .skipped
-                    .push("no student of the roster answered every item".into());
+                section.skipped.push(nobody.into());
                 return section;
             }
         },
@@ -148,12 +183,19 @@ pub fn dif_section(
                 }
             })
             .collect();
-        let (mh, lr) = match (
-            mantel_haenszel(&matrix, &roles),
-            logistic_regression(&matrix, &roles),
-        ) {
-            (Ok(mh), Ok(lr)) => (mh, lr),
-            (Err(e), _) | (_, Err(e)) => {
+        let results = if by_ability {
+            dif_by_ability(&matrix, &roles, &complete_theta, ABILITY_STRATA).map(|d| {
+                d.into_iter()
+                    .map(|d| (d.mantel_haenszel, d.logistic))
+                    .unzip()
+            })
+        } else {
+            mantel_haenszel(&matrix, &roles)
+                .and_then(|mh| Ok((mh, logistic_regression(&matrix, &roles)?)))
+        };
+        let (mh, lr): (Vec<MhDif>, Vec<LogisticDif>) = match results {
+            Ok(r) => r,
+            Err(e) => {
                 section.skipped.push(format!("{focal:?}: {e}"));
                 continue;
             }
@@ -195,13 +237,18 @@ pub fn dif_flags(section: &DifSection, item: &str) -> Vec<ItemFlag> {
                 flag: "dif",
                 reason: format!(
                     "DIF by {}: {} vs {} (ETS {:?}, MH D-DIF {:.2}, ΔR² {:.3}): harder for \
-                     {harder} students of the same total score; review its wording and content",
+                     {harder} students of the same {}; review its wording and content",
                     section.column,
                     c.focal,
                     c.reference,
                     d.mantel_haenszel.category,
                     d.mantel_haenszel.d_dif,
-                    d.logistic.both.delta_r2
+                    d.logistic.both.delta_r2,
+                    if section.matching == "ability" {
+                        "ability"
+                    } else {
+                        "total score"
+                    }
                 ),
             });
         }
@@ -251,7 +298,7 @@ mod tests {
     #[test]
     fn the_planted_item_is_flagged_and_small_groups_are_skipped() {
         let (items, rows, groups) = data();
-        let section = dif_section("campus", &items, &rows, &groups, None);
+        let section = dif_section("campus", &items, &rows, &groups, None, None);
         assert_eq!(
             section.reference.as_deref(),
             Some("south"),
@@ -287,7 +334,7 @@ mod tests {
     fn a_named_reference_and_incomplete_answers() {
         let (items, mut rows, groups) = data();
         rows[2][3] = None;
-        let section = dif_section("campus", &items, &rows, &groups, Some("north"));
+        let section = dif_section("campus", &items, &rows, &groups, Some("north"), None);
         assert_eq!(section.reference.as_deref(), Some("north"));
         assert_eq!(section.incomplete, 1);
         let south = &section.comparisons[0];
@@ -299,7 +346,61 @@ mod tests {
                 .reason
                 .contains("harder for north")
         );
-        let none = dif_section("campus", &items, &rows, &groups, Some("west"));
+        let none = dif_section("campus", &items, &rows, &groups, Some("west"), None);
         assert!(none.comparisons.is_empty() && none.skipped[0].contains("west"));
+    }
+
+    /// Adaptive answers: each student answers about half the items, so nobody has a total
+    /// score to match on; matched on θ, the planted item is found and no other, although
+    /// "north" is also less able.
+    #[test]
+    fn adaptive_answers_are_matched_on_ability() {
+        let mut rng = SplitMix64::new(17);
+        let items: Vec<String> = (0..12).map(|i| format!("q{i}")).collect();
+        let (mut rows, mut groups, mut theta) = (Vec::new(), Vec::new(), Vec::new());
+        for s in 0..3000 {
+            let north = s % 2 == 1;
+            let t = rng.normal() - if north { 0.5 } else { 0.0 };
+            let row: Vec<Option<bool>> = (0..12)
+                .map(|i| {
+                    if i > 0 && rng.uniform() < 0.5 {
+                        return None;
+                    }
+                    let b = -1.5 + 3.0 * i as f64 / 11.0 + if i == 0 && north { 1.0 } else { 0.0 };
+                    Some(rng.uniform() < 1.0 / (1.0 + (b - t).exp()))
+                })
+                .collect();
+            rows.push(row);
+            groups.push(Some(if north { "north" } else { "south" }.to_string()));
+            // An estimate, not the truth; one student has none.
+            theta.push(if s == 7 {
+                f64::NAN
+            } else {
+                t + 0.3 * rng.normal()
+            });
+        }
+        let by_score = dif_section("campus", &items, &rows, &groups, None, None);
+        // Matched on the total score, almost everyone is left out (a handful answered
+        // all twelve by chance) and nothing can be compared.
+        assert!(by_score.comparisons.is_empty(), "{:?}", by_score.skipped);
+        assert!(by_score.incomplete > 2950, "{}", by_score.incomplete);
+        let section = dif_section("campus", &items, &rows, &groups, None, Some(&theta));
+        assert_eq!(section.matching, "ability");
+        assert_eq!(section.incomplete, 1);
+        assert_eq!(section.comparisons.len(), 1, "{:?}", section.skipped);
+        let flags = dif_flags(&section, "q0");
+        assert_eq!(flags.len(), 1, "{:?}", section.comparisons[0].items[0]);
+        assert!(
+            flags[0]
+                .reason
+                .contains("harder for north students of the same ability"),
+            "{}",
+            flags[0].reason
+        );
+        let flagged: Vec<&String> = items[1..]
+            .iter()
+            .filter(|i| !dif_flags(&section, i).is_empty())
+            .collect();
+        assert!(flagged.is_empty(), "null items flagged: {flagged:?}");
     }
 }

@@ -825,11 +825,17 @@ fn dif_html(report: &ExamReport, page: &mut String) {
     let Some(section) = &report.dif else {
         return;
     };
+    let by_ability = section.matching == "ability";
     let _ = write!(
         page,
-        r#"<h2>Bias checks (DIF) by {}</h2><p>Each group against {}, item by item, among students with the same total score. ETS category C (Mantel–Haenszel) or a large ΔR² (logistic regression, Jodoin–Gierl C) marks an item to review; MH D-DIF below 0: harder for the focal group. Students per group: {}; without a group: {}; with unanswered items (left out): {}.</p>"#,
+        r#"<h2>Bias checks (DIF) by {}</h2><p>Each group against {}, item by item, among students with the same {}. ETS category C (Mantel–Haenszel) or a large ΔR² (logistic regression, Jodoin–Gierl C) marks an item to review; MH D-DIF below 0: harder for the focal group. Students per group: {}; without a group: {}; {} (left out): {}.</p>"#,
         escape(&section.column),
         escape(section.reference.as_deref().unwrap_or("-")),
+        if by_ability {
+            "ability (θ; the exam is adaptive, so students answered different questions)"
+        } else {
+            "total score"
+        },
         escape(
             &section
                 .groups
@@ -839,6 +845,11 @@ fn dif_html(report: &ExamReport, page: &mut String) {
                 .join(", ")
         ),
         section.without_group,
+        if by_ability {
+            "without an ability estimate"
+        } else {
+            "with unanswered items"
+        },
         section.incomplete
     );
     for skipped in &section.skipped {

@@ -978,13 +978,43 @@ fn the_adaptive_section_counts_sessions_of_the_selected_results() {
             calibration_version: version,
         }
     };
-    input.adaptive_sessions = vec![
+    let sessions = vec![
         session("s1", "r1", -1.2, &["q1", "q2"], "se_reached", 1),
         session("s4", "r4", 0.3, &["q1", "q3"], "max_length", 1),
         session("s6", "r6", 5.0, &["q1", "q2", "q3"], "se_reached", 2),
         // r2 is not a first attempt: left out.
         session("s2", "r2", 1.0, &["q2"], "max_length", 2),
     ];
+    input.adaptive_sessions = sessions.clone();
+    // DIF on an adaptive exam matches on each result's θ.
+    let asking_dif = |sessions: Vec<crate::AdaptiveSession>| {
+        let mut with_dif = repeated_attempts();
+        with_dif.adaptive_sessions = sessions;
+        for (email, campus) in [("a@x", "north"), ("b@x", "south"), ("c@x", "south")] {
+            with_dif.roster.insert(
+                email.into(),
+                [("campus".to_string(), campus.to_string())].into(),
+            );
+        }
+        with_dif.dif = Some(crate::DifRequest {
+            column: "campus".into(),
+            reference: None,
+        });
+        with_dif
+    };
+    let (with_dif, fixed_form) = (asking_dif(sessions), asking_dif(Vec::new()));
+    let dif = build_report(with_dif).unwrap().dif.expect("a DIF section");
+    assert_eq!(dif.matching, "ability");
+    assert_eq!(dif.groups.values().sum::<usize>(), 3, "{dif:?}");
+    assert_eq!(dif.reference.as_deref(), Some("south"));
+    assert!(dif.skipped[0].contains("at least 30"), "{:?}", dif.skipped);
+    let dif = build_report(fixed_form)
+        .unwrap()
+        .dif
+        .expect("a DIF section");
+    assert_eq!(dif.matching, "total_score");
+    assert_eq!(dif.incomplete, 0, "every first attempt answered all three");
+
     let report = build_report(input).unwrap();
     let a = report.adaptive.as_ref().expect("an adaptive section");
     assert_eq!(a.sessions, 3);

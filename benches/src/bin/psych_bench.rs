@@ -13,7 +13,8 @@
 //! 3. DIF, 100 000 persons × 100 items: `mantel_haenszel` and `logistic_regression`
 //!    against `python/numpy_dif.py` (bincount MH; person-level IRLS), with agreement.
 //! 4. Linking (Stocking–Lord, Haebara), 100 and 1 000 common items: `link` against
-//!    `python/numpy_linking.py` (scipy Nelder–Mead on the same criterion), with agreement.
+//!    `python/numpy_linking.py` (scipy Nelder–Mead, and scipy's Levenberg–Marquardt, on the
+//!    same criterion), with agreement.
 //! 5. Calibration with fit against without (`calibrate` vs `calibrate` + `fit_report`,
 //!    what `examflow calibrate --fit` does).
 //!
@@ -798,13 +799,19 @@ fn section_linking(args: &Args, tmp: &Path, out: &mut String) -> Result<()> {
          vectorised over anchors × points, `scipy.optimize.minimize(method=\"Nelder-Mead\")` \
          from the mean/sigma constants with examflow's first initial simplex (xatol 1e−11, \
          fatol 1e−15), {reps} runs inside one process (interpreter start not counted). \
-         examflow runs Nelder–Mead twice (a restart from the first optimum).\n"
+         examflow minimises the same criterion by Levenberg–Marquardt with the analytic \
+         Jacobian; so does the second peer, `scipy.optimize.least_squares(method=\"lm\")` \
+         (MINPACK) on the vectorised residuals with their analytic Jacobian, so that ratio \
+         compares implementations of one algorithm.\n"
     );
     let _ = writeln!(
         out,
-        "| common items | method | examflow seconds, median (min – max) | examflow with drift screening (default 0.05) | numpy/scipy seconds, median (min – max) | numpy ÷ examflow | A (examflow) | B (examflow) | max(|ΔA|, |ΔB|) vs scipy |"
+        "| common items | method | examflow seconds, median (min – max) | examflow with drift screening (default 0.05) | numpy/scipy Nelder–Mead seconds, median (min – max) | Nelder–Mead ÷ examflow | scipy Levenberg–Marquardt seconds | LM ÷ examflow | A (examflow) | B (examflow) | max(|ΔA|, |ΔB|) vs scipy (NM, LM) |"
     );
-    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let mut errs = Vec::new();
     for (old, new) in [(&old_cal, &new_cal), (&big_old, &big_new)] {
         let points = LinkingOptions::default().points;
@@ -839,22 +846,23 @@ fn section_linking(args: &Args, tmp: &Path, out: &mut String) -> Result<()> {
                 ..lo.clone()
             };
             let (secs_screened, ls) = timed(reps, || Ok(link(old, new, &screened)?))?;
-            let (np_secs, diff) = match &np {
-                Some(v) => {
-                    let m = &v[method.as_str()];
-                    let s: Vec<f64> = m["seconds"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                        .unwrap_or_default();
-                    let da = (m["A"].as_f64().unwrap_or(f64::NAN) - l.a).abs();
-                    let db = (m["B"].as_f64().unwrap_or(f64::NAN) - l.b).abs();
-                    (s, da.max(db))
-                }
-                None => (Vec::new(), f64::NAN),
+            // A peer's run times and its largest constant's distance from examflow's.
+            let peer = |m: &Value| -> (Vec<f64>, f64) {
+                let s: Vec<f64> = m["seconds"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default();
+                let da = (m["A"].as_f64().unwrap_or(f64::NAN) - l.a).abs();
+                let db = (m["B"].as_f64().unwrap_or(f64::NAN) - l.b).abs();
+                (s, da.max(db))
+            };
+            let ((np_secs, diff), (lm_secs, lm_diff)) = match &np {
+                Some(v) => (peer(&v[method.as_str()]), peer(&v[method.as_str()]["lm"])),
+                None => ((Vec::new(), f64::NAN), (Vec::new(), f64::NAN)),
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} ({} anchors kept) | {} | {} | {:.5} | {:.5} | {:.1e} |",
+                "| {} | {} | {} | {} ({} anchors kept) | {} | {} | {} | {} | {:.5} | {:.5} | {:.1e}, {:.1e} |",
                 old.len(),
                 method.as_str(),
                 secs_cell(&secs),
@@ -862,9 +870,12 @@ fn section_linking(args: &Args, tmp: &Path, out: &mut String) -> Result<()> {
                 ls.anchors.len(),
                 secs_cell(&np_secs),
                 ratio(stats(&np_secs).1, stats(&secs).1),
+                secs_cell(&lm_secs),
+                ratio(stats(&lm_secs).1, stats(&secs).1),
                 l.a,
                 l.b,
-                diff
+                diff,
+                lm_diff
             );
         }
     }

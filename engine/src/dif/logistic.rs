@@ -144,11 +144,12 @@ pub fn logistic_regression(
 
 /// The persons of one group at one score: how many, how many right.
 #[derive(Debug, Clone, Copy)]
-struct Cell {
-    score: f64,
-    focal: f64,
-    n: f64,
-    right: f64,
+pub(super) struct Cell {
+    /// The matching variable: the total score, or an ability estimate.
+    pub score: f64,
+    pub focal: f64,
+    pub n: f64,
+    pub right: f64,
 }
 
 /// The non-empty cells of an item's score table.
@@ -169,7 +170,7 @@ fn cells(table: &[[u32; 4]]) -> Vec<Cell> {
     cells
 }
 
-fn item_dif(cells: &[Cell]) -> LogisticDif {
+pub(super) fn item_dif(cells: &[Cell]) -> LogisticDif {
     let n: f64 = cells.iter().map(|c| c.n).sum();
     let right: f64 = cells.iter().map(|c| c.right).sum();
     let null_deviance = -2.0 * (xlny(right, right / n) + xlny(n - right, 1.0 - right / n));

@@ -65,7 +65,7 @@ pub fn mantel_haenszel(
         .collect())
 }
 
-fn item_dif(item: &str, tables: &[[f64; 4]]) -> MhDif {
+pub(super) fn item_dif(item: &str, tables: &[[f64; 4]]) -> MhDif {
     let (mut num, mut den) = (0.0, 0.0);
     let (mut sum_a, mut sum_ea, mut sum_var) = (0.0, 0.0, 0.0);
     let (mut pr, mut ps_qr, mut qs) = (0.0, 0.0, 0.0);

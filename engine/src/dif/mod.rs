@@ -17,13 +17,19 @@
 //! Both start from one pass over the responses that counts, per item and total score, the
 //! reference and focal students who got the item right and wrong: everything either
 //! procedure computes is a function of these counts.
+//!
+//! Adaptive exams give students different items, so no total score is comparable; there
+//! [`dif_by_ability`] matches on the students' ability estimates instead.
 
 use rayon::prelude::*;
 
 use crate::irt::{IrtError, MISSING, ResponseMatrix};
 
+mod ability;
 mod logistic;
 mod mantel_haenszel;
+
+pub use ability::{AbilityDif, dif_by_ability};
 
 pub use logistic::{
     DeltaR2Category, Estimate, LogisticDif, LogisticFit, LrTest, logistic_regression,

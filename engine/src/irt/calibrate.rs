@@ -35,7 +35,9 @@ use serde::Serialize;
 
 use super::IrtError;
 use super::data::{MISSING, ResponseMatrix};
-use super::estep::{Counts, EDGE, Patterns, Tables, Window, chunk_size, e_step, initial_windows};
+use super::estep::{
+    Counts, EDGE, Patterns, Tables, Window, chunk_size, e_step, e_step_reusing, initial_windows,
+};
 use super::model::{ItemParams, Model, Quadrature, logistic, softplus};
 use super::se;
 
@@ -657,11 +659,18 @@ pub fn calibrate(
     };
 
     let mut windows = initial_windows(&pats, &quad);
+    let mut spare = Vec::new();
     let mut trace = Vec::new();
     let mut converged = false;
     let mut iterations = 0;
     let mut last_change = f64::INFINITY;
-    let mut counts = e_step(&pats, &make_tables(&params, &quad), &mut windows, concave);
+    let mut counts = e_step_reusing(
+        &pats,
+        &make_tables(&params, &quad),
+        &mut windows,
+        concave,
+        &mut spare,
+    );
     trace.push(counts.loglik + prior_term(&params));
     let (mut latent_mean, mut latent_sd) = (0.0, 1.0);
     let mut quad = quad;
@@ -691,7 +700,13 @@ pub fn calibrate(
             (latent_mean, latent_sd) = (mean, sd);
             quad = quad.with_normal(mean, sd);
             iterations += 1;
-            counts = e_step(&pats, &make_tables(&params, &quad), &mut windows, concave);
+            counts = e_step_reusing(
+                &pats,
+                &make_tables(&params, &quad),
+                &mut windows,
+                concave,
+                &mut spare,
+            );
             let obj = counts.loglik + prior_term(&params);
             trace.push(obj);
             last_change = max_change(&x0, &params).max(moved);
@@ -710,7 +725,7 @@ pub fn calibrate(
         let x0 = params.clone();
         m_step(model, &mut params, &counts, &quad, opts.c_prior);
         iterations += 1;
-        counts = e_step(&pats, &tables(&params), &mut windows, concave);
+        counts = e_step_reusing(&pats, &tables(&params), &mut windows, concave, &mut spare);
         let obj = counts.loglik + prior_term(&params);
         let prev = *trace.last().unwrap_or(&obj);
         trace.push(obj);
@@ -727,62 +742,67 @@ pub fn calibrate(
             continue;
         }
         // SQUAREM (Varadhan & Roland 2008, scheme S3): second EM step x1 → x2, then
-        // extrapolate and stabilise with one EM step; the extrapolated result is kept only
-        // if its objective is not below the plain EM point x2.
+        // extrapolate and stabilise with one EM step. The extrapolated result is kept only
+        // if its objective is not below that of x1 (the last point whose objective is
+        // known), so the trace still never falls. The E-step at x2 is computed only when
+        // x2 itself is kept (converged, no extrapolation, or the extrapolation rejected):
+        // an accepted cycle costs three E-steps, not four.
+        let obj1 = obj;
         let x1 = params.clone();
         m_step(model, &mut params, &counts, &quad, opts.c_prior);
         iterations += 1;
-        let c2 = e_step(&pats, &tables(&params), &mut windows, concave);
-        let obj2 = c2.loglik + prior_term(&params);
         last_change = max_change(&x1, &params);
         let x2 = params.clone();
-        counts = c2;
-        if !obj2.is_finite() || !last_change.is_finite() {
-            trace.push(obj2);
-            break;
-        }
-        if last_change < opts.tolerance {
-            trace.push(obj2);
-            converged = true;
-            break;
-        }
-        let (v0, v1, v2) = (to_vec(model, &x0), to_vec(model, &x1), to_vec(model, &x2));
-        let r: Vec<f64> = v1.iter().zip(&v0).map(|(a, b)| a - b).collect();
-        let v: Vec<f64> = (0..v0.len()).map(|j| v2[j] - 2.0 * v1[j] + v0[j]).collect();
-        let (rn, vn) = (norm(&r), norm(&v));
-        let alpha = if vn > 0.0 { -(rn / vn) } else { -1.0 };
         let mut accepted = false;
-        if alpha < -1.0 {
-            let alpha = alpha.max(-100.0);
-            let xe: Vec<f64> = (0..v0.len())
-                .map(|j| v0[j] - 2.0 * alpha * r[j] + alpha * alpha * v[j])
-                .collect();
-            let mut pe = from_vec(model, &xe, m);
-            let valid = xe.iter().all(|x| x.is_finite())
-                && pe
-                    .c
-                    .iter()
-                    .all(|&c| (0.0..1.0).contains(&c) && (model != Model::ThreePl || c > 0.0));
-            if valid {
-                let ce = e_step(&pats, &tables(&pe), &mut windows, concave);
-                if ce.loglik.is_finite() {
-                    m_step(model, &mut pe, &ce, &quad, opts.c_prior);
-                    iterations += 1;
-                    let c3 = e_step(&pats, &tables(&pe), &mut windows, concave);
-                    let obj3 = c3.loglik + prior_term(&pe);
-                    if obj3.is_finite() && obj3 >= obj2 {
-                        last_change = max_change(&x2, &pe);
-                        params = pe;
-                        counts = c3;
-                        trace.push(obj3);
-                        accepted = true;
+        if last_change.is_finite() && last_change >= opts.tolerance {
+            let (v0, v1, v2) = (to_vec(model, &x0), to_vec(model, &x1), to_vec(model, &x2));
+            let r: Vec<f64> = v1.iter().zip(&v0).map(|(a, b)| a - b).collect();
+            let v: Vec<f64> = (0..v0.len()).map(|j| v2[j] - 2.0 * v1[j] + v0[j]).collect();
+            let (rn, vn) = (norm(&r), norm(&v));
+            let alpha = if vn > 0.0 { -(rn / vn) } else { -1.0 };
+            if alpha < -1.0 {
+                let alpha = alpha.max(-100.0);
+                let xe: Vec<f64> = (0..v0.len())
+                    .map(|j| v0[j] - 2.0 * alpha * r[j] + alpha * alpha * v[j])
+                    .collect();
+                let mut pe = from_vec(model, &xe, m);
+                let valid = xe.iter().all(|x| x.is_finite())
+                    && pe
+                        .c
+                        .iter()
+                        .all(|&c| (0.0..1.0).contains(&c) && (model != Model::ThreePl || c > 0.0));
+                if valid {
+                    let ce = e_step_reusing(&pats, &tables(&pe), &mut windows, concave, &mut spare);
+                    if ce.loglik.is_finite() {
+                        m_step(model, &mut pe, &ce, &quad, opts.c_prior);
+                        iterations += 1;
+                        let c3 =
+                            e_step_reusing(&pats, &tables(&pe), &mut windows, concave, &mut spare);
+                        let obj3 = c3.loglik + prior_term(&pe);
+                        if obj3.is_finite() && obj3 >= obj1 {
+                            last_change = max_change(&x2, &pe);
+                            params = pe;
+                            counts = c3;
+                            trace.push(obj3);
+                            accepted = true;
+                        }
                     }
                 }
             }
         }
         if !accepted {
+            let c2 = e_step_reusing(&pats, &tables(&x2), &mut windows, concave, &mut spare);
+            let obj2 = c2.loglik + prior_term(&x2);
             params = x2;
+            counts = c2;
             trace.push(obj2);
+            if !obj2.is_finite() || !last_change.is_finite() {
+                break;
+            }
+            if last_change < opts.tolerance {
+                converged = true;
+                break;
+            }
         }
     }
     let log_likelihood = counts.loglik;
