@@ -1,14 +1,17 @@
 //! `examflow dif RESPONSES.csv --groups GROUPS.csv --focal F --reference R`: DIF of every
 //! item between two groups of students: Mantel–Haenszel with the ETS A/B/C category, and
 //! logistic regression (uniform and non-uniform likelihood-ratio tests, Nagelkerke ΔR²
-//! with the Jodoin–Gierl class), both matched on the total score as difR does.
+//! with the Jodoin–Gierl class), both matched on the total score as difR does, or with
+//! `--theta THETA.csv` on ability estimates (adaptive data, where students answered
+//! different items).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use examflow_engine::dif::{
-    DeltaR2Category, EtsCategory, Group, logistic_regression, mantel_haenszel,
+    DeltaR2Category, EtsCategory, Group, LogisticDif, MhDif, dif_by_ability, logistic_regression,
+    mantel_haenszel,
 };
 use serde_json::json;
 
@@ -30,12 +33,49 @@ pub struct DifArgs {
     /// The reference group's label.
     #[arg(long)]
     pub reference: String,
+    /// Match students on ability instead of the total score: a CSV with a header, the
+    /// person id in the first column and θ in the second (e.g. the final θ of adaptive
+    /// sessions). Each item is then compared among the students who answered it, so
+    /// missing answers are allowed.
+    #[arg(long)]
+    pub theta: Option<PathBuf>,
+    /// Ability strata for Mantel–Haenszel with `--theta` (equal-size bands of θ).
+    #[arg(long, default_value_t = 10)]
+    pub strata: usize,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ReportFormat,
 }
 
+/// person id → θ, from the `--theta` CSV (a finite number in the second column).
+fn read_theta(path: &Path) -> Result<HashMap<String, f64>, ApiError> {
+    let mut theta = HashMap::new();
+    for (person, (line, value)) in read_pairs(path)? {
+        let t: f64 = value
+            .parse()
+            .ok()
+            .filter(|t: &f64| t.is_finite())
+            .ok_or_else(|| ApiError::Input {
+                path: path.to_path_buf(),
+                line,
+                column: 2,
+                message: format!("θ {value:?} of person {person:?} is not a finite number"),
+            })?;
+        theta.insert(person, t);
+    }
+    Ok(theta)
+}
+
 /// person id → group label, from the groups CSV.
 fn read_groups(path: &Path) -> Result<HashMap<String, String>, ApiError> {
+    Ok(read_pairs(path)?
+        .into_iter()
+        .map(|(person, (_, group))| (person, group))
+        .collect())
+}
+
+/// person id → (line, second column) of a two-column CSV with a header; a person listed
+/// twice is an error.
+fn read_pairs(path: &Path) -> Result<HashMap<String, (u64, String)>, ApiError> {
     let bytes = read_input(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -58,7 +98,7 @@ fn read_groups(path: &Path) -> Result<HashMap<String, String>, ApiError> {
             });
         };
         if groups
-            .insert(person.to_string(), group.to_string())
+            .insert(person.to_string(), (line, group.to_string()))
             .is_some()
         {
             return Err(ApiError::Input {
@@ -99,12 +139,38 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
             args.groups.display()
         ))
     };
-    let items = mantel_haenszel(&responses, &groups).map_err(explain)?;
-    let logistic = logistic_regression(&responses, &groups).map_err(explain)?;
+    let (items, logistic): (Vec<MhDif>, Vec<LogisticDif>) = match &args.theta {
+        Some(path) => {
+            let known = read_theta(path)?;
+            let theta: Vec<f64> = responses
+                .person_ids
+                .iter()
+                .map(|person| known.get(person).copied().unwrap_or(f64::NAN))
+                .collect();
+            dif_by_ability(&responses, &groups, &theta, args.strata)
+                .map_err(explain)?
+                .into_iter()
+                .map(|d| (d.mantel_haenszel, d.logistic))
+                .unzip()
+        }
+        None => (
+            mantel_haenszel(&responses, &groups).map_err(explain)?,
+            logistic_regression(&responses, &groups).map_err(explain)?,
+        ),
+    };
+    let matched_on = match &args.theta {
+        Some(path) => format!(
+            "ability (θ from {}, {} strata)",
+            path.display(),
+            args.strata
+        ),
+        None => "total score".to_string(),
+    };
     Ok(match args.format {
         ReportFormat::Json => {
             let value = json!({
                 "method": "mantel_haenszel",
+                "matching": if args.theta.is_some() { "ability" } else { "total_score" },
                 "focal": {"group": args.focal, "persons": focal},
                 "reference": {"group": args.reference, "persons": reference},
                 "items": items,
@@ -117,7 +183,7 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
             let _ = writeln!(
                 out,
                 "Mantel-Haenszel DIF, focal {:?} ({focal} persons) vs reference {:?} \
-                 ({reference} persons), matched on total score\n",
+                 ({reference} persons), matched on {matched_on}\n",
                 args.focal, args.reference
             );
             let width = items

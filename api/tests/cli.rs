@@ -412,6 +412,98 @@ fn link_recovers_the_scale_between_two_calibrations() {
     );
 }
 
+/// `examflow dif --theta`: adaptive-like answers (each student answered about half of the
+/// items, so nobody has a comparable total score), matched on ability estimates. The focal
+/// group is less able, and q0 is also one logit harder for it: q0 is C, no other item is.
+#[test]
+fn dif_matches_adaptive_answers_on_ability() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = examflow_engine::irt::SplitMix64::new(41);
+    let mut responses = String::from("person");
+    for i in 0..12 {
+        responses.push_str(&format!(",q{i}"));
+    }
+    responses.push('\n');
+    let mut groups = String::from("person,campus\n");
+    let mut thetas = String::from("person,theta\n");
+    for p in 0..4000 {
+        let focal = p % 2 == 1;
+        let theta = rng.normal() - if focal { 0.5 } else { 0.0 };
+        responses.push_str(&format!("s{p}"));
+        for i in 0..12 {
+            if i > 0 && rng.uniform() < 0.5 {
+                responses.push(',');
+                continue;
+            }
+            let b = -1.5 + 3.0 * i as f64 / 11.0 + if i == 0 && focal { 1.0 } else { 0.0 };
+            let right = rng.uniform() < 1.0 / (1.0 + (b - theta).exp());
+            responses.push_str(if right { ",1" } else { ",0" });
+        }
+        responses.push('\n');
+        groups.push_str(&format!("s{p},{}\n", if focal { "north" } else { "south" }));
+        thetas.push_str(&format!("s{p},{:.4}\n", theta + 0.3 * rng.normal()));
+    }
+    let (r, g, t) = (
+        dir.path().join("r.csv"),
+        dir.path().join("g.csv"),
+        dir.path().join("t.csv"),
+    );
+    std::fs::write(&r, responses).unwrap();
+    std::fs::write(&g, groups).unwrap();
+    std::fs::write(&t, thetas).unwrap();
+    let (r, g, t) = (
+        r.to_str().unwrap(),
+        g.to_str().unwrap(),
+        t.to_str().unwrap(),
+    );
+    let args = |extra: &[&'static str], theta: &str| {
+        let mut a = vec![
+            "dif",
+            r,
+            "--groups",
+            g,
+            "--focal",
+            "north",
+            "--reference",
+            "south",
+        ];
+        a.extend_from_slice(extra);
+        if !theta.is_empty() {
+            a.extend_from_slice(&["--theta", theta]);
+        }
+        a.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        examflow(&a)
+    };
+    let dif = json_of(&run(args(&["--format", "json"], t)));
+    assert_eq!(dif["matching"], "ability");
+    let items = dif["items"].as_array().unwrap();
+    assert_eq!(items[0]["category"], "C", "{:#}", items[0]);
+    assert!(items[1..].iter().all(|i| i["category"] != "C"), "{dif:#}");
+    let lr = dif["logistic_regression"].as_array().unwrap();
+    assert!(lr[0]["uniform"]["p_value"].as_f64().unwrap() < 1e-6);
+    let table = String::from_utf8_lossy(&run(args(&[], t)).stdout).to_string();
+    assert!(table.contains("matched on ability"), "{table}");
+    // Matched on the total score, the same answers cannot be compared.
+    let by_score = run(args(&[], ""));
+    assert!(!by_score.status.success());
+    // A θ that is not a number: file, line and column.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "person,theta\ns1,0.5\ns2,high\n").unwrap();
+    let out = run(args(&[], bad.to_str().unwrap()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("bad.csv") && stderr.contains("\"high\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":3:2") || stderr.contains("line 3"),
+        "{stderr}"
+    );
+}
+
 /// `examflow dif`: 1500 + 1500 students of equal ability; q0 is one logit harder for the
 /// focal group. It is category C; the others are not; bad groups are clear errors.
 #[test]
