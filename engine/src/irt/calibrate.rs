@@ -149,7 +149,8 @@ pub struct CalibrationOptions {
     pub c_prior: (f64, f64),
     pub se_method: SeMethod,
     /// SQUAREM acceleration of the EM (default true); every accelerated step is checked
-    /// and replaced by the plain EM step if it would lower the objective.
+    /// and replaced by the plain EM step if its objective is below that of the last point
+    /// the EM reached, so the objective never falls.
     pub accelerate: bool,
     /// Fixed-parameter calibration: `(item index, a, b, c)` of anchor items whose
     /// parameters are held (e.g. from an earlier calibration). The students' distribution
