@@ -88,3 +88,46 @@ proptest! {
         }
     }
 }
+
+/// An item's parameters from anywhere in (and at the edges of) what a parameter CSV can
+/// hold: tiny and huge slopes, far difficulties, guessing near 1.
+fn any_item() -> impl Strategy<Value = (f64, f64, f64)> {
+    (
+        prop_oneof![1e-6..1e-2f64, 0.05..6.0f64, 6.0..1e4f64],
+        prop_oneof![-6.0..6.0f64, -1e3..1e3f64],
+        prop_oneof![Just(0.0), 0.0..0.999f64],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// `examflow link` reads two parameter files a user supplies: whatever they hold, every
+    /// method returns constants with A > 0 and finite B (and drift areas in [0, 1]) or an
+    /// error, never a panic or a hang.
+    #[test]
+    fn linking_any_parameters_never_panics(
+        pairs in proptest::collection::vec((any_item(), any_item()), 1..40),
+        method in 0usize..4,
+        threshold in prop_oneof![Just(f64::INFINITY), 0.001..0.5f64],
+    ) {
+        use examflow_engine::irt::{ItemParams, LinkingMethod, LinkingOptions, link};
+        let item = |i: usize, (a, b, c): (f64, f64, f64)| ItemParams::new(format!("q{i}"), a, b, c);
+        let old: Vec<ItemParams> = pairs.iter().enumerate().map(|(i, p)| item(i, p.0)).collect();
+        let new: Vec<ItemParams> = pairs.iter().enumerate().map(|(i, p)| item(i, p.1)).collect();
+        let method = [
+            LinkingMethod::StockingLord,
+            LinkingMethod::Haebara,
+            LinkingMethod::MeanMean,
+            LinkingMethod::MeanSigma,
+        ][method];
+        let options = LinkingOptions { method, drift_threshold: threshold, ..LinkingOptions::default() };
+        if let Ok(l) = link(&old, &new, &options) {
+            prop_assert!(l.a.is_finite() && l.a > 0.0 && l.b.is_finite(), "{l:?}");
+            prop_assert!(!l.anchors.is_empty());
+            for d in &l.drift {
+                prop_assert!((0.0..=1.0 + 1e-9).contains(&d.area), "{d:?}");
+            }
+        }
+    }
+}
