@@ -139,38 +139,40 @@ pub fn run(args: &DifArgs) -> Result<String, ApiError> {
             args.groups.display()
         ))
     };
-    let (items, logistic): (Vec<MhDif>, Vec<LogisticDif>) = match &args.theta {
-        Some(path) => {
-            let known = read_theta(path)?;
-            let theta: Vec<f64> = responses
-                .person_ids
-                .iter()
-                .map(|person| known.get(person).copied().unwrap_or(f64::NAN))
-                .collect();
-            dif_by_ability(&responses, &groups, &theta, args.strata)
-                .map_err(explain)?
-                .into_iter()
-                .map(|d| (d.mantel_haenszel, d.logistic))
-                .unzip()
-        }
-        None => (
-            mantel_haenszel(&responses, &groups).map_err(explain)?,
-            logistic_regression(&responses, &groups).map_err(explain)?,
-        ),
-    };
-    let matched_on = match &args.theta {
-        Some(path) => format!(
-            "ability (θ from {}, {} strata)",
-            path.display(),
-            args.strata
-        ),
-        None => "total score".to_string(),
-    };
+    // The results, the JSON `matching` and the table's "matched on …".
+    let (items, logistic, matching, matched_on): (Vec<MhDif>, Vec<LogisticDif>, _, _) =
+        match &args.theta {
+            Some(path) => {
+                let known = read_theta(path)?;
+                let theta: Vec<f64> = responses
+                    .person_ids
+                    .iter()
+                    .map(|person| known.get(person).copied().unwrap_or(f64::NAN))
+                    .collect();
+                let (items, logistic) = dif_by_ability(&responses, &groups, &theta, args.strata)
+                    .map_err(explain)?
+                    .into_iter()
+                    .map(|d| (d.mantel_haenszel, d.logistic))
+                    .unzip();
+                let described = format!(
+                    "ability (θ from {}, {} strata)",
+                    path.display(),
+                    args.strata
+                );
+                (items, logistic, "ability", described)
+            }
+            None => (
+                mantel_haenszel(&responses, &groups).map_err(explain)?,
+                logistic_regression(&responses, &groups).map_err(explain)?,
+                "total_score",
+                "total score".to_string(),
+            ),
+        };
     Ok(match args.format {
         ReportFormat::Json => {
             let value = json!({
                 "method": "mantel_haenszel",
-                "matching": if args.theta.is_some() { "ability" } else { "total_score" },
+                "matching": matching,
                 "focal": {"group": args.focal, "persons": focal},
                 "reference": {"group": args.reference, "persons": reference},
                 "items": items,

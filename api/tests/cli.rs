@@ -412,6 +412,22 @@ fn link_recovers_the_scale_between_two_calibrations() {
     );
 }
 
+/// `examflow dif RESPONSES --groups GROUPS --focal north --reference south EXTRA…`.
+fn dif_north_south(responses: &str, groups: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "dif",
+        responses,
+        "--groups",
+        groups,
+        "--focal",
+        "north",
+        "--reference",
+        "south",
+    ];
+    args.extend_from_slice(extra);
+    examflow(&args)
+}
+
 /// `examflow dif --theta`: adaptive-like answers (each student answered about half of the
 /// items, so nobody has a comparable total score), matched on ability estimates. The focal
 /// group is less able, and q0 is also one logit harder for it: q0 is C, no other item is.
@@ -456,43 +472,22 @@ fn dif_matches_adaptive_answers_on_ability() {
         g.to_str().unwrap(),
         t.to_str().unwrap(),
     );
-    let args = |extra: &[&'static str], theta: &str| {
-        let mut a = vec![
-            "dif",
-            r,
-            "--groups",
-            g,
-            "--focal",
-            "north",
-            "--reference",
-            "south",
-        ];
-        a.extend_from_slice(extra);
-        if !theta.is_empty() {
-            a.extend_from_slice(&["--theta", theta]);
-        }
-        a.iter().map(|s| s.to_string()).collect::<Vec<String>>()
-    };
-    let run = |a: Vec<String>| {
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        examflow(&a)
-    };
-    let dif = json_of(&run(args(&["--format", "json"], t)));
+    let dif = json_of(&dif_north_south(r, g, &["--format", "json", "--theta", t]));
     assert_eq!(dif["matching"], "ability");
     let items = dif["items"].as_array().unwrap();
     assert_eq!(items[0]["category"], "C", "{:#}", items[0]);
     assert!(items[1..].iter().all(|i| i["category"] != "C"), "{dif:#}");
     let lr = dif["logistic_regression"].as_array().unwrap();
     assert!(lr[0]["uniform"]["p_value"].as_f64().unwrap() < 1e-6);
-    let table = String::from_utf8_lossy(&run(args(&[], t)).stdout).to_string();
+    let table = String::from_utf8_lossy(&dif_north_south(r, g, &["--theta", t]).stdout).to_string();
     assert!(table.contains("matched on ability"), "{table}");
     // Matched on the total score, the same answers cannot be compared.
-    let by_score = run(args(&[], ""));
+    let by_score = dif_north_south(r, g, &[]);
     assert!(!by_score.status.success());
     // A θ that is not a number: file, line and column.
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "person,theta\ns1,0.5\ns2,high\n").unwrap();
-    let out = run(args(&[], bad.to_str().unwrap()));
+    let out = dif_north_south(r, g, &["--theta", bad.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("bad.csv") && stderr.contains("\"high\""),
@@ -532,19 +527,7 @@ fn dif_flags_the_planted_item() {
     std::fs::write(&r, responses).unwrap();
     std::fs::write(&g, groups).unwrap();
     let (r, g) = (r.to_str().unwrap(), g.to_str().unwrap());
-    let out = examflow(&[
-        "dif",
-        r,
-        "--groups",
-        g,
-        "--focal",
-        "north",
-        "--reference",
-        "south",
-        "--format",
-        "json",
-    ]);
-    let dif = json_of(&out);
+    let dif = json_of(&dif_north_south(r, g, &["--format", "json"]));
     assert_eq!(dif["focal"]["persons"], 1500);
     let items = dif["items"].as_array().unwrap();
     assert_eq!(items[0]["item"], "q0");
@@ -573,16 +556,7 @@ fn dif_flags_the_planted_item() {
         null_uniform <= 2,
         "{null_uniform} null items flagged at .01"
     );
-    let table = examflow(&[
-        "dif",
-        r,
-        "--groups",
-        g,
-        "--focal",
-        "north",
-        "--reference",
-        "south",
-    ]);
+    let table = dif_north_south(r, g, &[]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("C: review") && text.contains("q14"), "{text}");
     assert!(text.contains("Logistic regression DIF"), "{text}");

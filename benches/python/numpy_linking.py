@@ -104,33 +104,20 @@ def main():
         par = json.load(f)
     arr = {k: np.asarray(v, dtype=float) for k, v in par.items()}
     out = {"tool": "numpy-linking", "numpy": np.__version__}
-    for method in ["stocking_lord", "haebara"]:
+    params = [arr[k] for k in ("old_a", "old_b", "new_a", "new_b", "theta", "weight")]
+
+    def timed(fit, method):
+        """`reps` runs of one peer: its last (A, B, nfev) and every run's seconds."""
         secs = []
         for _ in range(args.reps):
             t0 = time.perf_counter()
-            A, B, nfev = link(
-                method,
-                arr["old_a"],
-                arr["old_b"],
-                arr["new_a"],
-                arr["new_b"],
-                arr["theta"],
-                arr["weight"],
-            )
+            result = fit(method, *params)
             secs.append(time.perf_counter() - t0)
-        lm_secs = []
-        for _ in range(args.reps):
-            t0 = time.perf_counter()
-            lm_a, lm_b, lm_nfev = link_lm(
-                method,
-                arr["old_a"],
-                arr["old_b"],
-                arr["new_a"],
-                arr["new_b"],
-                arr["theta"],
-                arr["weight"],
-            )
-            lm_secs.append(time.perf_counter() - t0)
+        return result, secs
+
+    for method in ["stocking_lord", "haebara"]:
+        (A, B, nfev), secs = timed(link, method)
+        (lm_a, lm_b, lm_nfev), lm_secs = timed(link_lm, method)
         out[method] = {
             "A": A,
             "B": B,
